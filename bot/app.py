@@ -1,0 +1,134 @@
+"""The Telegram application: one function builds it and registers every handler."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from telegram import Bot, BotCommand, BotCommandScopeChat, Update
+from telegram.error import TelegramError
+from telegram.ext import (
+    AIORateLimiter,
+    Application,
+    ApplicationBuilder,
+    CommandHandler,
+    MessageHandler,
+    filters,
+)
+
+from bot import handlers, texts
+from bot.service import Services, open_services
+from bot.settings import Settings
+
+log = logging.getLogger(__name__)
+
+OWNS_SERVICES = "owns_services"  # bot_data key: close the services at shutdown?
+RATE_LIMIT_RETRIES = 3  # a 429 from Telegram is waited out this many times before giving up
+
+
+class RateLimiter(AIORateLimiter):
+    """Telegram's flood limits, except for chat actions.
+
+    "typing…" is cosmetic and must not use up a group's 20 messages a minute.
+    """
+
+    async def process_request(self, callback, args, kwargs, endpoint, data, rate_limit_args):
+        if endpoint == "sendChatAction":
+            return await callback(*args, **kwargs)
+        return await super().process_request(
+            callback, args, kwargs, endpoint, data, rate_limit_args
+        )
+
+
+def build_application(settings: Settings, services: Services | None = None) -> Application:
+    """The bot, ready for `run_polling`.
+
+    Services (database, generator) are opened in post_init and closed in post_shutdown,
+    unless given here: then the caller owns them (tests share a generator between runs).
+    """
+
+    async def post_init(app: Application) -> None:
+        owned = services is None
+        app.bot_data[handlers.SERVICES] = (
+            await asyncio.to_thread(open_services, settings) if owned else services
+        )
+        app.bot_data[OWNS_SERVICES] = owned
+        model = app.bot_data[handlers.SERVICES].model
+        log.info("serving @%s with model %s", app.bot.username, model.describe())
+        await register_commands(app.bot, settings.admin_ids)
+
+    async def post_shutdown(app: Application) -> None:
+        opened = app.bot_data.pop(handlers.SERVICES, None)
+        if opened is not None:
+            await opened.replies.stop()  # replies already asked for are answered first
+            if app.bot_data.pop(OWNS_SERVICES, False):
+                opened.close()
+
+    app = (
+        ApplicationBuilder()
+        .token(settings.require_token())
+        .base_url(settings.telegram_base_url)
+        .base_file_url(settings.telegram_base_file_url)
+        .rate_limiter(RateLimiter(max_retries=RATE_LIMIT_RETRIES))
+        .concurrent_updates(True)  # one user's slow reply never holds up another's
+        .post_init(post_init)
+        .post_shutdown(post_shutdown)
+        .build()
+    )
+    new_messages = filters.UpdateType.MESSAGE  # edits and channel posts are not conversation
+    private = filters.ChatType.PRIVATE
+    groups = filters.ChatType.GROUPS
+
+    # Commands (also as /temp@botname in groups); never stored as conversation.
+    app.add_handler(CommandHandler(["start", "help"], handlers.start, filters=new_messages))
+    app.add_handler(CommandHandler("temp", handlers.temperature, filters=new_messages))
+    app.add_handler(CommandHandler("learn", handlers.learn, filters=new_messages))
+    app.add_handler(CommandHandler("forget", handlers.forget, filters=new_messages))
+    app.add_handler(CommandHandler("status", handlers.status, filters=new_messages))
+    unknown = new_messages & private & filters.COMMAND
+    app.add_handler(MessageHandler(unknown, handlers.unknown_command))
+
+    # Conversation: private chats always get an answer; groups when the bot is addressed.
+    app.add_handler(
+        MessageHandler(
+            new_messages & (private | groups) & filters.TEXT & ~filters.COMMAND, handlers.converse
+        )
+    )
+
+    # Stickers, photos, voice...: a short note in private chats, silence in groups.
+    app.add_handler(
+        MessageHandler(
+            new_messages & private & ~filters.TEXT & ~filters.StatusUpdate.ALL, handlers.non_text
+        )
+    )
+
+    # Anything a handler raises is logged; no update stops the bot.
+    app.add_error_handler(handlers.log_error)
+    return app
+
+
+def command_menu(*, admin: bool) -> list[BotCommand]:
+    entries = texts.PUBLIC_COMMANDS + (texts.ADMIN_COMMANDS if admin else ())
+    return [BotCommand(name, description) for name, description in entries]
+
+
+async def register_commands(bot: Bot, admin_ids: frozenset[int]) -> None:
+    """Show the public commands to everyone, and the admin commands in each admin's chat.
+
+    A failure (e.g. an admin who never wrote to the bot: "chat not found") is logged.
+    """
+    try:
+        await bot.set_my_commands(command_menu(admin=False))
+    except TelegramError as exc:
+        log.warning("could not register the command menu: %s", exc)
+    for admin_id in sorted(admin_ids):
+        try:
+            await bot.set_my_commands(command_menu(admin=True), scope=BotCommandScopeChat(admin_id))
+        except TelegramError as exc:
+            log.warning("could not show the admin commands to admin %s: %s", admin_id, exc)
+
+
+def run(settings: Settings) -> None:
+    """Long-poll Telegram until SIGINT/SIGTERM; replies in flight finish before exit."""
+    app = build_application(settings)
+    app.run_polling(allowed_updates=Update.ALL_TYPES, drop_pending_updates=False)

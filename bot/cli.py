@@ -1,0 +1,239 @@
+"""The `charbot` command: run, chat, status, pretrain, eval, train.
+
+Settings are loaded here, once, and passed down. TensorFlow is imported only by the
+subcommands that need it, so `charbot --help` and configuration errors are instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+
+from bot.settings import Settings, SettingsError, load_settings
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# What TensorFlow's native code prints at import below TF_CPP_MIN_LOG_LEVEL=1 all the same:
+# absl's preamble and INFO lines such as "I0000 00:00:17... port.cc:153] oneDNN ...".
+_ABSL_PREAMBLE = "WARNING: All log messages before absl::InitializeLog() is called"
+_ABSL_INFO = re.compile(r"I\d{4} \d\d:\d\d:[\d.]+\s+\d+ \S+:\d+\] ")
+
+
+class CommandError(Exception):
+    """A failure to report as one line (`charbot: ...`) with exit status 1."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except SettingsError as exc:
+        print(f"charbot: {exc}", file=sys.stderr)
+        return 2
+    except CommandError as exc:
+        print(f"charbot: {exc}", file=sys.stderr)
+        return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="charbot",
+        description="A Telegram chat bot whose replies are written byte by byte by a small "
+        "recurrent network. Configured by environment variables (or a .env file): "
+        "TELEGRAM_BOT_TOKEN, CHARBOT_TELEGRAM_BASE_URL, CHARBOT_ADMIN_IDS, CHARBOT_DATA_DIR, "
+        "CHARBOT_DATABASE_URL, CHARBOT_RETRAIN_INTERVAL, CHARBOT_MODEL_PATH.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("run", help="run the bot on Telegram (needs TELEGRAM_BOT_TOKEN)").set_defaults(
+        func=cmd_run
+    )
+    sub.add_parser("chat", help="talk to the bot in the terminal (no token needed)").set_defaults(
+        func=cmd_chat
+    )
+    sub.add_parser("status", help="print what /status shows").set_defaults(func=cmd_status)
+    sub.add_parser("pretrain", help="rebuild the base model from the corpus").set_defaults(
+        func=cmd_pretrain
+    )
+    evaluate = sub.add_parser("eval", help="report how well a model does on held-out data")
+    evaluate.add_argument("model_path", nargs="?", help="model file (default: the served one)")
+    evaluate.set_defaults(func=cmd_eval)
+    sub.add_parser("train", help="retrain now, as the scheduler does (not yet)").set_defaults(
+        func=cmd_train
+    )
+    return parser
+
+
+# -- subcommands ----------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    token = settings.require_token()
+    configure_logging(logging.INFO, secrets=[token])
+    import_model()
+    from telegram.error import InvalidToken, NetworkError
+
+    from bot.app import run
+    from model import ModelFileError
+
+    try:
+        run(settings)
+    except ModelFileError as exc:
+        raise CommandError(model_hint(exc)) from None
+    except InvalidToken:
+        raise CommandError(
+            "Telegram refused TELEGRAM_BOT_TOKEN (check it with @BotFather)"
+        ) from None
+    except NetworkError as exc:
+        raise CommandError(f"could not reach the Telegram Bot API: {exc}") from None
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    configure_logging(logging.WARNING)
+    services = open_services_or_fail(settings)
+    from bot.terminal import chat
+
+    with contextlib.suppress(AttributeError):  # undecodable input never stops the chat
+        sys.stdin.reconfigure(errors="replace")
+    try:
+        return chat(services)
+    finally:
+        services.close()
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    configure_logging(logging.WARNING)
+    import_model()
+    from bot.commands import status_text
+    from bot.service import load_model_info, open_database_for
+    from model import ModelFileError
+
+    try:
+        model = load_model_info(settings)
+    except ModelFileError as exc:
+        raise CommandError(model_hint(exc)) from None
+    db = open_database_for(settings)
+    try:
+        print(status_text(db, model, uptime=None))
+    finally:
+        db.dispose()
+    return 0
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    configure_logging(logging.INFO)
+    import_model()
+    from model.pretrain import pretrain
+
+    pretrain(log_dir=settings.data_dir / "runs" / "pretrain")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    configure_logging(logging.INFO)
+    import_model()
+    from bot.service import model_path
+    from model.evaluate import main_report
+
+    main_report(args.model_path or model_path(settings))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    print(
+        "charbot: not yet implemented: retraining arrives with the retraining issue",
+        file=sys.stderr,
+    )
+    return 2
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+
+def open_services_or_fail(settings: Settings):
+    import_model()
+    from bot.service import open_services
+    from model import ModelFileError
+
+    try:
+        return open_services(settings)
+    except ModelFileError as exc:
+        raise CommandError(model_hint(exc)) from None
+
+
+def model_hint(exc: Exception) -> str:
+    return f"{exc} (build the base model with `charbot pretrain`, or set CHARBOT_MODEL_PATH)"
+
+
+def configure_logging(level: int, secrets: Sequence[str] = ()) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(RedactingFormatter(LOG_FORMAT, secrets=secrets))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+    # httpx logs every request URL at INFO, and Bot API URLs contain the token.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # a line per plugin
+
+
+class RedactingFormatter(logging.Formatter):
+    """A formatter that replaces secrets (the bot token) wherever they appear."""
+
+    def __init__(self, fmt: str, secrets: Sequence[str] = ()):
+        super().__init__(fmt)
+        self.secrets = [s for s in secrets if s]
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        for secret in self.secrets:
+            text = text.replace(secret, "<token>")
+        return text
+
+
+def import_model() -> None:
+    """Import the model package (TensorFlow) without its import-time INFO chatter on stderr."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    if os.environ["TF_CPP_MIN_LOG_LEVEL"].strip() in ("", "0"):
+        import model  # the user asked for everything
+
+        return
+    with filtered_stderr(_is_tensorflow_chatter):
+        import model  # noqa: F401
+
+
+def _is_tensorflow_chatter(line: str) -> bool:
+    return line.startswith(_ABSL_PREAMBLE) or bool(_ABSL_INFO.match(line))
+
+
+@contextlib.contextmanager
+def filtered_stderr(drop: Callable[[str], bool]) -> Iterator[None]:
+    """Capture file descriptor 2 (native code writes there too), then replay what `drop` keeps."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode(errors="replace").splitlines(keepends=True):
+                if not drop(line):
+                    sys.stderr.write(line)
+            sys.stderr.flush()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""Conversation turns in and out of storage, for both front ends.
+
+A human's message is stored before the bot answers (nothing is lost if the reply
+fails); the reply is stored afterwards as a bot turn, in its own short transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from storage import Database, add_message, get_or_create_chat, get_or_create_user
+
+MAX_MESSAGE_UTF16 = 4096  # Telegram's limit on a message's text, in UTF-16 code units
+EMPTY_REPLY = "…"  # sent instead of a reply that is blank after trimming (never expected)
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A human's text message, as both front ends describe it."""
+
+    chat_id: int
+    chat_type: str  # one of storage.CHAT_TYPES
+    user_id: int
+    text: str
+    user_name: str | None = None
+    chat_title: str | None = None
+    message_id: int | None = None  # Telegram's message id in the chat
+    update_id: int | None = None  # Telegram's update id: a redelivery is stored once
+
+
+def record_human_turn(db: Database, incoming: Incoming) -> float | None:
+    """Store the message; return the author's reply temperature.
+
+    None means the update was stored already (Telegram redelivered it): do not answer again.
+    """
+    with db.begin() as session:
+        get_or_create_chat(session, incoming.chat_id, incoming.chat_type, incoming.chat_title)
+        user = get_or_create_user(session, incoming.user_id, incoming.user_name)
+        stored = add_message(
+            session,
+            chat_id=incoming.chat_id,
+            user_id=incoming.user_id,
+            text=incoming.text,
+            telegram_message_id=incoming.message_id,
+            update_id=incoming.update_id,
+        )
+        return None if stored is None else user.temperature
+
+
+def user_temperature(db: Database, user_id: int, name: str | None = None) -> float:
+    """The user's reply temperature (the user is created with defaults if new)."""
+    with db.begin() as session:
+        return get_or_create_user(session, user_id, name).temperature
+
+
+def record_bot_turn(db: Database, chat_id: int, text: str, message_id: int | None = None) -> None:
+    """Store the bot's reply in the chat."""
+    with db.begin() as session:
+        add_message(session, chat_id=chat_id, text=text, telegram_message_id=message_id)
+
+
+def utf16_len(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def telegram_text(text: str, limit: int = MAX_MESSAGE_UTF16) -> str:
+    """`text` as Telegram accepts it: trimmed, at most `limit` UTF-16 units, never empty.
+
+    A cut never splits a surrogate pair (an emoji stays whole or goes).
+    """
+    text = text.strip()
+    if utf16_len(text) > limit:
+        units = text.encode("utf-16-le")[: 2 * limit]
+        text = units.decode("utf-16-le", errors="ignore").rstrip()  # drops a half pair
+    return text or EMPTY_REPLY

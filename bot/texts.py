@@ -1,0 +1,66 @@
+"""Every sentence the bot says about itself, in one place (both front ends use these)."""
+
+from __future__ import annotations
+
+# (command, menu description): the order is the order of /help and of the menu.
+PUBLIC_COMMANDS = (
+    ("help", "What this bot is and every command"),
+    ("temp", "Show or set how adventurous replies are (0–2)"),
+    ("learn", "Allow or stop learning from your messages (on/off)"),
+    ("forget", "Delete everything stored about you"),
+)
+ADMIN_COMMANDS = (("status", "Model version, message counts, uptime"),)
+
+INTRO = (
+    "I'm charbot. Every reply I write is made up byte by byte by a small recurrent "
+    "neural network, and I keep learning from the people who talk to me, so expect odd "
+    "answers. Just write to me."
+)
+
+COMMAND_HELP = {
+    "help": "/help — this message (/start shows it too)",
+    "temp": (
+        "/temp — show your reply temperature; /temp 0.6 sets it: 0 = always the likeliest "
+        "letter, 2 = wild (kept across chats)"
+    ),
+    "learn": "/learn on | /learn off — whether I may learn from your messages",
+    "forget": "/forget — delete everything I stored about you (messages and settings)",
+    "status": "/status — model version, message counts, uptime",
+}
+
+GROUPS = "In groups I answer when you mention me or reply to one of my messages."
+ADMIN_HEADER = "For admins:"
+
+TEMP_EXAMPLE = "/temp 0.6"
+TEMP_SHOW = (
+    "Your temperature is {value} (0 = always the likeliest letter, 2 = wild). "
+    "Change it with /temp 0.8."
+)
+TEMP_SET = "Temperature set to {value}."
+TEMP_BAD = (
+    "{shown} is not a temperature I can use. Send one number from 0 to 2, "
+    "e.g. {example} (0 = always the likeliest letter, 2 = wild). Yours stays {value}."
+)
+
+LEARN_ON_NOW = "I learn from your messages (learning is on). Stop it with /learn off."
+LEARN_OFF_NOW = "I don't learn from your messages (learning is off). Allow it with /learn on."
+LEARN_SET_ON = "OK: I may learn from your messages again."
+LEARN_SET_OFF = (
+    "OK: I won't learn from your messages. I still answer you; /forget deletes what I stored."
+)
+LEARN_BAD = "Send /learn on or /learn off (or just /learn to see the current setting)."
+
+FORGET_DONE = (
+    "Done: I deleted everything I stored about you ({messages}) and your settings. "
+    "If you write again, I start afresh."
+)
+
+STATUS_REFUSED = "This command is for the bot's admins."
+UNKNOWN_COMMAND = "I don't know that command. /help lists the ones I know."
+TEXT_ONLY = "I only read text — send me a few words and I'll answer."
+REPLY_FAILED = "Sorry, I couldn't think of a reply just now. Please try again in a moment."
+BUSY = "I'm answering a lot of people right now. Please try again in a few seconds."
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"

@@ -1,0 +1,290 @@
+"""A smoothed byte n-gram model: the baseline `charbot eval` sets the network against.
+
+Interpolated Kneser-Ney (Chen & Goodman 1998, "An empirical study of smoothing
+techniques for language modeling", eq. 13/17) over the 257 symbols a model can
+write (bytes 0..255 and SEP; PAD is never predicted):
+
+    P_k(w | h) = max(c_k(h w) - D_k, 0) / c_k(h .)
+                 + D_k * N1+(h .) / c_k(h .) * P_{k-1}(w | h')    if c_k(h .) > 0
+    P_k(w | h) = P_{k-1}(w | h')                                  otherwise (unseen context)
+    P_0(w)     = 1 / 257
+
+where h holds the last k-1 symbols, h' drops the oldest of them, c_k(h .) = sum_w c_k(h w)
+and N1+(h .) = #{w : c_k(h w) > 0}. At the top level (k = order) c_k is the raw count;
+below it is the continuation count N1+(. h w), the number of distinct symbols seen just
+before `h w`, where the start of a sequence counts as one more such symbol (as <s> does
+in KenLM), so n-grams at conversation starts still count. D_k = n1 / (n1 + 2 n2) from
+the numbers of k-grams with count one and two (Ney, Essen & Kneser 1994), kept in
+[MIN_DISCOUNT, 1]: D <= 1 makes each level sum to exactly one, D > 0 keeps every
+symbol possible.
+
+Sequences are conversations as codec ids starting with SEP. Contexts never reach into
+another sequence; the leading SEP is context only, never a target.
+
+Implementation: every distinct k-gram gets a dense id (its index in the sorted array
+`keys` of codes `id(first k-1 symbols) * RADIX + last symbol`), built level by level
+with numpy, so fitting and scoring are array operations rather than Python loops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Self
+
+import numpy as np
+
+from model.codec import SEP
+
+ALPHABET = SEP + 1  # symbols a model can write: bytes 0..255 and SEP
+MIN_DISCOUNT = 0.1  # floor for D_k (tiny or perfectly regular data gives n1 = 0)
+_START = SEP + 1  # marks a sequence start in joined text: the "symbol before" a first n-gram
+RADIX = _START + 1  # k-gram code = id of its first k-1 symbols * RADIX + its last symbol
+
+
+@dataclass(frozen=True)
+class _Counts:
+    """N-gram statistics of one training set, for every order up to `max_order`."""
+
+    max_order: int
+    keys: list[np.ndarray]  # keys[k]: sorted codes of the distinct k-grams (k >= 2); id = index
+    raw: list[np.ndarray]  # raw[k][id]: how often the k-gram ends at a target position
+    cont: list[np.ndarray]  # cont[k][id], k < max_order: distinct symbols (or a start) before it
+
+
+@dataclass(frozen=True)
+class _Level:
+    """One interpolation level k: counts of k-grams, grouped by their (k-1)-symbol context."""
+
+    keys: np.ndarray | None  # k-gram codes (None at k = 1, where the id is the symbol)
+    # Each array below ends with one extra 0, so that id -1 (never seen) reads as a zero count.
+    counts: np.ndarray  # c_k per k-gram id
+    totals: np.ndarray  # c_k(h .) per context id
+    types: np.ndarray  # N1+(h .) per context id
+    discount: float  # D_k
+
+
+class ByteNGram:
+    """Interpolated Kneser-Ney model of order n: each symbol given the n-1 before it."""
+
+    def __init__(self, order: int, discount: float | None = None) -> None:
+        """`discount` fixes D_k for every level; None estimates it per level from the data."""
+        if order < 1:
+            raise ValueError(f"order must be at least 1, got {order}")
+        if discount is not None and not 0.0 < discount <= 1.0:
+            raise ValueError(f"discount must be in (0, 1], got {discount}")
+        self.order = order
+        self.fixed_discount = discount
+        self._levels = _levels(_count([], order), order, discount)  # no data: uniform
+
+    def fit(self, sequences: Iterable[Sequence[int]]) -> Self:
+        """Count the n-grams of `sequences` (replacing any earlier fit)."""
+        return self._with_counts(_count(sequences, self.order))
+
+    def _with_counts(self, counts: _Counts) -> Self:
+        self._levels = _levels(counts, self.order, self.fixed_discount)
+        return self
+
+    @property
+    def discounts(self) -> tuple[float, ...]:
+        """D_k for k = 1..order."""
+        return tuple(level.discount for level in self._levels)
+
+    def distribution(self, context: Sequence[int]) -> np.ndarray:
+        """P(next symbol | context) over the 257 symbols (bytes, then SEP); sums to one.
+
+        Only the last order-1 symbols matter; a shorter context (a sequence start) is
+        scored by the levels it has.
+        """
+        ctx = _checked(context)
+        ctx = ctx[max(len(ctx) - (self.order - 1), 0) :] if self.order > 1 else []
+        p = np.full(ALPHABET, 1.0 / ALPHABET)
+        for k, level in enumerate(self._levels, start=1):
+            if k - 1 > len(ctx):
+                break
+            h = self._context_id(ctx[len(ctx) - (k - 1) :])
+            if h < 0:
+                break  # an unseen context: every longer one is unseen too
+            total = level.totals[h]
+            if total == 0:
+                continue
+            if level.keys is None:  # k = 1: one empty context, ids are the symbols
+                symbols, counts = np.arange(ALPHABET), level.counts[:ALPHABET]
+            else:
+                lo, hi = np.searchsorted(level.keys, [h * RADIX, (h + 1) * RADIX])
+                symbols, counts = level.keys[lo:hi] - h * RADIX, level.counts[lo:hi]
+            d = level.discount
+            p_next = (d * level.types[h] / total) * p
+            p_next[symbols] += np.maximum(counts - d, 0.0) / total
+            p = p_next
+        return p
+
+    def prob(self, context: Sequence[int], symbol: int) -> float:
+        """P(symbol | context)."""
+        if not 0 <= symbol <= SEP:
+            raise ValueError(f"symbol must be a byte or SEP ({SEP}), got {symbol}")
+        return float(self.distribution(context)[symbol])
+
+    def bits_per_byte(self, sequences: Iterable[Sequence[int]]) -> float:
+        """Mean -log2 P(s[i] | up to order-1 symbols before it) over every i >= 1 of every s."""
+        return self._bits(*_join(sequences))
+
+    def _context_id(self, context: Sequence[int]) -> int:
+        """Id of `context` as a len(context)-gram (0 for the empty one), -1 if never seen."""
+        if not context:
+            return 0
+        gid = context[0]
+        for k, symbol in enumerate(context[1:], start=2):
+            keys = self._levels[k - 1].keys
+            code = gid * RADIX + symbol
+            pos = int(np.searchsorted(keys, code))
+            if pos == len(keys) or keys[pos] != code:
+                return -1
+            gid = pos
+        return gid
+
+    def _bits(self, symbols: np.ndarray, depth: np.ndarray) -> float:
+        targets = np.flatnonzero(depth >= 1)
+        if targets.size == 0:
+            raise ValueError("no symbols to score: every sequence is empty or a lone SEP")
+        p = np.full(targets.size, 1.0 / ALPHABET)  # (targets,)
+        ids = symbols  # ids of the k-grams ending at each position, -1 if unseen
+        for k, level in enumerate(self._levels, start=1):
+            if k == 1:
+                h = np.zeros(targets.size, dtype=np.int64)
+            else:
+                h = ids[targets - 1]  # the (k-1)-gram just before each target
+                ids = _lookup(ids, symbols, level.keys)
+            h = np.where(depth[targets] >= k - 1, h, -1)  # no context reaching past the start
+            total = level.totals[h]
+            count = level.counts[ids[targets]]
+            d = level.discount
+            blended = (np.maximum(count - d, 0.0) + d * level.types[h] * p) / np.maximum(total, 1)
+            p = np.where(total > 0, blended, p)
+        return float(-np.log2(p).mean())
+
+
+def best_ngram(
+    train_sequences: Iterable[Sequence[int]],
+    heldout_sequences: Iterable[Sequence[int]],
+    orders: Iterable[int] = range(3, 10),
+) -> tuple[int, float, dict[int, float]]:
+    """(best order, its held-out bits/byte, bits/byte of every order); counts once for all."""
+    orders = sorted(set(orders))
+    if not orders or orders[0] < 1:
+        raise ValueError(f"orders must be one or more integers >= 1, got {orders}")
+    counts = _count(train_sequences, orders[-1])
+    heldout = _join(heldout_sequences)
+    scores = {}
+    for order in orders:
+        scores[order] = ByteNGram(order)._with_counts(counts)._bits(*heldout)
+    best = min(orders, key=lambda order: (scores[order], order))
+    return best, scores[best], scores
+
+
+_NOT_TEXT = f"ids must be bytes 0..255 or SEP ({SEP}); PAD and others are not text"
+
+
+def _checked(ids: Sequence[int]) -> list[int]:
+    out = [int(i) for i in ids]
+    if any(not 0 <= i <= SEP for i in out):
+        raise ValueError(_NOT_TEXT)
+    return out
+
+
+def _join(sequences: Iterable[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """(symbols, depth): the sequences joined, each preceded by _START; depth is the
+    position within its sequence (-1 at the _START markers)."""
+    parts = []
+    for seq in sequences:
+        ids = np.asarray(seq, dtype=np.int64).reshape(-1)
+        if ids.size == 0:
+            continue
+        if ids.min() < 0 or ids.max() > SEP:
+            raise ValueError(_NOT_TEXT)
+        if ids[0] != SEP:
+            raise ValueError("each sequence must start with SEP (see codec.encode_turns)")
+        parts.append(ids)
+    if not parts:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    lengths = np.array([len(ids) + 1 for ids in parts])
+    symbols = np.concatenate([x for ids in parts for x in (np.array([_START]), ids)])
+    starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return symbols, np.arange(symbols.size) - starts - 1
+
+
+def _next_codes(ids: np.ndarray, symbols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Codes of the k-grams ending at each position from the (k-1)-gram ids, and where they
+    exist (a _START may only come first, so no n-gram spans two sequences)."""
+    ok = np.zeros(symbols.size, dtype=bool)
+    ok[1:] = (ids[:-1] >= 0) & (symbols[1:] != _START)
+    codes = np.zeros(symbols.size, dtype=np.int64)
+    codes[1:] = ids[:-1] * RADIX + symbols[1:]
+    return codes, ok
+
+
+def _lookup(ids: np.ndarray, symbols: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Ids in `keys` of the k-grams ending at each position, -1 where never seen."""
+    codes, ok = _next_codes(ids, symbols)
+    pos = np.minimum(np.searchsorted(keys, codes), max(len(keys) - 1, 0))
+    found = ok & (keys[pos] == codes) if len(keys) else np.zeros_like(ok)
+    return np.where(found, pos, -1)
+
+
+def _count(sequences: Iterable[Sequence[int]], max_order: int) -> _Counts:
+    symbols, depth = _join(sequences)
+    keys: list[np.ndarray] = [np.zeros(0, np.int64), np.zeros(0, np.int64)]  # unused at k < 2
+    ids = [symbols, symbols]  # ids[k][i]: id of the k-gram ending at position i, or -1
+    for _ in range(2, max_order + 1):
+        codes, ok = _next_codes(ids[-1], symbols)
+        unique, inverse = np.unique(codes[ok], return_inverse=True)
+        level_ids = np.full(symbols.size, -1, dtype=np.int64)
+        level_ids[ok] = inverse.reshape(-1)
+        keys.append(unique)
+        ids.append(level_ids)
+    raw: list[np.ndarray] = [np.zeros(0)]
+    cont: list[np.ndarray] = [np.zeros(0)]
+    for k in range(1, max_order + 1):
+        size = RADIX if k == 1 else len(keys[k])
+        at = depth >= max(k - 1, 1)  # targets with a whole k-gram inside their sequence
+        raw.append(np.bincount(ids[k][at], minlength=size).astype(np.float64))
+        if k == max_order:  # the top level of any model uses raw counts
+            break
+        # distinct (k+1)-grams (a _START counts as a symbol) per k-gram suffix
+        suffix = np.full(len(keys[k + 1]), -1, dtype=np.int64)
+        suffix[ids[k + 1][at]] = ids[k][at]  # the (k+1)-grams ending at targets -> their suffix
+        cont.append(np.bincount(suffix[suffix >= 0], minlength=size).astype(np.float64))
+    return _Counts(max_order, keys, raw, cont)
+
+
+def _levels(counts: _Counts, order: int, discount: float | None) -> list[_Level]:
+    """The interpolation levels of an order-`order` model: raw counts on top, continuation below."""
+    if order > counts.max_order:
+        raise ValueError(f"counts go up to order {counts.max_order}, not {order}")
+    levels = []
+    for k in range(1, order + 1):
+        c = counts.raw[k] if k == order else counts.cont[k]
+        if k == 1:
+            keys, context, n_contexts = None, np.zeros(c.size, dtype=np.int64), 1
+        else:
+            keys = counts.keys[k]
+            context = keys // RADIX
+            n_contexts = RADIX if k == 2 else len(counts.keys[k - 1])
+        levels.append(
+            _Level(
+                keys=keys,
+                counts=np.append(c, 0.0),
+                totals=np.append(np.bincount(context, weights=c, minlength=n_contexts), 0.0),
+                types=np.append(np.bincount(context, weights=c > 0, minlength=n_contexts), 0.0),
+                discount=_estimate_discount(c) if discount is None else discount,
+            )
+        )
+    return levels
+
+
+def _estimate_discount(counts: np.ndarray) -> float:
+    n1 = int(np.count_nonzero(counts == 1))
+    n2 = int(np.count_nonzero(counts == 2))
+    if n1 == 0:
+        return MIN_DISCOUNT
+    return min(max(n1 / (n1 + 2 * n2), MIN_DISCOUNT), 1.0)

@@ -1,0 +1,81 @@
+"""The base model: pretrained on the chatterbot-corpus conversations, shipped in model/base/."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Callable
+from pathlib import Path
+
+from model.corpus import BASE_SEED, base_split
+from model.modelfile import ModelFile, save
+from model.network import ModelConfig, build_network
+from model.training import TrainConfig, bits_per_byte, conversation_ids, fit
+
+BASE_MODEL_PATH = Path(__file__).with_name("base") / "base.npz"
+
+BASE_CONFIG = ModelConfig(
+    embed_dim=64,
+    units=512,  # within the generator's speed bars on two cores (benchmarks/README.md)
+    layers=1,
+    dropout=0.25,  # the corpus is small (~0.9 MB): without it the GRU overfits in 3 epochs
+)
+
+PRETRAIN = TrainConfig(
+    window=128,  # most conversations are shorter; longer windows cost speed, not quality
+    batch_size=64,
+    learning_rate=3e-3,
+    epochs=60,
+    patience=4,
+    reduce_lr_patience=1,
+    max_seconds=45 * 60,  # keeps `charbot pretrain` within about an hour on two cores
+    seed=BASE_SEED,
+)
+
+
+def pretrain(
+    out_path: Path = BASE_MODEL_PATH,
+    log_dir: Path = Path("data/runs/pretrain"),
+    *,
+    config: ModelConfig = BASE_CONFIG,
+    train_config: TrainConfig = PRETRAIN,
+    verbose: int = 1,
+    report: Callable[[str], None] = print,
+) -> ModelFile:
+    """Train the base model from scratch on the corpus' training split and save it."""
+    train, heldout = base_split()
+    train_ids = [conversation_ids(c) for c in train]
+    heldout_ids = [conversation_ids(c) for c in heldout]
+    report(
+        f"base corpus: {len(train)} training and {len(heldout)} held-out conversations; "
+        f"GRU-{config.units}, window {train_config.window}, "
+        f"budget {train_config.max_seconds or 0:.0f} s"
+    )
+
+    def on_epoch(epoch: int, logs: dict) -> None:
+        bits = logs.get("val_loss", float("nan")) / 0.6931471805599453
+        report(f"epoch {epoch}: held-out {bits:.3f} bits/byte (windows)")
+
+    net = build_network(config)
+    result = fit(
+        net, train_ids, heldout_ids, train_config, log_dir, verbose=verbose, on_epoch=on_epoch
+    )
+    heldout_bits = bits_per_byte(net, heldout_ids)
+    report(
+        f"done: {result.epochs} epochs in {result.seconds:.0f} s, best epoch {result.best_epoch}, "
+        f"held-out {heldout_bits:.3f} bits/byte"
+    )
+    meta = {
+        "kind": "base",
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "heldout_bits_per_byte": heldout_bits,
+        "epochs": result.epochs,
+        "best_epoch": result.best_epoch,
+        "seconds": round(result.seconds, 1),
+        "train_config": dataclasses.asdict(train_config),
+    }
+    model = ModelFile.from_network(net, config, meta)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    save(model, out_path)
+    report(f"saved {out_path}")
+    return model

@@ -1,0 +1,291 @@
+"""Training primitives: transcripts -> masked windows -> fit with checkpoints and early stop.
+
+A transcript is one conversation: a list of (text, human) turns. Human bytes (and
+the separator closing a human turn) are targets; the bot's own turns are context
+only, so the model never learns to imitate itself. Targets that must not count are
+written as PAD in `y`, and the loss ignores them.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from model.codec import PAD, SEP, Turn, encode_transcript
+
+LN2 = math.log(2.0)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    window: int = 256  # bytes of context per training row (truncated backprop length)
+    batch_size: int = 32  # windows per step
+    learning_rate: float = 2e-3  # Adam; fine-tunes use a lower one
+    epochs: int = 40  # upper bound; EarlyStopping usually ends sooner
+    patience: int = 3  # epochs without a better val_loss before stopping
+    clipnorm: float = 1.0  # gradient clipping keeps the GRU stable
+    reduce_lr_patience: int = 1  # ReduceLROnPlateau: halve the rate after this many flat epochs
+    frozen_layers: int = 0  # freeze the embedding and this many lower GRUs (fine-tunes)
+    max_seconds: float | None = None  # wall-clock budget; stops after the epoch that passes it
+    seed: int = 1234
+
+
+@dataclass
+class FitResult:
+    epochs: int  # epochs run
+    best_epoch: int  # 1-based epoch whose weights were kept
+    best_val_loss: float  # nats per target byte
+    history: dict[str, list[float]] = field(default_factory=dict)
+    seconds: float = 0.0
+    train_bytes: int = 0  # target bytes per epoch
+
+
+# -- data -----------------------------------------------------------------------------
+
+
+def encode_transcripts(
+    transcripts: Sequence[Sequence[Turn]],
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    return [encode_transcript(t) for t in transcripts]
+
+
+def pack_windows(
+    encoded: Sequence[tuple[np.ndarray, np.ndarray]], window: int, *, drop_empty: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate conversations and cut (x, y) windows; y is PAD where nothing is learned.
+
+    Returns x, y of shape (n, window). The stream is padded at its end so no byte is lost.
+    With drop_empty, windows without a single target are left out.
+    """
+    if not encoded:
+        return np.zeros((0, window), np.int32), np.zeros((0, window), np.int32)
+    ids = np.concatenate([e[0] for e in encoded])
+    mask = np.concatenate([e[1] for e in encoded])
+    targets = np.where(mask, ids, PAD).astype(np.int32)
+    n = max(1, math.ceil((len(ids) - 1) / window))
+    total = n * window + 1
+    ids = np.pad(ids, (0, total - len(ids)), constant_values=PAD)
+    targets = np.pad(targets, (0, total - len(targets)), constant_values=PAD)
+    x = ids[:-1].reshape(n, window)
+    y = targets[1:].reshape(n, window)
+    if not drop_empty:
+        return x, y
+    keep = (y != PAD).any(axis=1)  # windows with no target teach nothing
+    return x[keep], y[keep]
+
+
+def training_dataset(
+    encoded: Sequence[tuple[np.ndarray, np.ndarray]], config: TrainConfig
+) -> tf.data.Dataset:
+    """Windows re-packed from a fresh conversation order every epoch (seeded)."""
+    rng = np.random.default_rng(config.seed)
+    window = config.window
+
+    count = len(pack_windows(encoded, window, drop_empty=False)[0])  # same for every order
+
+    def epoch():
+        order = rng.permutation(len(encoded))
+        # Empty windows are kept so every epoch has `count` rows; they add nothing to the loss.
+        x, y = pack_windows([encoded[i] for i in order], window, drop_empty=False)
+        yield from zip(x, y, strict=True)
+
+    spec = tf.TensorSpec([window], tf.int32)
+    ds = tf.data.Dataset.from_generator(epoch, output_signature=(spec, spec))
+    ds = ds.apply(tf.data.experimental.assert_cardinality(count))
+    return ds.shuffle(4096, seed=config.seed).batch(config.batch_size).prefetch(2)
+
+
+def fixed_dataset(
+    encoded: Sequence[tuple[np.ndarray, np.ndarray]], config: TrainConfig
+) -> tf.data.Dataset:
+    x, y = pack_windows(encoded, config.window)
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(config.batch_size)
+
+
+def target_bytes(encoded: Sequence[tuple[np.ndarray, np.ndarray]]) -> int:
+    return int(sum(m[1:].sum() for _, m in encoded))
+
+
+# -- loss -----------------------------------------------------------------------------
+
+
+def masked_loss(y_true, y_pred):
+    """Mean cross-entropy (nats) over the targets that count (y_true != PAD)."""
+    y_true = tf.cast(y_true, tf.int32)
+    mask = tf.cast(tf.not_equal(y_true, PAD), tf.float32)
+    safe = tf.where(tf.equal(y_true, PAD), 0, y_true)
+    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=safe, logits=y_pred)
+    return tf.reduce_sum(ce * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
+
+
+def compile_network(net: keras.Model, config: TrainConfig) -> None:
+    for layer in net.layers:
+        frozen = layer.name == "embedding" and config.frozen_layers > 0
+        if layer.name.startswith("gru_"):
+            frozen = int(layer.name.split("_")[1]) < config.frozen_layers
+        layer.trainable = not frozen
+    net.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate, clipnorm=config.clipnorm),
+        loss=masked_loss,
+    )
+
+
+# -- fit ------------------------------------------------------------------------------
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stop after the epoch during which the wall-clock budget ran out."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds = seconds
+        self.start = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if time.monotonic() - self.start > self.seconds:
+            self.model.stop_training = True
+
+
+class EpochCallback(keras.callbacks.Callback):
+    """Call `fn(epoch, logs)` after each epoch (progress reports)."""
+
+    def __init__(self, fn: Callable[[int, dict], None]):
+        super().__init__()
+        self.fn = fn
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.fn(epoch + 1, dict(logs or {}))
+
+
+def fit(
+    net: keras.Model,
+    train: Sequence[tuple[np.ndarray, np.ndarray]],
+    val: Sequence[tuple[np.ndarray, np.ndarray]],
+    config: TrainConfig,
+    log_dir: str | Path,
+    *,
+    verbose: int = 0,
+    on_epoch: Callable[[int, dict], None] | None = None,
+) -> FitResult:
+    """Fit `net` in place and leave it with its best weights (lowest val_loss).
+
+    Writes under log_dir: best.weights.h5 (ModelCheckpoint, save_best_only),
+    history.csv (CSVLogger) and tensorboard/ (TensorBoard).
+    """
+    log_dir = Path(log_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(config.seed)
+    compile_network(net, config)
+    callbacks = [
+        keras.callbacks.ModelCheckpoint(
+            log_dir / "best.weights.h5",
+            monitor="val_loss",
+            save_best_only=True,
+            save_weights_only=True,
+        ),
+        keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=config.patience, restore_best_weights=True
+        ),
+        keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss", factor=0.5, patience=config.reduce_lr_patience, min_lr=1e-5
+        ),
+        keras.callbacks.CSVLogger(str(log_dir / "history.csv")),
+        keras.callbacks.TensorBoard(log_dir=str(log_dir / "tensorboard"), write_graph=False),
+    ]
+    if config.max_seconds is not None:
+        callbacks.append(TimeBudget(config.max_seconds))
+    if on_epoch is not None:
+        callbacks.append(EpochCallback(on_epoch))
+    start = time.monotonic()
+    history = net.fit(
+        training_dataset(train, config),
+        validation_data=fixed_dataset(val, config),
+        epochs=config.epochs,
+        callbacks=callbacks,
+        shuffle=False,  # the dataset shuffles itself
+        verbose=verbose,
+    ).history
+    val_losses = history.get("val_loss", [math.inf])
+    best = int(np.argmin(val_losses))
+    if len(val_losses) > 1 and best != len(val_losses) - 1:
+        # EarlyStopping restores the best weights only when it stops the run itself;
+        # the checkpoint holds them whichever way the run ended.
+        net.load_weights(log_dir / "best.weights.h5")
+    return FitResult(
+        epochs=len(val_losses),
+        best_epoch=best + 1,
+        best_val_loss=float(val_losses[best]),
+        history={k: [float(v) for v in vs] for k, vs in history.items()},
+        seconds=time.monotonic() - start,
+        train_bytes=target_bytes(train),
+    )
+
+
+# -- evaluation -----------------------------------------------------------------------
+
+
+def bits_per_byte(
+    net: keras.Model,
+    encoded: Sequence[tuple[np.ndarray, np.ndarray]],
+    *,
+    max_len: int = 1024,
+    batch_size: int = 32,
+) -> float:
+    """Held-out bits per target byte, each conversation read from its start.
+
+    This is how the generator uses the model (fresh state, whole turns as context);
+    conversations longer than max_len are read in consecutive pieces.
+    """
+    rows = []
+    for ids, mask in encoded:
+        targets = np.where(mask, ids, PAD)
+        for start in range(0, len(ids) - 1, max_len):
+            x = ids[start : start + max_len]
+            y = targets[start + 1 : start + max_len + 1]
+            x = x[: len(y)]
+            if (y != PAD).any():
+                rows.append((x, y))
+    if not rows:
+        raise ValueError("no target bytes to evaluate")
+    rows.sort(key=lambda r: len(r[0]))
+    total_nats = 0.0
+    total = 0
+    for i in range(0, len(rows), batch_size):
+        chunk = rows[i : i + batch_size]
+        width = max(len(x) for x, _ in chunk)
+        x = np.full((len(chunk), width), PAD, np.int32)
+        y = np.full((len(chunk), width), PAD, np.int32)
+        for j, (xr, yr) in enumerate(chunk):
+            x[j, : len(xr)] = xr
+            y[j, : len(yr)] = yr
+        logits = net(x, training=False)
+        n = int((y != PAD).sum())
+        total_nats += float(masked_loss(y, logits)) * n
+        total += n
+    return total_nats / total / LN2
+
+
+def conversation_ids(turns: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """A corpus conversation, every turn a target (the base corpus has no bot turns)."""
+    return encode_transcript([(t, True) for t in turns])
+
+
+__all__ = [
+    "SEP",
+    "FitResult",
+    "TrainConfig",
+    "bits_per_byte",
+    "compile_network",
+    "conversation_ids",
+    "encode_transcripts",
+    "fit",
+    "masked_loss",
+    "pack_windows",
+]

@@ -1,0 +1,163 @@
+"""The engine, its sessions, and the migrations that keep the schema current.
+
+SQLite (the default) is tuned for one bot process plus a training process that
+reads at the same time: WAL journal, a busy timeout, foreign keys on, and every
+read-write transaction started with BEGIN IMMEDIATE. A deferred transaction that
+reads and then writes can fail at once with "database is locked" when another
+connection wrote in between (the busy timeout cannot help there); taking the write
+lock at BEGIN makes it wait its turn instead.
+
+We use SQLAlchemy's documented pysqlite recipe for this: the driver is put in
+autocommit mode (`isolation_level = None`) and a `begin` event emits BEGIN itself.
+Any other URL (PostgreSQL, ...) gets an ordinary engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+DATABASE_FILE = "charbot.sqlite3"
+BUSY_TIMEOUT_MS = 30_000  # how long a writer waits for another process's write lock
+BEGIN_OPTION = "charbot_sqlite_begin"  # execution option: "" (deferred) or "IMMEDIATE"
+
+
+def sqlite_url(data_dir: Path) -> str:
+    """The URL of the bot's SQLite file in `data_dir` (created if missing)."""
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(data_dir / DATABASE_FILE).resolve()}"
+
+
+def _set_sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
+    """Configure every new pysqlite connection; the driver must not BEGIN on its own."""
+    dbapi_connection.isolation_level = None  # driver autocommit: our `begin` event emits BEGIN
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")  # first: the next may wait
+        cursor.execute("PRAGMA journal_mode = WAL")  # readers and one writer at the same time
+        cursor.execute("PRAGMA synchronous = NORMAL")  # durable at checkpoints; safe with WAL
+        cursor.execute("PRAGMA foreign_keys = ON")
+    finally:
+        cursor.close()
+
+
+def _begin_sqlite(conn: Connection) -> None:
+    """Emit BEGIN (deferred) or BEGIN IMMEDIATE, as the connection's options ask."""
+    mode = conn.get_execution_options().get(BEGIN_OPTION, "")
+    conn.exec_driver_sql(f"BEGIN {mode}".strip())
+
+
+class Database:
+    """An engine plus the two kinds of session the bot uses.
+
+    `begin()` is for units of work that write; `read()` for those that only read.
+    """
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = make_url(url)
+        self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        self.engine: Engine = create_engine(self.url, echo=echo)
+        writer = self.engine
+        if self.is_sqlite:
+            event.listen(self.engine, "connect", _set_sqlite_pragmas)
+            event.listen(self.engine, "begin", _begin_sqlite)
+            # Same pool, but its transactions take the write lock at BEGIN.
+            writer = self.engine.execution_options(**{BEGIN_OPTION: "IMMEDIATE"})
+        # Objects stay usable after the unit of work ends (handlers read user settings).
+        self._write_sessions = sessionmaker(writer, expire_on_commit=False)
+        self._read_sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._writer = writer
+
+    def __repr__(self) -> str:
+        return f"Database({self.url.render_as_string(hide_password=True)!r})"
+
+    @contextmanager
+    def begin(self) -> Iterator[Session]:
+        """One read-write transaction: committed on success, rolled back on an exception."""
+        with self._write_sessions.begin() as session:
+            yield session
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A session for reading (one deferred transaction, rolled back at the end)."""
+        with self._read_sessions() as session:
+            yield session
+
+    def upgrade(self, revision: str = "head") -> None:
+        """Bring the schema to `revision` (Alembic), keeping the data, in one transaction."""
+        self._run_migrations(command.upgrade, revision)
+
+    def downgrade(self, revision: str) -> None:
+        """Take the schema back to `revision` (for development and tests)."""
+        self._run_migrations(command.downgrade, revision)
+
+    def revision(self) -> str | None:
+        """The schema revision the database is at, or None if it was never migrated."""
+        with self.engine.connect() as conn:
+            if not self.engine.dialect.has_table(conn, "alembic_version"):
+                return None
+            return conn.scalar(text("SELECT version_num FROM alembic_version"))
+
+    def _run_migrations(self, run: Any, revision: str) -> None:
+        with self.migration_connection() as conn:
+            run(alembic_config(conn), revision)
+
+    @contextmanager
+    def migration_connection(self) -> Iterator[Connection]:
+        """A connection inside one write transaction, for running migrations on.
+
+        On SQLite, foreign keys are off meanwhile: table rebuilds in later (batch)
+        migrations drop and recreate tables, and SQLite can only switch the check off
+        outside a transaction. All keys are checked before committing instead.
+        """
+        with self._writer.connect() as conn:
+            raw = conn.connection.driver_connection if self.is_sqlite else None
+            if raw is not None:
+                raw.execute("PRAGMA foreign_keys = OFF")
+            try:
+                with conn.begin():
+                    yield conn
+                    if raw is not None:
+                        broken = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+                        if broken:
+                            raise RuntimeError(f"migration broke foreign keys: {broken[:5]}")
+            finally:
+                if raw is not None:
+                    raw.execute("PRAGMA foreign_keys = ON")
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """An Alembic config for our migrations; no alembic.ini file is needed.
+
+    With `connection`, migrations run on it, inside the caller's transaction.
+    """
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def open_database(url: str, *, echo: bool = False) -> Database:
+    """Connect to `url` and upgrade its schema to the newest revision."""
+    db = Database(url, echo=echo)
+    try:
+        db.upgrade()
+    except BaseException:
+        db.dispose()
+        raise
+    return db

@@ -1,0 +1,128 @@
+"""The bot's tables: who talks to it, where, and what was said.
+
+The schema itself is owned by the Alembic migrations in `storage/migrations/`;
+these classes describe it for the ORM and must stay in step with them
+(tests/test_storage.py compares the two).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+DEFAULT_TEMPERATURE = 0.6  # a reply temperature that is lively but still mostly readable
+MIN_TEMPERATURE = 0.0  # greedy: always the most likely byte
+MAX_TEMPERATURE = 2.0  # wild; beyond this the output is noise
+
+# Chat types we store: Telegram's four plus the local `charbot chat` terminal.
+CHAT_TYPES = ("private", "group", "supergroup", "channel", "terminal")
+
+# Deterministic constraint names, so later migrations (batch mode on SQLite) can
+# refer to constraints by name.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored in UTC and always read back timezone-aware.
+
+    SQLite keeps no time zone, so naive values read from it are UTC by construction.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime; pass an aware one (UTC)")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class User(Base):
+    """A Telegram user and their settings."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    name: Mapped[str | None] = mapped_column(String(255))
+    temperature: Mapped[float] = mapped_column(Float, default=DEFAULT_TEMPERATURE)
+    learning: Mapped[bool] = mapped_column(default=True)  # may the bot learn from their text?
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"User(id={self.id}, name={self.name!r}, temperature={self.temperature})"
+
+
+class Chat(Base):
+    """A Telegram chat (ids of groups are negative) or the local terminal."""
+
+    __tablename__ = "chats"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    type: Mapped[str] = mapped_column(String(16))  # one of CHAT_TYPES
+    title: Mapped[str | None] = mapped_column(String(255))
+
+    def __repr__(self) -> str:
+        return f"Chat(id={self.id}, type={self.type!r}, title={self.title!r})"
+
+
+class Message(Base):
+    """One conversation turn: a human's message or one of the bot's replies."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        Index("ix_messages_chat_id_id", "chat_id", "id"),
+        # Ids only grow, even after the newest rows are deleted (/forget): training
+        # remembers "everything up to message id N" and must not miss a reused id.
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    chat_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("chats.id"))
+    # NULL = written by the bot. Deleting a user takes their messages along.
+    user_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    from_bot: Mapped[bool]
+    text: Mapped[str] = mapped_column(Text)
+    telegram_message_id: Mapped[int | None]
+    # A Telegram update redelivered after a crash or timeout is stored only once.
+    update_id: Mapped[int | None] = mapped_column(BigInteger, unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    def __repr__(self) -> str:
+        who = "bot" if self.from_bot else f"user {self.user_id}"
+        return f"Message(id={self.id}, chat_id={self.chat_id}, {who}, text={self.text[:20]!r})"

@@ -1,0 +1,218 @@
+"""What the bot stores and asks: plain functions on a `Session`.
+
+None of them commits; the caller owns the unit of work (`with db.begin() as session:`).
+
+Inserts that may race with another writer (a redelivered update, a user's first two
+messages arriving together) use INSERT ... ON CONFLICT DO NOTHING on SQLite and
+PostgreSQL, so the database itself decides; on other databases they check, then
+insert, which is safe inside `Database.begin()` on SQLite (BEGIN IMMEDIATE holds the
+write lock) and may raise IntegrityError elsewhere under a true race.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Any, TypeVar
+
+from sqlalchemy import delete, func, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from storage.models import MAX_TEMPERATURE, MIN_TEMPERATURE, Chat, Message, User
+
+Turn = tuple[str, bool]  # (text, from_human)
+Transcript = list[Turn]  # one chat's turns, oldest first
+
+
+_UPSERT_INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+M = TypeVar("M", User, Chat, Message)
+
+
+def _insert_unless_taken(
+    session: Session, model: type[M], values: dict[str, Any], key: str
+) -> M | None:
+    """Insert one row unless the unique column `key` already holds its value.
+
+    Returns the new object, or None when the row existed (or a racing writer won).
+    """
+    make_insert = _UPSERT_INSERTS.get(session.get_bind().dialect.name)
+    if make_insert is None:  # other databases: check, then insert
+        taken = select(getattr(model, key)).where(getattr(model, key) == values[key])
+        if session.scalar(taken) is not None:
+            return None
+        obj = model(**values)
+        session.add(obj)
+        session.flush()
+        return obj
+    stmt = make_insert(model).values(values).on_conflict_do_nothing(index_elements=[key])
+    return session.scalars(stmt.returning(model)).first()
+
+
+# -- users ------------------------------------------------------------------
+
+
+def get_user(session: Session, user_id: int) -> User | None:
+    """The user with this Telegram id, if the bot has met them."""
+    return session.get(User, user_id)
+
+
+def get_or_create_user(session: Session, user_id: int, name: str | None = None) -> User:
+    """The user with this id, created with default settings on first sight.
+
+    A given `name` replaces the stored one (people rename themselves).
+    """
+    user = session.get(User, user_id)
+    if user is None:
+        user = _insert_unless_taken(session, User, {"id": user_id, "name": name}, "id")
+        user = user or session.get_one(User, user_id)  # created meanwhile by another writer
+    if name is not None and user.name != name:
+        user.name = name
+    return user
+
+
+def set_temperature(session: Session, user_id: int, value: float) -> None:
+    """Set the user's reply temperature (creating the user if needed)."""
+    if not (math.isfinite(value) and MIN_TEMPERATURE <= value <= MAX_TEMPERATURE):
+        raise ValueError(
+            f"temperature must be between {MIN_TEMPERATURE} and {MAX_TEMPERATURE}, got {value}"
+        )
+    get_or_create_user(session, user_id).temperature = float(value)
+
+
+def set_learning(session: Session, user_id: int, on: bool) -> None:
+    """Allow or forbid learning from the user's messages (creating the user if needed)."""
+    get_or_create_user(session, user_id).learning = bool(on)
+
+
+def forget_user(session: Session, user_id: int) -> int:
+    """Delete the user's messages and settings; return how many messages went.
+
+    The bot's replies in their chats stay: they are the bot's own turns.
+    """
+    result = session.execute(delete(Message).where(Message.user_id == user_id))
+    session.execute(delete(User).where(User.id == user_id))
+    return result.rowcount
+
+
+# -- chats and messages -------------------------------------------------------
+
+
+def get_or_create_chat(session: Session, chat_id: int, type: str, title: str | None = None) -> Chat:
+    """The chat with this id, created on first sight; type and a given title are updated."""
+    chat = session.get(Chat, chat_id)
+    if chat is None:
+        values = {"id": chat_id, "type": type, "title": title}
+        chat = _insert_unless_taken(session, Chat, values, "id")
+        chat = chat or session.get_one(Chat, chat_id)  # created meanwhile by another writer
+    if chat.type != type:
+        chat.type = type
+    if title is not None and chat.title != title:
+        chat.title = title
+    return chat
+
+
+def add_message(
+    session: Session,
+    *,
+    chat_id: int,
+    text: str,
+    user_id: int | None = None,
+    telegram_message_id: int | None = None,
+    update_id: int | None = None,
+) -> Message | None:
+    """Store one turn: a human's (`user_id`) or the bot's (`user_id=None`).
+
+    The chat and the user must exist already (`get_or_create_*`). Returns None and
+    stores nothing when a message with this `update_id` is stored already: Telegram
+    redelivered the update.
+    """
+    values = {
+        "chat_id": chat_id,
+        "user_id": user_id,
+        "from_bot": user_id is None,
+        "text": text,
+        "telegram_message_id": telegram_message_id,
+        "update_id": update_id,
+    }
+    if update_id is None:
+        message = Message(**values)
+        session.add(message)
+        session.flush()
+        return message
+    return _insert_unless_taken(session, Message, values, "update_id")
+
+
+def recent_turns(
+    session: Session, chat_id: int, max_turns: int = 8, max_bytes: int = 1024
+) -> list[Turn]:
+    """The chat's last turns, oldest first, as (text, from_human) pairs.
+
+    At most `max_turns` turns whose texts total at most `max_bytes` UTF-8 bytes,
+    except that the newest turn is always included, however long.
+    """
+    if max_turns <= 0:
+        return []
+    rows = session.execute(
+        select(Message.text, Message.from_bot)
+        .where(Message.chat_id == chat_id)
+        .order_by(Message.id.desc())
+        .limit(max_turns)
+    ).all()
+    turns: list[Turn] = []
+    size = 0
+    for text, from_bot in rows:
+        size += len(text.encode("utf-8"))
+        if turns and size > max_bytes:
+            break
+        turns.append((text, not from_bot))
+    turns.reverse()
+    return turns
+
+
+def training_transcripts(session: Session, since_message_id: int = 0) -> list[Transcript]:
+    """Every chat's turns after `since_message_id`, oldest first, for training.
+
+    Messages of users who turned learning off, or who are gone, are left out
+    entirely (not even as context). The bot's turns are kept as (text, False).
+    Chats left with no human turn are omitted. Chats come in order of their first
+    message.
+    """
+    rows = session.execute(
+        select(Message.chat_id, Message.text, Message.from_bot)
+        .outerjoin(User, Message.user_id == User.id)
+        .where(Message.id > since_message_id)
+        .where(or_(Message.from_bot.is_(True), User.learning.is_(True)))
+        .order_by(Message.id)
+    ).all()
+    chats: defaultdict[int, Transcript] = defaultdict(list)
+    for chat_id, text, from_bot in rows:
+        chats[chat_id].append((text, not from_bot))
+    return [turns for turns in chats.values() if any(human for _, human in turns)]
+
+
+# -- counts -----------------------------------------------------------------
+
+
+def count_messages(session: Session) -> dict[str, int]:
+    """How much is stored: messages (`total`, `human`, `bot`), `users` and `chats`."""
+    bot = func.count().filter(Message.from_bot.is_(True))
+    total, bot_count = session.execute(select(func.count(), bot).select_from(Message)).one()
+    return {
+        "total": total,
+        "human": total - bot_count,
+        "bot": bot_count,
+        "users": session.scalar(select(func.count()).select_from(User)) or 0,
+        "chats": session.scalar(select(func.count()).select_from(Chat)) or 0,
+    }
+
+
+def count_human_messages_since(session: Session, message_id: int) -> int:
+    """How many human messages have an id above `message_id`."""
+    stmt = select(func.count()).where(Message.id > message_id, Message.from_bot.is_(False))
+    return session.scalar(stmt) or 0
+
+
+def last_message_id(session: Session) -> int:
+    """The newest message's id, 0 when there are none."""
+    return session.scalar(select(func.max(Message.id))) or 0

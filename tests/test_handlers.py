@@ -1,0 +1,233 @@
+"""The pieces under the handlers: who a message is for, safe reply text, /temp parsing, logs."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import os
+from types import SimpleNamespace
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from telegram import Chat, Message, MessageEntity, Update, User
+from telegram.error import BadRequest, NetworkError
+
+from bot.app import command_menu, register_commands
+from bot.cli import RedactingFormatter, filtered_stderr
+from bot.cli import _is_tensorflow_chatter as is_tensorflow_chatter
+from bot.commands import help_text, parse_temperature
+from bot.conversation import telegram_text, utf16_len
+from bot.handlers import addressed_text, log_error
+
+BOT = SimpleNamespace(id=777, username="charbot_test_bot")
+ALICE = User(1, "Alice", is_bot=False)
+PRIVATE = Chat(1, Chat.PRIVATE)
+GROUP = Chat(-5, Chat.SUPERGROUP, title="Friends")
+NOW = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+
+
+def message(text, chat=GROUP, entities=(), reply_to=None) -> Message:
+    return Message(
+        1, NOW, chat, from_user=ALICE, text=text, entities=entities, reply_to_message=reply_to
+    )
+
+
+def mention(text: str, word: str) -> MessageEntity:
+    start = utf16_len(text[: text.index(word)])
+    return MessageEntity(MessageEntity.MENTION, start, utf16_len(word))
+
+
+# -- who is the message for ---------------------------------------------------------------
+
+
+def test_private_messages_are_always_for_the_bot():
+    assert addressed_text(message("hello", PRIVATE), BOT) == (True, "hello")
+
+
+def test_group_messages_need_a_mention_or_a_reply():
+    assert addressed_text(message("hello all"), BOT) == (False, "hello all")
+    text = "@someone_else hi"
+    assert addressed_text(message(text, entities=[mention(text, "@someone_else")]), BOT) == (
+        False,
+        text,
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "stored"),
+    [
+        ("@charbot_test_bot how are you?", "how are you?"),
+        ("@Charbot_Test_Bot, hi", "hi"),
+        ("so @charbot_test_bot what now", "so what now"),
+        ("😀👍🏽 @charbot_test_bot 你好", "😀👍🏽 你好"),
+        ("@charbot_test_bot", ""),
+    ],
+)
+def test_the_mention_is_cut_out_of_the_text(text, stored):
+    word = text[text.index("@") :].split()[0].rstrip(",")
+    assert addressed_text(message(text, entities=[mention(text, word)]), BOT) == (True, stored)
+
+
+def test_a_mention_without_entities_still_counts():
+    assert addressed_text(message("hey @charbot_test_bot!"), BOT) == (True, "hey !")
+
+
+def test_a_text_mention_of_the_bot_counts():
+    bot_user = User(BOT.id, "Charbot", is_bot=True)
+    entity = MessageEntity(MessageEntity.TEXT_MENTION, 0, 7, user=bot_user)
+    assert addressed_text(message("Charbot tell me", entities=[entity]), BOT) == (True, "tell me")
+
+
+def test_a_reply_to_the_bot_counts_but_a_reply_to_someone_else_does_not():
+    from_bot = Message(9, NOW, GROUP, from_user=User(BOT.id, "Charbot", is_bot=True), text="hi")
+    from_alice = Message(8, NOW, GROUP, from_user=ALICE, text="hi")
+    assert addressed_text(message("yes", reply_to=from_bot), BOT) == (True, "yes")
+    assert addressed_text(message("yes", reply_to=from_alice), BOT) == (False, "yes")
+
+
+# -- reply text ---------------------------------------------------------------------------
+
+
+def test_telegram_text_is_trimmed_capped_and_never_empty():
+    assert telegram_text("  hi \n") == "hi"
+    assert telegram_text(" \n\t ") == "…"
+    assert telegram_text("a" * 5000) == "a" * 4096
+    # An emoji is two UTF-16 units: one that would straddle the limit goes whole.
+    assert telegram_text("a" * 4095 + "😀") == "a" * 4095
+    assert telegram_text("a" * 4094 + "😀") == "a" * 4094 + "😀"
+
+
+@given(st.text())
+def test_telegram_text_always_fits(text):
+    out = telegram_text(text)
+    assert out and out == out.strip() and utf16_len(out) <= 4096
+    out.encode("utf-8")  # no lone surrogates from a cut pair
+
+
+# -- /temp --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("0", 0.0), ("2", 2.0), (".5", 0.5), ("1.", 1.0), ("0,6", 0.6), ("0.60", 0.6), ("002", 2.0)],
+)
+def test_accepted_temperatures(text, value):
+    assert parse_temperature([text]) == value
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["abc"],
+        ["-1"],
+        ["nan"],
+        ["inf"],
+        ["1e400"],
+        ["3"],
+        ["0.5", "0.7"],
+        ["０.５"],
+        ["2.0001"],
+        ["1e0"],
+        ["+1"],
+        ["."],
+        [","],
+        ["1_0"],
+        ["٣"],
+        ["0.5x"],
+        [],
+    ],
+)
+def test_refused_temperatures(args):
+    with pytest.raises(ValueError):
+        parse_temperature(args)
+
+
+@given(st.text())
+def test_any_accepted_temperature_is_ascii_and_in_range(text):
+    try:
+        value = parse_temperature([text])
+    except ValueError:
+        return
+    assert text.isascii() and 0.0 <= value <= 2.0
+
+
+@given(st.floats(min_value=0, max_value=2))
+def test_every_temperature_in_range_written_plainly_is_accepted(value):
+    written = f"{value:.4f}"
+    assert parse_temperature([written]) == pytest.approx(float(written))
+
+
+def test_help_lists_every_command_and_admin_ones_only_for_admins():
+    public, admin = help_text(admin=False), help_text(admin=True)
+    for name in ("/help", "/start", "/temp", "/learn", "/forget"):
+        assert name in public and name in admin
+    assert "/status" not in public and "/status" in admin
+    assert [c.command for c in command_menu(admin=True)] == [
+        "help",
+        "temp",
+        "learn",
+        "forget",
+        "status",
+    ]
+
+
+# -- start-up and errors ------------------------------------------------------------------
+
+
+class FussyBot:
+    """set_my_commands fails for a chat the bot has never seen, like Telegram does."""
+
+    def __init__(self):
+        self.registered = []
+
+    async def set_my_commands(self, commands, scope=None):
+        if scope is not None and scope.chat_id == 404:
+            raise BadRequest("Chat not found")
+        self.registered.append((scope, [c.command for c in commands]))
+        return True
+
+
+def test_an_admin_the_bot_cannot_reach_is_logged_not_fatal(caplog):
+    bot = FussyBot()
+    with caplog.at_level(logging.WARNING, logger="bot.app"):
+        asyncio.run(register_commands(bot, frozenset({404, 7})))
+    assert [scope.chat_id if scope else None for scope, _ in bot.registered] == [None, 7]
+    assert "admin 404" in caplog.text and "Chat not found" in caplog.text
+
+
+def test_errors_are_logged_with_the_update_id(caplog):
+    update = Update(4321)
+    context = SimpleNamespace(error=RuntimeError("boom"))
+    with caplog.at_level(logging.INFO, logger="bot.handlers"):
+        asyncio.run(log_error(update, context))
+        asyncio.run(log_error(None, SimpleNamespace(error=NetworkError("timed out"))))
+    [failed, network] = caplog.records
+    assert failed.levelno == logging.ERROR and "update 4321" in failed.getMessage()
+    assert failed.exc_info[1] is context.error
+    assert network.levelno == logging.WARNING and "timed out" in network.getMessage()
+
+
+def test_the_token_is_redacted_from_logs():
+    token = "123:SECRET"
+    formatter = RedactingFormatter("%(message)s", secrets=[token])
+    try:
+        raise RuntimeError(f"POST https://api.telegram.org/bot{token}/getMe failed")
+    except RuntimeError:
+        import sys
+
+        record = logging.LogRecord("x", logging.ERROR, "f", 1, "url %s", (token,), sys.exc_info())
+    text = formatter.format(record)
+    assert token not in text and "<token>" in text
+
+
+def test_tensorflow_import_chatter_is_dropped_but_warnings_stay(capfd):
+    with filtered_stderr(is_tensorflow_chatter):
+        os.write(
+            2, b"WARNING: All log messages before absl::InitializeLog() is called are written\n"
+        )
+        os.write(2, b"I0000 00:00:1795463540.644774    9160 port.cc:153] oneDNN custom ops\n")
+        os.write(2, b"W0000 00:00:1795463540.644774    9160 thing.cc:1] a real warning\n")
+    err = capfd.readouterr().err
+    assert err == "W0000 00:00:1795463540.644774    9160 thing.cc:1] a real warning\n"

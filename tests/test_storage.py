@@ -1,0 +1,492 @@
+"""storage/: real SQLite files in tmp_path, migrations, repository functions, concurrency."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import sqlite3
+import subprocess
+import sys
+from datetime import UTC
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import text
+
+import storage
+from storage import (
+    DEFAULT_TEMPERATURE,
+    Base,
+    Database,
+    Message,
+    add_message,
+    count_human_messages_since,
+    count_messages,
+    forget_user,
+    get_or_create_chat,
+    get_or_create_user,
+    get_user,
+    last_message_id,
+    open_database,
+    recent_turns,
+    set_learning,
+    set_temperature,
+    sqlite_url,
+    training_transcripts,
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+GROUP = -100123  # group chat ids are negative
+ANN, BOB, CEM = 11, 22, 33
+
+
+@pytest.fixture
+def db(tmp_path: Path):
+    database = open_database(sqlite_url(tmp_path))
+    yield database
+    database.dispose()
+
+
+def scalar(db: Database, sql: str):
+    with db.read() as session:
+        return session.execute(text(sql)).scalar()
+
+
+def say(session, chat_id: int, user_id: int | None, text: str, **kw) -> Message | None:
+    """Store a turn, creating its chat and user first as the bot's handlers do."""
+    get_or_create_chat(session, chat_id, "group" if chat_id < 0 else "private")
+    if user_id is not None:
+        get_or_create_user(session, user_id)
+    return add_message(session, chat_id=chat_id, user_id=user_id, text=text, **kw)
+
+
+# -- database ---------------------------------------------------------------
+
+
+def test_sqlite_url_points_into_created_data_dir(tmp_path: Path):
+    data_dir = tmp_path / "a" / "b"
+    url = sqlite_url(data_dir)
+    assert data_dir.is_dir()
+    assert url == f"sqlite:///{data_dir.resolve() / 'charbot.sqlite3'}"
+
+
+@pytest.mark.parametrize("session_kind", ["read", "begin"])
+def test_pragmas_are_set_on_every_connection(db: Database, session_kind: str):
+    with getattr(db, session_kind)() as session, db.engine.connect() as other:
+        for conn in (session, other):  # two pooled connections at the same time
+            pragma = {
+                name: conn.execute(text(f"PRAGMA {name}")).scalar()
+                for name in ("journal_mode", "synchronous", "busy_timeout", "foreign_keys")
+            }
+            assert pragma == {
+                "journal_mode": "wal",
+                "synchronous": 1,  # NORMAL
+                "busy_timeout": 30000,
+                "foreign_keys": 1,
+            }
+
+
+def test_begin_takes_the_write_lock_at_once_and_read_does_not(db: Database):
+    outsider = sqlite3.connect(db.url.database, timeout=0, isolation_level=None)
+    try:
+        with db.begin() as session:
+            session.execute(text("SELECT 1"))  # only a read so far
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                outsider.execute("BEGIN IMMEDIATE")
+        with db.read() as session:
+            session.execute(text("SELECT count(*) FROM users")).scalar()
+            outsider.execute("BEGIN IMMEDIATE")  # a reader never blocks a writer
+            outsider.execute("ROLLBACK")
+    finally:
+        outsider.close()
+
+
+def test_begin_commits_on_success_and_rolls_back_on_error(db: Database):
+    with db.begin() as session:
+        get_or_create_user(session, ANN, "Ann")
+    with pytest.raises(RuntimeError), db.begin() as session:
+        get_or_create_user(session, BOB, "Bob")
+        session.flush()
+        raise RuntimeError("handler failed")
+    assert scalar(db, "SELECT group_concat(name) FROM users") == "Ann"
+
+
+def test_foreign_keys_are_enforced(db: Database):
+    with pytest.raises(Exception, match="FOREIGN KEY"), db.begin() as session:
+        add_message(session, chat_id=404, text="no such chat")
+
+
+def test_objects_stay_readable_after_the_unit_of_work(db: Database):
+    with db.begin() as session:
+        user = get_or_create_user(session, ANN, "Ann")
+    assert (user.name, user.temperature, user.learning) == ("Ann", DEFAULT_TEMPERATURE, True)
+
+
+# -- migrations -------------------------------------------------------------
+
+
+def test_migrations_are_idempotent_and_data_survives_reopening(tmp_path: Path):
+    url = sqlite_url(tmp_path)
+    older = Database(url)
+    assert older.revision() is None
+    older.upgrade("0001")  # a database made by the first release
+    with older.begin() as session:
+        say(session, GROUP, ANN, "你好 👋", update_id=1)
+    older.dispose()
+
+    for _ in range(2):
+        db = open_database(url)
+        assert db.revision() == "0001"
+        assert scalar(db, "SELECT count(*) FROM alembic_version") == 1
+        with db.read() as session:
+            assert recent_turns(session, GROUP) == [("你好 👋", True)]
+        db.dispose()
+
+
+def test_schema_made_by_migrations_matches_the_models(db: Database):
+    with db.engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        assert compare_metadata(context, Base.metadata) == []
+
+
+def test_migrations_downgrade_and_upgrade_again(db: Database):
+    db.downgrade("base")
+    assert db.revision() is None
+    assert scalar(db, "SELECT count(*) FROM sqlite_master WHERE name = 'messages'") == 0
+    db.upgrade()
+    assert db.revision() == "0001"
+    with db.begin() as session:
+        assert say(session, GROUP, ANN, "back") is not None
+
+
+# -- users and chats --------------------------------------------------------
+
+
+def test_users_get_defaults_and_their_name_follows_telegram(db: Database):
+    with db.begin() as session:
+        assert get_user(session, ANN) is None
+        user = get_or_create_user(session, ANN, "Ann")
+        assert (user.temperature, user.learning) == (DEFAULT_TEMPERATURE, True)
+        assert user.created_at.tzinfo is not None
+    with db.begin() as session:
+        get_or_create_user(session, ANN, "Annie")
+        get_or_create_user(session, ANN)  # no name given: keep the stored one
+    with db.read() as session:
+        user = get_user(session, ANN)
+        assert user is not None and user.name == "Annie"
+        assert user.created_at.utcoffset() == UTC.utcoffset(None)
+    assert scalar(db, "SELECT count(*) FROM users") == 1
+
+
+def test_settings_are_stored_and_create_the_user(db: Database):
+    with db.begin() as session:
+        set_temperature(session, ANN, 1.25)
+        set_learning(session, BOB, False)
+    with db.read() as session:
+        assert get_user(session, ANN).temperature == 1.25
+        assert get_user(session, ANN).learning is True
+        assert get_user(session, BOB).learning is False
+        assert get_user(session, BOB).temperature == DEFAULT_TEMPERATURE
+
+
+@pytest.mark.parametrize("bad", [-0.1, 2.01, math.nan, math.inf])
+def test_temperature_outside_zero_to_two_is_refused(db: Database, bad: float):
+    with pytest.raises(ValueError), db.begin() as session:
+        set_temperature(session, ANN, bad)
+
+
+def test_chats_keep_negative_ids_and_follow_title_and_type(db: Database):
+    with db.begin() as session:
+        get_or_create_chat(session, GROUP, "group", "Old")
+    with db.begin() as session:
+        chat = get_or_create_chat(session, GROUP, "supergroup", "New")
+    assert (chat.id, chat.type, chat.title) == (GROUP, "supergroup", "New")
+    assert scalar(db, "SELECT count(*) FROM chats WHERE id = -100123") == 1
+
+
+# -- messages ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("upsert", [True, False], ids=["on-conflict", "check-then-insert"])
+def test_a_redelivered_update_is_stored_once(db: Database, monkeypatch, upsert: bool):
+    if not upsert:  # the path other databases take
+        monkeypatch.setattr(storage.repository, "_UPSERT_INSERTS", {})
+    with db.begin() as session:
+        first = say(session, GROUP, ANN, "hello", update_id=7, telegram_message_id=70)
+        assert first is not None and first.id is not None and first.from_bot is False
+        assert say(session, GROUP, ANN, "hello", update_id=7) is None  # same transaction
+    with db.begin() as session:
+        assert say(session, GROUP, ANN, "hello", update_id=7) is None  # a later one
+        assert say(session, GROUP, ANN, "other", update_id=8) is not None
+        assert say(session, GROUP, None, "reply") is not None  # no update id: always stored
+        assert say(session, GROUP, None, "reply") is not None
+    assert scalar(db, "SELECT count(*) FROM messages WHERE update_id = 7") == 1
+    assert scalar(db, "SELECT count(*) FROM messages") == 4
+
+
+TEXTS = [
+    "你好，世界！今天天气怎么样？",
+    "👩‍👩‍👧‍👦🏳️‍🌈 e\u0301 مرحبا שלום",
+    "ж" * 2048 + "😀" * 2048,  # 4096 characters (Telegram's limit), 12288 bytes
+    "line one\nline two\ttab  ",
+]
+
+
+def test_any_text_round_trips_exactly(tmp_path: Path):
+    url = sqlite_url(tmp_path)
+    db = open_database(url)
+    with db.begin() as session:
+        for i, t in enumerate(TEXTS):
+            say(session, GROUP, ANN if i % 2 == 0 else None, t)
+    db.dispose()
+    db = open_database(url)  # read back through a fresh engine
+    with db.read() as session:
+        turns = recent_turns(session, GROUP, max_turns=10, max_bytes=10**6)
+        transcripts = training_transcripts(session)
+    db.dispose()
+    assert len(TEXTS[2]) == 4096
+    assert turns == [(t, i % 2 == 0) for i, t in enumerate(TEXTS)]
+    assert transcripts == [turns]
+
+
+def test_recent_turns_are_the_newest_in_order_and_of_this_chat(db: Database):
+    with db.begin() as session:
+        for i in range(12):
+            say(session, GROUP, ANN if i % 2 == 0 else None, f"t{i}")
+            say(session, ANN, ANN, f"private {i}")
+    with db.read() as session:
+        assert recent_turns(session, GROUP, max_turns=3) == [
+            ("t9", False),
+            ("t10", True),
+            ("t11", False),
+        ]
+        assert len(recent_turns(session, GROUP)) == 8
+        assert recent_turns(session, GROUP, max_turns=0) == []
+        assert recent_turns(session, 999) == []
+
+
+def test_recent_turns_keep_within_max_bytes_but_always_the_newest(db: Database):
+    with db.begin() as session:
+        for t in ["aaaa", "bb", "你好", "x" * 50]:
+            say(session, GROUP, ANN, t)
+    with db.read() as session:
+        assert recent_turns(session, GROUP, max_bytes=10) == [("x" * 50, True)]  # alone too big
+    with db.begin() as session:
+        say(session, GROUP, None, "ok")
+    with db.read() as session:
+        # "ok" 2 + x*50 = 52 bytes; "你好" is 6 more = 58
+        assert [t for t, _ in recent_turns(session, GROUP, max_bytes=57)] == ["x" * 50, "ok"]
+        assert [t for t, _ in recent_turns(session, GROUP, max_bytes=58)] == [
+            "你好",
+            "x" * 50,
+            "ok",
+        ]
+
+
+counter = itertools.count(1)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    texts=st.lists(st.text(min_size=0, max_size=30), min_size=1, max_size=12),
+    max_turns=st.integers(1, 10),
+    max_bytes=st.integers(0, 120),
+)
+def test_recent_turns_is_the_longest_suffix_within_bounds(
+    db: Database, texts: list[str], max_turns: int, max_bytes: int
+):
+    chat_id = next(counter)  # a fresh chat per example
+    with db.begin() as session:
+        for t in texts:
+            say(session, chat_id, None, t)
+    with db.read() as session:
+        got = [t for t, _ in recent_turns(session, chat_id, max_turns, max_bytes)]
+
+    def size(ts: list[str]) -> int:
+        return sum(len(t.encode()) for t in ts)
+
+    assert got and got == texts[-len(got) :]
+    assert len(got) <= max_turns
+    assert len(got) == 1 or size(got) <= max_bytes
+    if len(got) < min(max_turns, len(texts)):  # one more turn would break the byte bound
+        assert size(texts[-len(got) - 1 :]) > max_bytes
+
+
+# -- forgetting and training ------------------------------------------------
+
+
+def test_forget_user_deletes_their_messages_and_settings_only(db: Database):
+    with db.begin() as session:
+        say(session, GROUP, ANN, "ann 1")
+        say(session, GROUP, None, "bot to ann")
+        say(session, GROUP, BOB, "bob 1")
+        say(session, ANN, ANN, "ann private")
+        set_temperature(session, ANN, 1.5)
+    with db.begin() as session:
+        assert forget_user(session, ANN) == 2
+        assert forget_user(session, 999) == 0
+    assert scalar(db, f"SELECT count(*) FROM messages WHERE user_id = {ANN}") == 0
+    assert scalar(db, "SELECT count(*) FROM messages WHERE text LIKE 'ann%'") == 0
+    assert scalar(db, f"SELECT count(*) FROM users WHERE id = {ANN}") == 0
+    assert scalar(db, "SELECT group_concat(text, '|') FROM messages") == "bot to ann|bob 1"
+    with db.read() as session:
+        assert get_user(session, ANN) is None
+    with db.begin() as session:  # coming back starts from the defaults
+        assert get_or_create_user(session, ANN).temperature == DEFAULT_TEMPERATURE
+
+
+def test_message_ids_are_not_reused_after_forgetting_the_newest(db: Database):
+    with db.begin() as session:
+        say(session, GROUP, BOB, "bob")
+        newest = say(session, GROUP, ANN, "ann")
+        forget_user(session, ANN)
+    with db.begin() as session:
+        again = say(session, GROUP, BOB, "bob again")
+    assert again.id > newest.id  # a training run that saw `newest` must still see this one
+    with db.read() as session:
+        assert count_human_messages_since(session, newest.id) == 1
+
+
+def test_training_transcripts_leave_out_opted_out_and_forgotten_users(db: Database):
+    with db.begin() as session:
+        say(session, GROUP, ANN, "ann says hi")
+        say(session, GROUP, BOB, "bob secret")
+        say(session, GROUP, None, "bot reply")
+        say(session, GROUP, CEM, "cem forgotten")
+        say(session, GROUP, ANN, "ann again")
+        say(session, BOB, BOB, "bob private secret")
+        say(session, BOB, None, "bot to bob")
+        say(session, CEM, None, "bot alone")
+        set_learning(session, BOB, False)
+        forget_user(session, CEM)
+    with db.read() as session:
+        transcripts = training_transcripts(session)
+    everything = json.dumps(transcripts, ensure_ascii=False)
+    assert "secret" not in everything and "cem" not in everything
+    # Bob's private chat has only the bot's turn left, Cem's chat none: both omitted.
+    assert transcripts == [[("ann says hi", True), ("bot reply", False), ("ann again", True)]]
+
+
+def test_training_transcripts_since_a_message_and_after_opting_back_in(db: Database):
+    with db.begin() as session:
+        first = say(session, GROUP, ANN, "old")
+        set_learning(session, BOB, False)
+        say(session, GROUP, BOB, "bob")
+        say(session, GROUP, ANN, "new")
+    with db.read() as session:
+        assert training_transcripts(session, since_message_id=first.id) == [[("new", True)]]
+    with db.begin() as session:
+        set_learning(session, BOB, True)
+    with db.read() as session:
+        assert training_transcripts(session) == [[("old", True), ("bob", True), ("new", True)]]
+
+
+def test_counts(db: Database):
+    with db.read() as session:
+        assert last_message_id(session) == 0
+        assert count_messages(session) == dict(total=0, human=0, bot=0, users=0, chats=0)
+    with db.begin() as session:
+        first = say(session, GROUP, ANN, "a")
+        say(session, GROUP, None, "b")
+        say(session, BOB, BOB, "c")
+        last = say(session, BOB, None, "d")
+    with db.read() as session:
+        assert count_messages(session) == dict(total=4, human=2, bot=2, users=2, chats=2)
+        assert count_human_messages_since(session, 0) == 2
+        assert count_human_messages_since(session, first.id) == 1
+        assert count_human_messages_since(session, last.id) == 0
+        assert last_message_id(session) == last.id
+
+
+# -- another OS process at the same time ------------------------------------
+
+WORKER = """
+import sys, time
+from storage import *
+
+role, url, n = sys.argv[1], sys.argv[2], float(sys.argv[3])
+db = open_database(url)
+print("ready", flush=True)
+sys.stdin.readline()
+if role == "reader":  # hold one read transaction while others write
+    with db.read() as session:
+        before = count_messages(session)["total"]
+        print("holding", flush=True)
+        time.sleep(float(n))
+        after = count_messages(session)["total"]
+    print("snapshot", before, after, flush=True)
+else:  # read-then-write transactions, as the bot's handlers do
+    for i in range(int(n)):
+        with db.begin() as session:
+            get_or_create_chat(session, 2, "private")
+            get_or_create_user(session, 2)
+            recent_turns(session, 2)
+            add_message(session, chat_id=2, user_id=2, text=f"child {i}")
+    print("done", flush=True)
+db.dispose()
+"""
+
+
+def start_worker(role: str, url: str, n: float) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.Popen(
+        [sys.executable, "-c", WORKER, role, url, str(n)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO_ROOT,
+        env=env,
+    )
+
+
+def expect_line(proc: subprocess.Popen, word: str) -> str:
+    line = proc.stdout.readline()
+    if not line.startswith(word):
+        proc.kill()
+        raise AssertionError(f"expected {word!r}, got {line!r}; stderr: {proc.stderr.read()}")
+    return line
+
+
+def test_writes_never_fail_while_other_processes_read_and_write(tmp_path: Path):
+    url = sqlite_url(tmp_path / "fresh")  # the children migrate a new file at the same time
+    n = 150
+    reader = start_worker("reader", url, 1.5)
+    writer = start_worker("writer", url, n)
+    try:
+        expect_line(reader, "ready")
+        expect_line(writer, "ready")
+        db = open_database(url)
+        reader.stdin.write("go\n")
+        reader.stdin.flush()
+        expect_line(reader, "holding")
+        writer.stdin.write("go\n")
+        writer.stdin.flush()
+        for i in range(n):  # the same read-then-write pattern, in the main process
+            with db.begin() as session:
+                get_or_create_chat(session, 1, "private")
+                get_or_create_user(session, 1)
+                recent_turns(session, 1)
+                add_message(session, chat_id=1, user_id=1, text=f"main {i}")
+        expect_line(writer, "done")
+        snapshot = expect_line(reader, "snapshot").split()
+        for proc in (reader, writer):
+            _, err = proc.communicate(timeout=30)
+            assert proc.returncode == 0, err
+            assert "locked" not in err
+        assert snapshot[1] == snapshot[2]  # the reader saw one consistent snapshot
+        with db.read() as session:
+            assert count_messages(session)["total"] == 2 * n
+        db.dispose()
+    finally:
+        for proc in (reader, writer):
+            if proc.poll() is None:
+                proc.kill()

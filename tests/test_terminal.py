@@ -1,0 +1,199 @@
+"""`charbot chat` (the bot in the terminal) and the `charbot` command line."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import sqlite3
+import subprocess
+import time
+
+import pytest
+
+from bot import texts
+from bot.service import open_services
+from bot.settings import load_settings
+from bot.terminal import LOCAL_CHAT_ID, LOCAL_USER_ID, chat, format_answer, respond
+
+
+def sql(data_dir, query, *args):
+    with contextlib.closing(sqlite3.connect(data_dir / "charbot.sqlite3")) as conn:
+        return conn.execute(query, args).fetchall()
+
+
+@pytest.fixture
+def services(tmp_path, tiny_model_path, generator):
+    settings = load_settings(
+        {"CHARBOT_DATA_DIR": str(tmp_path / "data"), "CHARBOT_MODEL_PATH": str(tiny_model_path)},
+        env_file=None,
+    )
+    opened = open_services(settings, generator=generator)
+    yield opened
+    opened.close()
+
+
+def test_piped_lines_each_get_one_answer(services, tmp_path):
+    stdin = io.StringIO("hello\n\n/temp 0.2\n/temp\n/temp 0.5 0.7\n你好 😀\n/learn off\n")
+    stdout = io.StringIO()
+    assert chat(services, stdin, stdout) == 0
+    lines = stdout.getvalue().splitlines()
+    answers = [line for line in lines if line.startswith("bot> ")]
+    assert len(answers) == 6  # the blank line gets no answer
+    assert answers[1] == "bot> Temperature set to 0.2."
+    assert answers[2].startswith("bot> Your temperature is 0.2 ")
+    assert "from 0 to 2" in answers[3] and "Yours stays 0.2" in answers[3]
+    assert answers[5] == "bot> " + texts.LEARN_SET_OFF
+    data = tmp_path / "data"
+    assert sql(data, "SELECT id, type FROM chats") == [(LOCAL_CHAT_ID, "terminal")]
+    assert sql(data, "SELECT temperature, learning FROM users WHERE id = ?", LOCAL_USER_ID) == [
+        (0.2, 0)
+    ]
+    turns = sql(data, "SELECT from_bot, text FROM messages ORDER BY id")
+    assert [t for t in turns if not t[0]] == [(0, "hello"), (0, "你好 😀")]
+    assert len(turns) == 4  # two replies; commands are not stored
+
+
+def test_multi_line_answers_are_indented():
+    assert format_answer("one\ntwo") == "bot> one\n     two"
+
+
+def test_the_local_user_is_an_admin_and_can_forget(services):
+    assert "/status" in respond(services, "/help")
+    respond(services, "something")
+    status = respond(services, "/status")
+    assert status.startswith("Model: tiny.npz") and "Messages: 2 (1 from people" in status
+    assert respond(services, "/forget") == texts.FORGET_DONE.format(messages="1 message")
+    assert respond(services, "/temp").startswith("Your temperature is 0.6 ")
+    assert respond(services, "/nope") == texts.UNKNOWN_COMMAND
+    assert respond(services, "   ") is None
+
+
+# -- the real command, in a subprocess ---------------------------------------------------
+
+
+def test_charbot_chat_answers_a_pipe_and_exits_at_eof(
+    tmp_path, tiny_model_path, clean_env, charbot
+):
+    env = {
+        **clean_env,
+        "CHARBOT_DATA_DIR": str(tmp_path / "data"),
+        "CHARBOT_MODEL_PATH": str(tiny_model_path),
+    }
+    result = subprocess.run(
+        [*charbot, "chat"],
+        input="hello\n/temp 0.2\n/temp\n",
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    answers = [line for line in lines if line.startswith("bot> ")]
+    assert len(answers) == 3  # (a reply's further lines are indented)
+    assert all(line.startswith(("bot> ", "     ")) for line in lines)
+    assert answers[1:] == [
+        "bot> Temperature set to 0.2.",
+        "bot> " + texts.TEMP_SHOW.format(value="0.2"),
+    ]
+    # No TensorFlow chatter (absl's preamble, INFO lines) and no traceback.
+    assert "absl::InitializeLog" not in result.stderr
+    assert "I0000" not in result.stderr and "Traceback" not in result.stderr
+
+    # `charbot status` prints what /status shows, from the same data dir.
+    status = subprocess.run(
+        [*charbot, "status"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.startswith("Model: tiny.npz (tiny-test, created 2025-01-01")
+    assert "Messages: 2 (1 from people, 1 from the bot)" in status.stdout
+    assert "Users: 1, chats: 1" in status.stdout
+
+
+def test_help_is_fast_and_lists_the_commands(charbot, clean_env):
+    started = time.monotonic()
+    result = subprocess.run(
+        [*charbot, "--help"], env=clean_env, capture_output=True, text=True, timeout=30
+    )
+    assert time.monotonic() - started < 3  # no TensorFlow import
+    assert result.returncode == 0
+    for name in ("run", "chat", "status", "pretrain", "eval", "train"):
+        assert name in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "line"),
+    [
+        (
+            "CHARBOT_ADMIN_IDS",
+            "abc",
+            "charbot: CHARBOT_ADMIN_IDS: 'abc' is not a Telegram user id "
+            "(expected comma-separated integers)",
+        ),
+        (
+            "CHARBOT_RETRAIN_INTERVAL",
+            "-5",
+            "charbot: CHARBOT_RETRAIN_INTERVAL: '-5' is not a positive whole number of seconds "
+            "(e.g. 21600 = every 6 hours)",
+        ),
+        (
+            "CHARBOT_TELEGRAM_BASE_URL",
+            "telegram",
+            "charbot: CHARBOT_TELEGRAM_BASE_URL: 'telegram' is not an http(s) URL with a host "
+            "(expected e.g. https://api.telegram.org/bot)",
+        ),
+    ],
+)
+def test_a_bad_setting_stops_with_one_line(charbot, clean_env, tmp_path, variable, value, line):
+    result = subprocess.run(
+        [*charbot, "chat"],
+        env={**clean_env, variable: value},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        input="",
+    )
+    assert result.returncode == 2
+    assert result.stderr == line + "\n"
+    assert result.stdout == ""
+
+
+def test_a_bad_setting_in_dotenv_stops_with_one_line(charbot, clean_env, tmp_path):
+    (tmp_path / ".env").write_text("CHARBOT_ADMIN_IDS=12,x\n")
+    result = subprocess.run(
+        [*charbot, "status"], env=clean_env, cwd=tmp_path, capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("charbot: CHARBOT_ADMIN_IDS: 'x' is not a Telegram user id")
+
+
+def test_run_without_a_token_says_how_to_get_one(charbot, clean_env, tmp_path):
+    result = subprocess.run(
+        [*charbot, "run"], env=clean_env, cwd=tmp_path, capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert result.stderr == (
+        "charbot: TELEGRAM_BOT_TOKEN is not set (get one from @BotFather), or try `charbot chat`\n"
+    )
+
+
+def test_train_is_an_honest_stub(charbot, clean_env, tmp_path):
+    result = subprocess.run(
+        [*charbot, "train"], env=clean_env, cwd=tmp_path, capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert "not yet implemented" in result.stderr
+
+
+def test_an_unusable_model_file_is_one_line(charbot, clean_env, tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a model")
+    env = {**clean_env, "CHARBOT_DATA_DIR": str(tmp_path / "data"), "CHARBOT_MODEL_PATH": str(bad)}
+    result = subprocess.run(
+        [*charbot, "chat"], env=env, cwd=tmp_path, capture_output=True, text=True, input="hi\n"
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"charbot: {bad}: not a charbot model file")
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr

@@ -1,0 +1,103 @@
+"""Training primitives: masked windows, callbacks, best weights, frozen layers."""
+
+import csv
+import math
+
+import numpy as np
+import pytest
+from toy_model import untrained_model
+
+from model import PAD, SEP
+from model.codec import encode_transcript
+from model.training import (
+    TrainConfig,
+    bits_per_byte,
+    compile_network,
+    encode_transcripts,
+    fit,
+    fixed_dataset,
+    pack_windows,
+)
+
+
+def test_windows_shift_targets_and_hide_bot_turns():
+    encoded = encode_transcripts([[("ab", True), ("CD", False), ("e", True)]])
+    x, y = pack_windows(encoded, window=4)
+    stream = [SEP, *b"ab", SEP, *b"CD", SEP, *b"e", SEP]
+    assert x.shape == y.shape == (2, 4)
+    assert x.ravel().tolist() == [*stream[:8]]
+    # y[t] is x's next byte where it is a human byte, PAD where it belongs to the bot.
+    assert y.ravel().tolist() == [ord("a"), ord("b"), SEP, PAD, PAD, PAD, ord("e"), SEP]
+
+
+def test_windows_without_targets_are_dropped_unless_asked():
+    encoded = encode_transcripts([[("only the bot speaks here", False)]])
+    assert pack_windows(encoded, window=8)[0].shape == (0, 8)
+    assert pack_windows(encoded, window=8, drop_empty=False)[0].shape[0] == 4
+
+
+HUMAN = ["how are you", "what is new", "tell me more", "good morning"]
+BOT_STYLE = "zqzqzqzqzqzqzqzq"  # what the bot says: a pattern no human ever writes
+
+
+def _train(transcripts, tmp_path, name):
+    model = untrained_model(units=32)
+    net = model.build()
+    encoded = encode_transcripts(transcripts)
+    config = TrainConfig(window=48, batch_size=8, learning_rate=2e-2, epochs=12, patience=12)
+    fit(net, encoded, encoded[:4], config, tmp_path / name)
+    return net
+
+
+def test_bot_turns_are_context_never_targets(tmp_path):
+    dialogs = [[(h, True), (BOT_STYLE, False), (h, True)] for h in HUMAN] * 8
+    masked = _train(dialogs, tmp_path, "masked")
+    as_human = [[(t, True) for t, _ in d] for d in dialogs]
+    control = _train(as_human, tmp_path, "control")
+    # Score the bot's text as if it were a target, after a human turn.
+    probe = [encode_transcript([(HUMAN[0], False), (BOT_STYLE, True)])]
+    learned = bits_per_byte(control, probe)
+    not_learned = bits_per_byte(masked, probe)
+    assert learned < 1.5  # the control model did learn the bot's style...
+    assert not_learned > 4.0  # ...the masked one, trained on the same bytes, did not
+    human_probe = [encode_transcript([(HUMAN[1], True)])]
+    assert bits_per_byte(masked, human_probe) < 3.0  # while it learned the human text
+
+
+def test_fit_keeps_the_best_weights_and_writes_its_logs(tmp_path):
+    encoded = encode_transcripts([[(h, True), (h[::-1], True)] for h in HUMAN] * 4)
+    net = untrained_model(units=32).build()
+    config = TrainConfig(window=32, batch_size=4, learning_rate=3e-2, epochs=6, patience=2)
+    result = fit(net, encoded, encoded[:3], config, tmp_path)
+    assert (tmp_path / "best.weights.h5").stat().st_size > 0
+    assert (tmp_path / "tensorboard").is_dir()
+    with open(tmp_path / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == result.epochs
+    val = [float(r["val_loss"]) for r in rows]
+    assert result.best_val_loss == pytest.approx(min(val), rel=1e-6)
+    assert result.best_epoch == int(np.argmin(val)) + 1
+    # The network holds the best epoch's weights, not the last epoch's.
+    compile_network(net, config)
+    now = net.evaluate(fixed_dataset(encoded[:3], config), verbose=0)
+    assert now == pytest.approx(result.best_val_loss, rel=1e-4)
+
+
+def test_time_budget_and_frozen_layers(tmp_path):
+    encoded = encode_transcripts([[(h, True)] for h in HUMAN] * 4)
+    model = untrained_model(units=16)
+    net = model.build()
+    before = [w.copy() for w in net.get_weights()]
+    config = TrainConfig(window=16, batch_size=4, epochs=5, frozen_layers=1, max_seconds=0.0)
+    result = fit(net, encoded, encoded[:2], config, tmp_path)
+    assert result.epochs == 1  # the budget was spent after the first epoch
+    after = net.get_weights()
+    for i in range(4):  # embedding and gru_0 (kernel, recurrent kernel, bias) are frozen
+        np.testing.assert_array_equal(before[i], after[i])
+    assert not np.array_equal(before[4], after[4])  # the output layer learned
+
+
+def test_untrained_network_scores_about_eight_bits_per_byte():
+    net = untrained_model(units=16).build()
+    bits = bits_per_byte(net, encode_transcripts([[("hello there", True), ("你好", True)]]))
+    assert abs(bits - math.log2(258)) < 0.3

@@ -1,0 +1,38 @@
+"""A tiny model trained in seconds on a toy corpus, so tests know its greedy replies."""
+
+from __future__ import annotations
+
+import functools
+
+import keras
+
+from model import ModelConfig, ModelFile, build_network
+from model.training import TrainConfig, conversation_ids, fit
+
+# Each prompt has one obvious answer; a trained toy model answers greedily with it.
+TOY_DIALOGS = {
+    "hello": "hi there",
+    "how are you?": "fine, thanks",
+    "你好": "你好😀",
+    "bye": "see you",
+}
+TOY_CONFIG = ModelConfig(units=48, embed_dim=16)
+
+
+@functools.cache
+def toy_model(tmp_root: str = "/tmp/charbot-toy") -> ModelFile:
+    """The toy model (trained once per test process)."""
+    keras.utils.set_random_seed(7)
+    conversations = [[q, a] for q, a in TOY_DIALOGS.items()] * 24
+    encoded = [conversation_ids(c) for c in conversations]
+    net = build_network(TOY_CONFIG)
+    config = TrainConfig(
+        window=64, batch_size=8, learning_rate=2e-2, epochs=30, patience=30, seed=7
+    )
+    fit(net, encoded, encoded[:4], config, tmp_root)
+    return ModelFile.from_network(net, TOY_CONFIG, {"kind": "toy"})
+
+
+def untrained_model(units: int = 32, layers: int = 1) -> ModelFile:
+    config = ModelConfig(units=units, embed_dim=16, layers=layers)
+    return ModelFile.from_network(build_network(config), config, {"kind": "untrained"})
