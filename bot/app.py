@@ -40,17 +40,26 @@ class RateLimiter(AIORateLimiter):
         )
 
 
-def build_application(settings: Settings, services: Services | None = None) -> Application:
+def build_application(
+    settings: Settings,
+    services: Services | None = None,
+    *,
+    max_batch: int | None = None,
+    rate_limit: bool = True,
+) -> Application:
     """The bot, ready for `run_polling`.
 
     Services (database, generator) are opened in post_init and closed in post_shutdown,
     unless given here: then the caller owns them (tests share a generator between runs).
+    `max_batch=1` (no batching) and `rate_limit=False` exist for benchmarks.
     """
 
     async def post_init(app: Application) -> None:
         owned = services is None
         app.bot_data[handlers.SERVICES] = (
-            await asyncio.to_thread(open_services, settings) if owned else services
+            await asyncio.to_thread(open_services, settings, max_batch=max_batch)
+            if owned
+            else services
         )
         app.bot_data[OWNS_SERVICES] = owned
         model = app.bot_data[handlers.SERVICES].model
@@ -64,17 +73,18 @@ def build_application(settings: Settings, services: Services | None = None) -> A
             if app.bot_data.pop(OWNS_SERVICES, False):
                 opened.close()
 
-    app = (
+    builder = (
         ApplicationBuilder()
         .token(settings.require_token())
         .base_url(settings.telegram_base_url)
         .base_file_url(settings.telegram_base_file_url)
-        .rate_limiter(RateLimiter(max_retries=RATE_LIMIT_RETRIES))
         .concurrent_updates(True)  # one user's slow reply never holds up another's
         .post_init(post_init)
         .post_shutdown(post_shutdown)
-        .build()
     )
+    if rate_limit:
+        builder = builder.rate_limiter(RateLimiter(max_retries=RATE_LIMIT_RETRIES))
+    app = builder.build()
     new_messages = filters.UpdateType.MESSAGE  # edits and channel posts are not conversation
     private = filters.ChatType.PRIVATE
     groups = filters.ChatType.GROUPS
@@ -128,7 +138,7 @@ async def register_commands(bot: Bot, admin_ids: frozenset[int]) -> None:
             log.warning("could not show the admin commands to admin %s: %s", admin_id, exc)
 
 
-def run(settings: Settings) -> None:
+def run(settings: Settings, *, max_batch: int | None = None, rate_limit: bool = True) -> None:
     """Long-poll Telegram until SIGINT/SIGTERM; replies in flight finish before exit."""
-    app = build_application(settings)
+    app = build_application(settings, max_batch=max_batch, rate_limit=rate_limit)
     app.run_polling(allowed_updates=Update.ALL_TYPES, drop_pending_updates=False)

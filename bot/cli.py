@@ -50,8 +50,16 @@ def build_parser() -> argparse.ArgumentParser:
         "CHARBOT_DATABASE_URL, CHARBOT_RETRAIN_INTERVAL, CHARBOT_MODEL_PATH.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("run", help="run the bot on Telegram (needs TELEGRAM_BOT_TOKEN)").set_defaults(
-        func=cmd_run
+    run = sub.add_parser("run", help="run the bot on Telegram (needs TELEGRAM_BOT_TOKEN)")
+    run.set_defaults(func=cmd_run)
+    run.add_argument(
+        "--max-batch", type=int, default=None, help="benchmarks: largest reply batch (1 = off)"
+    )
+    run.add_argument(
+        "--no-rate-limit",
+        dest="rate_limit",
+        action="store_false",
+        help="benchmarks: send without Telegram's flood limits (never against Telegram itself)",
     )
     sub.add_parser("chat", help="talk to the bot in the terminal (no token needed)").set_defaults(
         func=cmd_chat
@@ -83,7 +91,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from model import ModelFileError
 
     try:
-        run(settings)
+        run(settings, max_batch=args.max_batch, rate_limit=args.rate_limit)
     except ModelFileError as exc:
         raise CommandError(model_hint(exc)) from None
     except InvalidToken:

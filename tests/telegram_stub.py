@@ -1069,6 +1069,7 @@ class BotApiStub:
                     "reply_to_message_id": reply["message_id"] if reply else None,
                     "parsed_text": text,
                     "date": message["date"],
+                    "received_at": time.monotonic(),  # for latency measurements
                 }
             )
             self._cond.notify_all()

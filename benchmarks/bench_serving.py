@@ -1,0 +1,167 @@
+"""Serving under load, end to end: the real `charbot run` process against the Bot API
+stand-in (tests/telegram_stub.py) on 127.0.0.1, with the shipped model.
+
+In one run, four bot processes (batching on/off x Telegram rate limiter on/off):
+- idle: one user at a time, p50/p99 from message pushed to reply received;
+- bursts of 10, 40 and 100 users writing at once: all answered, p50/p99/max latency,
+  throughput in replies/s;
+- resident memory of the bot after warm-up and after the bursts, time from start to
+  the first getUpdates.
+The batching ratio is read with the rate limiter set aside (Telegram caps a bot at
+about 30 messages/s, which would otherwise hide it). Bars: 40 users, throughput with
+batching >= 5x without; idle p50 < 150 ms.
+
+Usage: python benchmarks/bench_serving.py [--model PATH] [--idle N] [--bursts 10,40,100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from telegram_stub import BotApiStub  # noqa: E402
+
+CHARBOT = Path(sys.executable).with_name("charbot")
+MESSAGES = [
+    "Hello! How are you?",
+    "What is your name?",
+    "Do you like music?",
+    "Tell me something funny.",
+    "你好，你是谁？",
+    "Привет! Как дела?",
+    "What do you think about robots?",
+    "Good morning 😀",
+]
+_user_ids = itertools.count(1_000_000)
+
+
+@dataclass
+class Phase:
+    name: str
+    latencies: list[float] = field(default_factory=list)  # seconds, one per reply
+    seconds: float = 0.0  # first push to last reply
+
+    def row(self) -> str:
+        lat = sorted(self.latencies)
+        p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000  # noqa: E731
+        rate = len(lat) / self.seconds if self.seconds else float("nan")
+        return (
+            f"{self.name:<34}{len(lat):>5}{p(0.5):>9.0f}{p(0.99):>9.0f}"
+            f"{lat[-1] * 1000:>9.0f}{rate:>10.1f}"
+        )
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def ask(stub: BotApiStub, users: int) -> Phase:
+    """`users` new users each send one message at once; wait until every one is answered."""
+    ids = [next(_user_ids) for _ in range(users)]
+    pushed = {}
+    start = time.monotonic()
+    for i, user in enumerate(ids):
+        pushed[user] = time.monotonic()
+        stub.push_message(MESSAGES[i % len(MESSAGES)], user_id=user)
+    phase = Phase(f"burst {users}")
+    for user in ids:
+        [reply] = stub.wait_for_messages(user, 1, timeout=600)
+        phase.latencies.append(reply["received_at"] - pushed[user])
+    phase.seconds = (
+        max(pushed[u] + lat for u, lat in zip(ids, phase.latencies, strict=True)) - start
+    )
+    return phase
+
+
+def idle(stub: BotApiStub, n: int) -> Phase:
+    phase = Phase("idle (one user at a time)")
+    for _ in range(n):
+        phase.latencies += ask(stub, 1).latencies
+        phase.seconds += phase.latencies[-1]
+    return phase
+
+
+def serve(args, *, batching: bool, rate_limit: bool) -> dict:
+    label = f"batching {'on ' if batching else 'off'}, limiter {'on' if rate_limit else 'off'}"
+    flags = [] if batching else ["--max-batch", "1"]
+    flags += [] if rate_limit else ["--no-rate-limit"]
+    with BotApiStub() as stub, tempfile.TemporaryDirectory() as data_dir:
+        env = {
+            **os.environ,
+            "TELEGRAM_BOT_TOKEN": stub.token,
+            "CHARBOT_TELEGRAM_BASE_URL": stub.base_url,
+            "CHARBOT_DATA_DIR": data_dir,
+        }
+        if args.model:
+            env["CHARBOT_MODEL_PATH"] = args.model
+        log = open(Path(data_dir) / "bot.log", "w")  # noqa: SIM115
+        start = time.monotonic()
+        proc = subprocess.Popen([str(CHARBOT), "run", *flags], env=env, stdout=log, stderr=log)
+        try:
+            stub.wait_for_calls("getUpdates", 1, timeout=300)
+            startup = time.monotonic() - start
+            ask(stub, 1)  # one reply before measuring
+            result = {"label": label, "startup": startup, "rss_warm": rss_mib(proc.pid)}
+            phases = [idle(stub, args.idle)] if batching else []
+            phases += [ask(stub, n) for n in args.bursts]
+            result["phases"] = phases
+            result["rss_after"] = rss_mib(proc.pid)
+        finally:
+            proc.terminate()
+            proc.wait(60)
+            log.close()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="model file (default: the shipped base)")
+    parser.add_argument("--idle", type=int, default=30, help="idle replies to time")
+    parser.add_argument("--bursts", default="10,40,100")
+    args = parser.parse_args()
+    args.bursts = [int(n) for n in args.bursts.split(",")]
+    print(f"{os.cpu_count()} cores; model: {args.model or 'shipped base'}")
+    results = [serve(args, batching=b, rate_limit=r) for r in (True, False) for b in (True, False)]
+    header = f"{'':<34}{'n':>5}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'replies/s':>10}"
+    for res in results:
+        print(
+            f"\n== {res['label']}: start to first poll {res['startup']:.1f} s, "
+            f"RSS {res['rss_warm']:.0f} MiB warm, {res['rss_after']:.0f} MiB after bursts"
+        )
+        print(header)
+        for phase in res["phases"]:
+            print(phase.row())
+
+    def rate(res, n):
+        [phase] = [p for p in res["phases"] if p.name == f"burst {n}"]
+        return len(phase.latencies) / phase.seconds
+
+    print("\nbatching ratio (throughput with / without):")
+    for limiter, (on, off) in (("on", results[0:2]), ("off", results[2:4])):
+        ratios = ", ".join(f"{n} users {rate(on, n) / rate(off, n):.1f}x" for n in args.bursts)
+        print(f"  limiter {limiter}: {ratios}")
+    idle_p50 = statistics.median(results[0]["phases"][0].latencies) * 1000
+    print(
+        f"bars: 40 users, limiter off >= 5x -> {rate(results[2], 40) / rate(results[3], 40):.1f}x"
+        if 40 in args.bursts
+        else "bars: (no 40-user burst run)"
+    )
+    print(f"      idle p50 < 150 ms -> {idle_p50:.0f} ms")
+
+
+if __name__ == "__main__":
+    main()
