@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
 from telegram import Bot, BotCommand, BotCommandScopeChat, Update
 from telegram.error import TelegramError
@@ -62,11 +63,15 @@ def build_application(
             else services
         )
         app.bot_data[OWNS_SERVICES] = owned
-        model = app.bot_data[handlers.SERVICES].model
-        log.info("serving @%s with model %s", app.bot.username, model.describe())
+        opened = app.bot_data[handlers.SERVICES]
+        log.info("serving @%s with model %s", app.bot.username, opened.model.describe())
         await register_commands(app.bot, settings.admin_ids)
+        await start_retraining(app, settings, opened)
 
     async def post_shutdown(app: Application) -> None:
+        retrainer = app.bot_data.pop(handlers.RETRAINER, None)
+        if retrainer is not None:
+            await retrainer.stop()
         opened = app.bot_data.pop(handlers.SERVICES, None)
         if opened is not None:
             await opened.replies.stop()  # replies already asked for are answered first
@@ -95,6 +100,8 @@ def build_application(
     app.add_handler(CommandHandler("learn", handlers.learn, filters=new_messages))
     app.add_handler(CommandHandler("forget", handlers.forget, filters=new_messages))
     app.add_handler(CommandHandler("status", handlers.status, filters=new_messages))
+    app.add_handler(CommandHandler("retrain", handlers.retrain, filters=new_messages))
+    app.add_handler(CommandHandler("rollback", handlers.rollback, filters=new_messages))
     unknown = new_messages & private & filters.COMMAND
     app.add_handler(MessageHandler(unknown, handlers.unknown_command))
 
@@ -115,6 +122,41 @@ def build_application(
     # Anything a handler raises is logged; no update stops the bot.
     app.add_error_handler(handlers.log_error)
     return app
+
+
+async def start_retraining(app: Application, settings: Settings, services: Services) -> None:
+    """The Retrainer, the scheduled retrain check and the watch on the live-model pointer."""
+    from bot.retraining import POINTER_CHECK, STALE_RUN, Retrainer
+    from storage import mark_stale_runs_failed
+
+    async def notify(admin_id: int | None, text: str, plot: Path | None) -> None:
+        for chat_id in [admin_id] if admin_id is not None else sorted(settings.admin_ids):
+            try:
+                await app.bot.send_message(chat_id, text)
+                if plot is not None:
+                    await app.bot.send_photo(chat_id, plot.read_bytes(), caption="Loss per epoch")
+            except TelegramError as exc:
+                log.warning("could not report the retraining run to %s: %s", chat_id, exc)
+
+    retrainer = await asyncio.to_thread(Retrainer, settings, services, notify)
+    if not retrainer.lock.is_running():
+
+        def close_stale() -> None:
+            with services.db.begin() as session:
+                mark_stale_runs_failed(session, STALE_RUN)
+
+        await asyncio.to_thread(close_stale)
+    app.bot_data[handlers.RETRAINER] = retrainer
+
+    async def check(_context) -> None:
+        await retrainer.scheduled_check()
+
+    async def watch(_context) -> None:
+        await retrainer.swap_to_live()
+
+    interval = settings.retrain_interval
+    app.job_queue.run_repeating(check, interval=interval, first=interval, name=handlers.RETRAIN_JOB)
+    app.job_queue.run_repeating(watch, interval=POINTER_CHECK, first=POINTER_CHECK, name="pointer")
 
 
 def command_menu(*, admin: bool) -> list[BotCommand]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import os
 import re
@@ -71,9 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("eval", help="report how well a model does on held-out data")
     evaluate.add_argument("model_path", nargs="?", help="model file (default: the served one)")
     evaluate.set_defaults(func=cmd_eval)
-    sub.add_parser("train", help="retrain now, as the scheduler does (not yet)").set_defaults(
-        func=cmd_train
-    )
+    train = sub.add_parser("train", help="retrain once now, exactly as the scheduler does")
+    train.set_defaults(func=cmd_train)
+    train.add_argument("--trigger", choices=["cli", "schedule", "admin"], default="cli")
+    train.add_argument("--requested-by", type=int, default=None, help="the admin who asked")
+    train.add_argument("--json", action="store_true", help="end with the run as one JSON line")
     return parser
 
 
@@ -129,9 +132,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         model = load_model_info(settings)
     except ModelFileError as exc:
         raise CommandError(model_hint(exc)) from None
+    from bot.retraining import open_store, run_lock, status_lines
+
     db = open_database_for(settings)
     try:
-        print(status_text(db, model, uptime=None))
+        extra = status_lines(
+            settings, db, open_store(settings), running=run_lock(settings).is_running()
+        )
+        print(status_text(db, model, uptime=None, extra=extra))
     finally:
         db.dispose()
     return 0
@@ -151,19 +159,37 @@ def cmd_eval(args: argparse.Namespace) -> int:
     settings = load_settings()
     configure_logging(logging.INFO)
     import_model()
-    from bot.service import model_path
+    from bot.service import live_model
     from model.evaluate import main_report
 
-    main_report(args.model_path or model_path(settings))
+    main_report(args.model_path or live_model(settings)[1])
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    print(
-        "charbot: not yet implemented: retraining arrives with the retraining issue",
-        file=sys.stderr,
-    )
-    return 2
+    """One retraining run in this process, at low priority, as the scheduler starts it."""
+    settings = load_settings()
+    configure_logging(logging.INFO)
+    with contextlib.suppress(OSError):
+        os.nice(10)  # the bot answering on the same cores comes first
+    import_model()
+    from bot.retraining import AlreadyRunning, describe_run, train_once
+    from bot.service import open_database_for
+
+    db = open_database_for(settings)
+    try:
+        run = train_once(
+            settings, db, trigger=args.trigger, requested_by=args.requested_by, report=print
+        )
+    except AlreadyRunning as exc:
+        print(f"charbot: {exc}", file=sys.stderr)
+        return 3
+    finally:
+        db.dispose()
+    print(describe_run(run))
+    if args.json:
+        print(json.dumps({"run_id": run.id, "status": run.status}))
+    return 0 if run.status != "failed" else 1
 
 
 # -- helpers ----------------------------------------------------------------------------

@@ -98,8 +98,13 @@ def forget_command(db: Database, user_id: int) -> str:
     return texts.FORGET_DONE.format(messages=texts.plural(deleted, "message"))
 
 
-def status_text(db: Database, model: ModelInfo, uptime: float | None) -> str:
-    """What /status shows: model version, message counts, uptime (None: not the running bot)."""
+def status_text(
+    db: Database, model: ModelInfo, uptime: float | None, extra: Sequence[str] = ()
+) -> str:
+    """What /status shows: model version, message counts, uptime (None: not the running bot).
+
+    `extra` lines (retraining: live version, last run, schedule) are added at the end.
+    """
     with db.read() as session:
         counts = count_messages(session)
     running = "not running here (this is `charbot status`)" if uptime is None else _span(uptime)
@@ -110,6 +115,7 @@ def status_text(db: Database, model: ModelInfo, uptime: float | None) -> str:
             f"{counts['bot']} from the bot)",
             f"Users: {counts['users']}, chats: {counts['chats']}",
             f"Uptime: {running}",
+            *extra,
         ]
     )
 

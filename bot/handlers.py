@@ -30,6 +30,8 @@ from bot.service import Services
 log = logging.getLogger(__name__)
 
 SERVICES = "services"  # bot_data key of the Services
+RETRAINER = "retrainer"  # bot_data key of the Retrainer (runs, schedule, swaps)
+RETRAIN_JOB = "retrain-check"  # JobQueue name of the scheduled retrain check
 TYPING_RENEWAL = 4.0  # seconds; Telegram shows "typing…" for about 5 s per action
 TYPING_GRACE = 2.0  # seconds the reply waits for a typing action still on its way
 GROUP_TYPES = (ChatType.GROUP, ChatType.SUPERGROUP)
@@ -80,10 +82,55 @@ async def status(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     if not services.settings.is_admin(update.effective_user.id):
         await update.effective_message.reply_text(texts.STATUS_REFUSED)
         return
+    retrainer = context.bot_data.get(RETRAINER)
+    extra = []
+    if retrainer is not None:
+        from bot.retraining import status_lines
+
+        jobs = context.job_queue.get_jobs_by_name(RETRAIN_JOB) if context.job_queue else ()
+        extra = await asyncio.to_thread(
+            status_lines,
+            services.settings,
+            services.db,
+            retrainer.store,
+            running=retrainer.running(),
+            next_check=jobs[0].next_t if jobs else None,
+        )
     answer = await asyncio.to_thread(
-        commands.status_text, services.db, services.model, services.uptime()
+        commands.status_text, services.db, services.model, services.uptime(), extra
     )
     await update.effective_message.reply_text(answer)
+
+
+async def retrain(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Start a retraining run when an admin issues /retrain; report when it ends."""
+    services = services_of(context)
+    user = update.effective_user
+    if not services.settings.is_admin(user.id):
+        await update.effective_message.reply_text(texts.STATUS_REFUSED)
+        return
+    started = await context.bot_data[RETRAINER].start("admin", requested_by=user.id)
+    await update.effective_message.reply_text(
+        texts.RETRAIN_STARTED if started else texts.RETRAIN_RUNNING
+    )
+
+
+async def rollback(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Make the previous model version live when an admin issues /rollback."""
+    from model.store import StoreError
+
+    services = services_of(context)
+    if not services.settings.is_admin(update.effective_user.id):
+        await update.effective_message.reply_text(texts.STATUS_REFUSED)
+        return
+    try:
+        swap = await context.bot_data[RETRAINER].rollback()
+    except StoreError as exc:
+        await update.effective_message.reply_text(texts.ROLLBACK_IMPOSSIBLE.format(reason=exc))
+        return
+    version = services.model.version
+    old = swap.old if swap else version
+    await update.effective_message.reply_text(texts.ROLLED_BACK.format(new=version, old=old))
 
 
 async def unknown_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

@@ -31,10 +31,12 @@ class ModelInfo:
     meta: dict[str, Any] = field(default_factory=dict)
     units: int = 0
     layers: int = 0
+    version: int | None = None  # the model store's version number
 
     @classmethod
-    def of(cls, model: ModelFile, path: Path) -> ModelInfo:
-        return cls(Path(path), dict(model.meta), model.config.units, model.config.layers)
+    def of(cls, model: ModelFile, path: Path, version: int | None = None) -> ModelInfo:
+        config = model.config
+        return cls(Path(path), dict(model.meta), config.units, config.layers, version)
 
     def describe(self) -> str:
         details = [str(self.meta.get("kind", "unknown kind"))]
@@ -42,7 +44,8 @@ class ModelInfo:
             details.append(f"created {self.meta['created']}")
         layers = "1 layer" if self.layers == 1 else f"{self.layers} layers"
         details.append(f"GRU {self.units} units, {layers}")
-        return f"{self.path.name} ({', '.join(details)})"
+        name = self.path.name if self.version is None else f"version {self.version}"
+        return f"{name} ({', '.join(details)})"
 
 
 class ReplyEngine:
@@ -131,21 +134,21 @@ class Services:
         self.db.dispose()
 
 
-def model_path(settings: Settings) -> Path:
-    """The model file to serve: CHARBOT_MODEL_PATH, else the shipped base model."""
-    if settings.model_path is not None:
-        return settings.model_path
-    from model import BASE_MODEL_PATH
+def live_model(settings: Settings) -> tuple[int, Path]:
+    """The live version of the data dir's model store and its file (bootstrapped if new)."""
+    from bot.retraining import open_store
 
-    return BASE_MODEL_PATH
+    store = open_store(settings)
+    version = store.live_version()
+    return version, store.path(version) / "model.npz"
 
 
 def load_model_info(settings: Settings) -> ModelInfo:
-    """Describe the configured model without building a generator (for `charbot status`)."""
+    """Describe the live model without building a generator (for `charbot status`)."""
     from model import load
 
-    path = model_path(settings)
-    return ModelInfo.of(load(path), path)
+    version, path = live_model(settings)
+    return ModelInfo.of(load(path), path, version)
 
 
 def open_database_for(settings: Settings) -> Database:
@@ -161,11 +164,11 @@ def open_services(
     Pass `generator` to reuse one already loaded (tests share one between bot restarts).
     Raises model.ModelFileError when the model file is missing or unusable.
     """
-    path = model_path(settings)
+    version, path = live_model(settings)
     if generator is None:
         from model import Generator, load
 
         generator = Generator(load(path), batch_buckets=REPLY_BATCH_BUCKETS)
     db = open_database_for(settings)
     engine = ReplyEngine(db, generator, max_batch=max_batch)
-    return Services(settings, db, engine, ModelInfo.of(generator.model, path))
+    return Services(settings, db, engine, ModelInfo.of(generator.model, path, version))

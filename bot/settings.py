@@ -21,6 +21,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 DEFAULT_BASE_URL = "https://api.telegram.org/bot"  # the token is appended to it
 DEFAULT_DATA_DIR = Path("data")
 DEFAULT_RETRAIN_INTERVAL = 6 * 60 * 60  # seconds between scheduled retrain checks
+DEFAULT_RETRAIN_MIN_MESSAGES = 200  # new human messages a scheduled run waits for
 DATABASE_FILE = "charbot.sqlite3"  # the default SQLite file inside the data dir
 
 _TOKEN = re.compile(r"[0-9]+:[A-Za-z0-9_-]+", re.ASCII)  # what @BotFather hands out
@@ -40,7 +41,9 @@ class Settings:
     data_dir: Path = DEFAULT_DATA_DIR  # database, model versions, logs
     database_url: str = ""  # any SQLAlchemy URL; "" = SQLite file in data_dir
     retrain_interval: int = DEFAULT_RETRAIN_INTERVAL  # seconds
-    model_path: Path | None = None  # serve this model file instead of the shipped base model
+    retrain_min_messages: int = DEFAULT_RETRAIN_MIN_MESSAGES  # new human messages per run
+    retrain_epochs: int | None = None  # cap on a run's epochs (None: model.retrain's default)
+    model_path: Path | None = None  # the model a new data dir starts from (default: shipped base)
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -56,6 +59,8 @@ class Settings:
             "data_dir": str(self.data_dir),
             "database_url": make_url(self.database_url).render_as_string(hide_password=True),
             "retrain_interval": self.retrain_interval,
+            "retrain_min_messages": self.retrain_min_messages,
+            "retrain_epochs": self.retrain_epochs,
             "model_path": None if self.model_path is None else str(self.model_path),
         }
         return f"Settings({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
@@ -101,6 +106,8 @@ def load_settings(
         data_dir=parse_data_dir(get("CHARBOT_DATA_DIR")),
         database_url=parse_database_url(get("CHARBOT_DATABASE_URL")),
         retrain_interval=parse_interval(get("CHARBOT_RETRAIN_INTERVAL")),
+        retrain_min_messages=parse_min_messages(get("CHARBOT_RETRAIN_MIN_MESSAGES")),
+        retrain_epochs=parse_epochs(get("CHARBOT_RETRAIN_EPOCHS")),
         model_path=parse_model_path(get("CHARBOT_MODEL_PATH")),
     )
 
@@ -184,6 +191,27 @@ def parse_database_url(value: str | None) -> str:
             f"CHARBOT_DATABASE_URL: {shown!r} names a database SQLAlchemy does not know {expected}"
         ) from None
     return value
+
+
+def parse_min_messages(value: str | None) -> int:
+    if value is None:
+        return DEFAULT_RETRAIN_MIN_MESSAGES
+    if not _SECONDS.fullmatch(value) or int(value) <= 0:
+        raise SettingsError(
+            f"CHARBOT_RETRAIN_MIN_MESSAGES: {value!r} is not a positive whole number "
+            "(new human messages a scheduled retrain waits for, e.g. 200)"
+        )
+    return int(value)
+
+
+def parse_epochs(value: str | None) -> int | None:
+    if value is None:
+        return None
+    if not _SECONDS.fullmatch(value) or not 1 <= int(value) <= 1000:
+        raise SettingsError(
+            f"CHARBOT_RETRAIN_EPOCHS: {value!r} is not a whole number of epochs from 1 to 1000"
+        )
+    return int(value)
 
 
 def parse_interval(value: str | None) -> int:

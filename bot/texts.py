@@ -9,7 +9,11 @@ PUBLIC_COMMANDS = (
     ("learn", "Allow or stop learning from your messages (on/off)"),
     ("forget", "Delete everything stored about you"),
 )
-ADMIN_COMMANDS = (("status", "Model version, message counts, uptime"),)
+ADMIN_COMMANDS = (
+    ("status", "Model version, message counts, uptime, retraining"),
+    ("retrain", "Retrain the model on the stored conversations now"),
+    ("rollback", "Make the previous model version live again"),
+)
 
 INTRO = (
     "I'm charbot. Every reply I write is made up byte by byte by a small recurrent "
@@ -25,7 +29,9 @@ COMMAND_HELP = {
     ),
     "learn": "/learn on | /learn off — whether I may learn from your messages",
     "forget": "/forget — delete everything I stored about you (messages and settings)",
-    "status": "/status — model version, message counts, uptime",
+    "status": "/status — model version, message counts, uptime, retraining",
+    "retrain": "/retrain — retrain on the stored conversations now; I report the outcome",
+    "rollback": "/rollback — make the previous model version live again",
 }
 
 GROUPS = "In groups I answer when you mention me or reply to one of my messages."
@@ -56,6 +62,12 @@ FORGET_DONE = (
 )
 
 STATUS_REFUSED = "This command is for the bot's admins."
+RETRAIN_STARTED = (
+    "Retraining started. I'll tell you how it went when it ends (usually a few minutes)."
+)
+RETRAIN_RUNNING = "A retraining run is already going; I'll report when it ends."
+ROLLED_BACK = "Rolled back: now serving model version {new} (was {old})."
+ROLLBACK_IMPOSSIBLE = "Cannot roll back: {reason}"
 UNKNOWN_COMMAND = "I don't know that command. /help lists the ones I know."
 TEXT_ONLY = "I only read text — send me a few words and I'll answer."
 REPLY_FAILED = "Sorry, I couldn't think of a reply just now. Please try again in a moment."

@@ -24,7 +24,8 @@ from model.network import weight_names
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32)  # compiled batch sizes; a request is padded up
 MAX_PROMPT_BYTES = 512  # context the model sees: the last turns of the chat
-MAX_REPLY_BYTES = 400  # hard cap on one reply (Telegram allows 4096 characters)
+MAX_REPLY_BYTES = 300  # cap on one reply: 99% of corpus turns are shorter (259 bytes);
+# a batch runs as long as its longest row, so a runaway loop must not run for long
 FALLBACK_REPLY = "…"  # said when sampling keeps giving nothing printable
 MAX_TEMPERATURE = 2.0
 

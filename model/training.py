@@ -255,6 +255,9 @@ def bits_per_byte(
     if not rows:
         raise ValueError("no target bytes to evaluate")
     rows.sort(key=lambda r: len(r[0]))
+    # One traced graph for every batch shape: several times faster than eager calls on CPU.
+    spec = tf.TensorSpec([None, None], tf.int32)
+    forward = tf.function(lambda x: net(x, training=False), input_signature=[spec])
     total_nats = 0.0
     total = 0
     for i in range(0, len(rows), batch_size):
@@ -265,7 +268,7 @@ def bits_per_byte(
         for j, (xr, yr) in enumerate(chunk):
             x[j, : len(xr)] = xr
             y[j, : len(yr)] = yr
-        logits = net(x, training=False)
+        logits = forward(tf.constant(x))
         n = int((y != PAD).sum())
         total_nats += float(masked_loss(y, logits)) * n
         total += n

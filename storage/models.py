@@ -126,3 +126,42 @@ class Message(Base):
     def __repr__(self) -> str:
         who = "bot" if self.from_bot else f"user {self.user_id}"
         return f"Message(id={self.id}, chat_id={self.chat_id}, {who}, text={self.text[:20]!r})"
+
+
+# Who started a retraining run, and how it ended ("running" until it does).
+RUN_TRIGGERS = ("schedule", "admin", "cli")
+RUN_STATUSES = ("running", "published", "rejected", "failed", "skipped")
+
+
+class TrainingRun(Base):
+    """One retraining run: what started it, what it saw, and how it ended."""
+
+    __tablename__ = "training_runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    trigger: Mapped[str] = mapped_column(String(16))  # one of RUN_TRIGGERS
+    requested_by: Mapped[int | None] = mapped_column(BigInteger)  # the admin's Telegram id
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(16), default="running")  # one of RUN_STATUSES
+    # The newest message id when the run started: the scheduler counts new human
+    # messages from here, so a restart does not lose track of the last run.
+    last_message_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    examples: Mapped[int | None]  # conversation chunks trained on
+    epochs: Mapped[int | None]
+    live_version: Mapped[int | None]  # the model version the run started from
+    new_version: Mapped[int | None]  # the version it published, if any
+    # Held-out losses in bits per byte: live and candidate, on chat data and the base slice.
+    live_chat_bits: Mapped[float | None] = mapped_column(Float)
+    candidate_chat_bits: Mapped[float | None] = mapped_column(Float)
+    live_base_bits: Mapped[float | None] = mapped_column(Float)
+    candidate_base_bits: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)  # why it failed or was skipped/rejected
+    result_json: Mapped[str | None] = mapped_column(Text)  # the full report (RunResult.to_dict)
+
+    @property
+    def finished(self) -> bool:
+        return self.status != "running"
+
+    def __repr__(self) -> str:
+        return f"TrainingRun(id={self.id}, trigger={self.trigger!r}, status={self.status!r})"

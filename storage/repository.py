@@ -213,6 +213,17 @@ def count_human_messages_since(session: Session, message_id: int) -> int:
     return session.scalar(stmt) or 0
 
 
+def count_trainable_messages(session: Session) -> int:
+    """Human messages the bot may learn from (their authors have learning on)."""
+    stmt = (
+        select(func.count())
+        .select_from(Message)
+        .join(User, Message.user_id == User.id)
+        .where(Message.from_bot.is_(False), User.learning.is_(True))
+    )
+    return session.scalar(stmt) or 0
+
+
 def last_message_id(session: Session) -> int:
     """The newest message's id, 0 when there are none."""
     return session.scalar(select(func.max(Message.id))) or 0

@@ -153,7 +153,12 @@ def test_start_and_help_list_every_command_and_the_menu_is_registered(stub, sett
 
     assert [c["command"] for c in stub.my_commands()] == PUBLIC
     admin_scope = {"type": "chat", "chat_id": ADMIN}
-    assert [c["command"] for c in stub.my_commands(admin_scope)] == [*PUBLIC, "status"]
+    assert [c["command"] for c in stub.my_commands(admin_scope)] == [
+        *PUBLIC,
+        "status",
+        "retrain",
+        "rollback",
+    ]
     assert stub.my_commands({"type": "chat", "chat_id": USER}) == []
 
 
@@ -275,10 +280,15 @@ def test_status_is_for_admins_only(stub, settings, data_dir, generator):
 
     refused, shown = run(settings, generator, body)
     assert refused == texts.STATUS_REFUSED == "This command is for the bot's admins."
-    assert shown.splitlines()[0].startswith("Model: tiny.npz (tiny-test, created 2025-01-01")
+    assert shown.splitlines()[0].startswith("Model: version 1 (tiny-test, created 2025-01-01")
     assert "Messages: 2 (1 from people, 1 from the bot)" in shown
     assert "Users: 1, chats: 1" in shown
     assert "Uptime: " in shown
+    # Retraining: the store's live version, no run yet, the schedule, what it could learn from.
+    assert "Live version: 1 of 1 kept" in shown
+    assert "Last run: none yet" in shown
+    assert "Next scheduled check: 20" in shown and "1 so far" in shown
+    assert "Messages available for training: 1" in shown
 
 
 def test_unknown_commands_are_not_conversation(stub, settings, data_dir, generator):

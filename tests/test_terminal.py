@@ -61,7 +61,7 @@ def test_the_local_user_is_an_admin_and_can_forget(services):
     assert "/status" in respond(services, "/help")
     respond(services, "something")
     status = respond(services, "/status")
-    assert status.startswith("Model: tiny.npz") and "Messages: 2 (1 from people" in status
+    assert status.startswith("Model: version 1") and "Messages: 2 (1 from people" in status
     assert respond(services, "/forget") == texts.FORGET_DONE.format(messages="1 message")
     assert respond(services, "/temp").startswith("Your temperature is 0.6 ")
     assert respond(services, "/nope") == texts.UNKNOWN_COMMAND
@@ -106,7 +106,7 @@ def test_charbot_chat_answers_a_pipe_and_exits_at_eof(
         [*charbot, "status"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
     )
     assert status.returncode == 0, status.stderr
-    assert status.stdout.startswith("Model: tiny.npz (tiny-test, created 2025-01-01")
+    assert status.stdout.startswith("Model: version 1 (tiny-test, created 2025-01-01")
     assert "Messages: 2 (1 from people, 1 from the bot)" in status.stdout
     assert "Users: 1, chats: 1" in status.stdout
 
@@ -179,12 +179,30 @@ def test_run_without_a_token_says_how_to_get_one(charbot, clean_env, tmp_path):
     )
 
 
-def test_train_is_an_honest_stub(charbot, clean_env, tmp_path):
-    result = subprocess.run(
-        [*charbot, "train"], env=clean_env, cwd=tmp_path, capture_output=True, text=True
-    )
-    assert result.returncode == 2
-    assert "not yet implemented" in result.stderr
+def test_train_with_too_little_data_records_a_skipped_run(
+    charbot, clean_env, tmp_path, tiny_model_path
+):
+    env = {
+        **clean_env,
+        "CHARBOT_DATA_DIR": str(tmp_path / "data"),
+        "CHARBOT_MODEL_PATH": str(tiny_model_path),
+    }
+
+    def train():
+        return subprocess.run(
+            [*charbot, "train", "--json"], env=env, cwd=tmp_path, capture_output=True, text=True
+        )
+
+    first = train()
+    assert first.returncode == 0, first.stderr
+    assert "skipped: not enough" in first.stdout
+    assert first.stdout.splitlines()[-1] == '{"run_id": 1, "status": "skipped"}'
+    second = train()  # the first run left no lock behind
+    assert second.stdout.splitlines()[-1] == '{"run_id": 2, "status": "skipped"}'
+    status = subprocess.run(
+        [*charbot, "status"], env=env, cwd=tmp_path, capture_output=True, text=True
+    ).stdout
+    assert "Last run: 2, skipped" in status and "Live version: 1 of 1 kept" in status
 
 
 def test_an_unusable_model_file_is_one_line(charbot, clean_env, tmp_path):

@@ -1,0 +1,420 @@
+"""The model store: numbered versions on disk, one of them live, and the retraining run lock.
+
+    <root>/v0001/model.npz, info.json   one folder per published version, never changed
+    <root>/LIVE                         {"live": 3, "history": [1, 2], "last": 3}
+    <root>/.lock                        held while the store is changed (one writer at a time)
+
+A version folder is written under a temporary name (`.tmp-...`), fsynced, and renamed
+into place, so a folder named `vNNNN` is always complete. The pointer `LIVE` is
+replaced atomically (temporary file, fsync, `os.replace`, fsync of the folder).
+`kill -9` at any moment therefore leaves the last good version live and loadable;
+leftover temporary folders are removed the next time the store is opened.
+
+"Previous" version: the pointer keeps the history of versions that were live, oldest
+first. Publishing or `set_live` pushes the version that was live; `rollback` makes
+the newest entry of that history live again and drops it, without pushing the
+version it leaves. So rollback undoes the last change of the live version and can
+be repeated, and a version that was rolled back from is never a rollback target
+again (unless made live by hand). Versions that vanished or do not load are skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from model.modelfile import ModelFile, ModelFileError, load, save
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.npz"
+INFO_FILE = "info.json"
+POINTER_FILE = "LIVE"
+STORE_LOCK_FILE = ".lock"
+TMP_PREFIX = ".tmp-"  # anything named so is unfinished work of a writer that died
+HISTORY_LIMIT = 100  # live versions remembered for rollback
+VERSION_NAME = re.compile(r"^v(\d{4,})$")
+
+
+class StoreError(RuntimeError):
+    """The store cannot do what was asked (no such version, nothing to roll back to)."""
+
+
+@dataclass
+class Pointer:
+    live: int | None = None
+    history: list[int] = field(default_factory=list)  # earlier live versions, oldest first
+    last: int = 0  # highest version number ever given out: numbers are never reused
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or unlink inside `path` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace `path` with `data`: readers see the old or the new content, never a mix."""
+    tmp = path.with_name(f"{TMP_PREFIX}{path.name}-{secrets.token_hex(4)}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def version_name(version: int) -> str:
+    return f"v{version:04d}"
+
+
+class ModelStore:
+    """Numbered model versions under `root`, one of them live. Safe across processes."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._loadable_cache: dict[int, tuple[int, bool]] = {}  # version -> (mtime_ns, ok)
+        self._warned: set[int] = set()  # broken live versions reported already
+        self._pointer_warned = False
+        with self._writing():
+            self._remove_leftovers()
+
+    def __repr__(self) -> str:
+        return f"ModelStore({str(self.root)!r})"
+
+    # -- reading ----------------------------------------------------------------
+
+    def versions(self) -> list[int]:
+        """Published version numbers, oldest first."""
+        found = (VERSION_NAME.match(p.name) for p in self.root.iterdir() if p.is_dir())
+        return sorted(int(m.group(1)) for m in found if m)
+
+    def path(self, version: int) -> Path:
+        """The folder of `version` (which may not exist)."""
+        return self.root / version_name(version)
+
+    def info(self, version: int) -> dict:
+        """What was recorded when `version` was published (plus `version`, `published_at`)."""
+        if not self.path(version).is_dir():
+            raise StoreError(f"{self.root}: there is no version {version}")
+        path = self.path(version) / INFO_FILE
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"{path}: unreadable version info ({exc})") from None
+
+    def load(self, version: int) -> ModelFile:
+        """The model of `version`; StoreError if there is none, ModelFileError if it is broken."""
+        if not self.path(version).is_dir():
+            raise StoreError(f"{self.root}: there is no version {version}")
+        return load(self.path(version) / MODEL_FILE)
+
+    def live_version(self) -> int | None:
+        """The live version; None for an empty store.
+
+        If the pointer names a version that is missing or does not load, the newest
+        loadable version is live instead (with a warning).
+        """
+        pointer = self._read_pointer()
+        if pointer.live is not None and self._loadable(pointer.live):
+            return pointer.live
+        fallback = next((v for v in reversed(self.versions()) if self._loadable(v)), None)
+        if pointer.live is not None and pointer.live not in self._warned:
+            self._warned.add(pointer.live)
+            log.warning(
+                "%s: the live version %s is missing or unreadable; using version %s",
+                self.root,
+                pointer.live,
+                fallback,
+            )
+        return fallback
+
+    def load_live(self) -> tuple[int, ModelFile]:
+        """(version, model) of the live version."""
+        for _ in range(3):  # a concurrent prune or rollback may move the target under us
+            version = self.live_version()
+            if version is None:
+                raise StoreError(
+                    f"{self.root}: no model versions yet (bootstrap the store from the base model)"
+                )
+            try:
+                return version, self.load(version)
+            except (StoreError, ModelFileError):
+                self._loadable_cache.pop(version, None)
+        raise StoreError(f"{self.root}: no loadable model version")
+
+    def previous_version(self) -> int | None:
+        """The version `rollback` would make live, or None (see the module docstring)."""
+        pointer = self._read_pointer()
+        live = self.live_version()
+        return next((v for v in reversed(pointer.history) if v != live and self._loadable(v)), None)
+
+    # -- changing -----------------------------------------------------------------
+
+    def publish(self, model: ModelFile, info: dict | None = None) -> int:
+        """Add `model` as a new version and make it live; returns its number."""
+        with self._writing():
+            return self._publish(model, info)
+
+    def set_live(self, version: int) -> None:
+        """Make `version` live (it must load); the version live before can be rolled back to."""
+        with self._writing():
+            self._check_loadable(version)
+            self._point_to(self._read_pointer(), version)
+
+    def rollback(self) -> int:
+        """Make the previous version live again (see the module docstring); returns it."""
+        with self._writing():
+            pointer = self._read_pointer()
+            live = self.live_version()
+            history = list(pointer.history)
+            while history:
+                candidate = history.pop()
+                if candidate != live and self._loadable(candidate):
+                    self._write_pointer(Pointer(candidate, history, pointer.last))
+                    log.info("%s: rolled back from version %s to %s", self.root, live, candidate)
+                    return candidate
+            if live is None:
+                raise StoreError(f"{self.root}: nothing to roll back to: the store is empty")
+            raise StoreError(
+                f"{self.root}: nothing to roll back to: no other loadable version was live "
+                f"before version {live}"
+            )
+
+    def prune(self, keep: int) -> list[int]:
+        """Delete all but the `keep` newest versions, never the live one or its predecessor.
+
+        Returns the deleted version numbers.
+        """
+        if keep < 1:
+            raise ValueError(f"keep must be at least 1, got {keep}")
+        with self._writing():
+            protected = {self.live_version(), self.previous_version()}
+            versions = self.versions()
+            doomed = [v for v in versions[:-keep] if v not in protected]
+            for version in doomed:
+                # Renamed away first (atomic), so a half-deleted folder is never a version.
+                trash = (
+                    self.root
+                    / f"{TMP_PREFIX}deleted-{version_name(version)}-{secrets.token_hex(4)}"
+                )
+                os.rename(self.path(version), self.root / trash)
+                self._loadable_cache.pop(version, None)
+            if doomed:
+                fsync_dir(self.root)
+                pointer = self._read_pointer()
+                pointer.last = max([pointer.last, *versions])
+                self._write_pointer(pointer)
+                self._remove_leftovers()
+            return doomed
+
+    def bootstrap(self, base_path: str | os.PathLike) -> int:
+        """Publish the model at `base_path` as the first version if the store is empty.
+
+        Returns the live version. Rollback then works the same from the first retrain on.
+        """
+        with self._writing():
+            if not self.versions():
+                self._publish(load(base_path), {"kind": "base", "source": str(base_path)})
+        version = self.live_version()
+        if version is None:
+            raise StoreError(f"{self.root}: no loadable model version")
+        return version
+
+    # -- internals ----------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Hold the store's write lock (other processes' changes wait; readers never do)."""
+        with open(self.root / STORE_LOCK_FILE, "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def _publish(self, model: ModelFile, info: dict | None) -> int:
+        """Write a new version folder, then flip the pointer (call with the write lock held)."""
+        pointer = self._read_pointer()
+        version = max([pointer.last, *self.versions()]) + 1
+        tmp = self.root / f"{TMP_PREFIX}{version_name(version)}-{secrets.token_hex(4)}"
+        record = {
+            **(info or {}),
+            "version": version,
+            "published_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        }
+        try:
+            tmp.mkdir()
+            save(model, tmp / MODEL_FILE)  # fsyncs the file
+            with open(tmp / INFO_FILE, "w", encoding="utf-8") as f:
+                json.dump(record, f, indent=2, sort_keys=True)
+                f.flush()
+                os.fsync(f.fileno())
+            fsync_dir(tmp)
+            os.rename(tmp, self.path(version))
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        fsync_dir(self.root)  # the version exists; the pointer still names the old one
+        self._point_to(pointer, version)
+        return version
+
+    def _remove_leftovers(self) -> None:
+        """Delete what writers that died left behind (call with the write lock held)."""
+        for path in self.root.iterdir():
+            if path.name.startswith(TMP_PREFIX):
+                log.info("%s: removing unfinished %s", self.root, path.name)
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+
+    def _read_pointer(self) -> Pointer:
+        path = self.root / POINTER_FILE
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            live = data["live"]
+            history = [int(v) for v in data.get("history", [])]
+            return Pointer(None if live is None else int(live), history, int(data.get("last", 0)))
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            if not self._pointer_warned:
+                self._pointer_warned = True
+                log.warning("%s: unreadable pointer (%s); using the newest version", path, exc)
+        # No usable pointer: the newest version is live, the older ones its history.
+        versions = self.versions()
+        return Pointer(None, versions[:-1], max(versions, default=0))
+
+    def _point_to(self, pointer: Pointer, version: int) -> None:
+        live = self.live_version()
+        if live == version:
+            return
+        history = [v for v in pointer.history if v != version]
+        if live is not None:
+            history.append(live)
+        self._write_pointer(Pointer(version, history, max(pointer.last, version)))
+
+    def _write_pointer(self, pointer: Pointer) -> None:
+        existing = set(self.versions())
+        history = [v for v in pointer.history if v in existing][-HISTORY_LIMIT:]
+        data = {"live": pointer.live, "history": history, "last": pointer.last}
+        write_atomically(self.root / POINTER_FILE, json.dumps(data).encode() + b"\n")
+
+    def _loadable(self, version: int) -> bool:
+        """Whether `version` exists and loads (cached; published versions never change)."""
+        try:
+            stamp = (self.path(version) / MODEL_FILE).stat().st_mtime_ns
+        except OSError:
+            self._loadable_cache.pop(version, None)
+            return False
+        cached = self._loadable_cache.get(version)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        try:
+            self._check_loadable(version)
+            ok = True
+        except (StoreError, ModelFileError) as exc:
+            log.warning("%s: version %s is unusable: %s", self.root, version, exc)
+            ok = False
+        self._loadable_cache[version] = (stamp, ok)
+        return ok
+
+    def _check_loadable(self, version: int) -> None:
+        self.load(version)
+        self.info(version)
+
+
+class RunLock:
+    """One retraining run at a time, across processes: an exclusive `flock` on `path`.
+
+    The operating system drops the lock when its holder exits in any way, kill -9
+    included, so a crashed run never leaves it stuck. The file holds the holder's
+    pid and start time for status reports; it is never deleted.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._file = None
+
+    def acquire(self) -> bool:
+        """Take the lock without waiting; False if another run holds it."""
+        if self._file is not None:
+            raise RuntimeError(f"{self.path}: this RunLock is held already")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(self.path, "a+")  # noqa: SIM115 (kept open while held)
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            return False
+        f.seek(0)
+        f.truncate()
+        now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        f.write(json.dumps({"pid": os.getpid(), "since": now}) + "\n")
+        f.flush()
+        self._file = f
+        return True
+
+    def release(self) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+
+    @property
+    def held(self) -> bool:
+        """Whether this object holds the lock."""
+        return self._file is not None
+
+    def is_running(self) -> bool:
+        """Whether a run (in this or any other process) holds the lock now."""
+        if self._file is not None:
+            return True
+        try:
+            f = open(self.path)  # noqa: SIM115
+        except FileNotFoundError:
+            return False
+        with f:
+            try:
+                # A shared probe: it fails only while some run holds the lock exclusively.
+                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(f, fcntl.LOCK_UN)
+            return False
+
+    def holder(self) -> dict | None:
+        """{"pid": ..., "since": ...} of the run holding the lock, or None when none runs."""
+        if not self.is_running():
+            return None
+        try:
+            return json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+
+    def __enter__(self) -> RunLock:
+        if not self.acquire():
+            raise StoreError(f"{self.path}: another retraining run is going")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -1,0 +1,219 @@
+"""model/retrain.py: one run end to end on a tiny model, the gate, the data it trains on.
+
+The live model is an untrained GRU-32 and the chats are a few dozen short lines of
+pirate talk, so a few epochs teach the candidate a lot; a small stand-in base corpus
+keeps the forgetting check fast.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import random
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from toy_model import untrained_model
+
+from model.codec import PAD, SEP
+from model.modelfile import load
+from model.retrain import (
+    CANDIDATE_FILE,
+    PLOT_FILE,
+    Losses,
+    NotEnoughData,
+    RetrainConfig,
+    RunResult,
+    base_eval_slice,
+    chunk_transcripts,
+    gate,
+    inference,
+    prepare,
+    retrain,
+)
+from model.training import bits_per_byte, pack_windows, training_dataset
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PIRATE = ["arr", "matey", "ahoy", "yo ho", "avast", "grog", "the plank", "me hearty"]
+BOT_LINE = "QQ I am the bot QQ"  # 'Q' is in no human turn and not in the base corpus
+BASE = (
+    [["hi", "hello there"], ["how are you", "fine, and you"], ["good night", "sleep well"]] * 40,
+    [["good day", "to you too"], ["thanks", "you are welcome"]] * 5,
+)
+FAST = RetrainConfig(  # tiny data: short windows, a high rate, a few epochs
+    learning_rate=1e-2,
+    epochs=4,
+    window=64,
+    batch_size=16,
+    base_eval_conversations=8,
+    threads=None,
+)
+
+
+def pirate_chats(n: int, turns: int = 6, seed: int = 0) -> list[list[tuple[str, bool]]]:
+    rng = random.Random(seed)
+    return [
+        [
+            (" ".join(rng.choice(PIRATE) for _ in range(4)) + "!", True)
+            if j % 2 == 0
+            else (BOT_LINE, False)
+            for j in range(turns)
+        ]
+        for _ in range(n)
+    ]
+
+
+@pytest.fixture(scope="module")
+def live():
+    keras.utils.set_random_seed(5)
+    return untrained_model(units=32)
+
+
+def test_a_run_learns_the_new_style_and_is_accepted(live, tmp_path: Path):
+    epochs_seen = []
+    result = retrain(
+        live,
+        pirate_chats(40),
+        FAST,
+        tmp_path,
+        on_epoch=lambda epoch, logs: epochs_seen.append((epoch, logs["val_loss_bits"])),
+        base=BASE,
+    )
+    assert result.accepted, result.reason
+    assert result.reason.startswith("accepted: held-out chats")
+    losses = result.losses
+    assert losses.candidate_chat < losses.live_chat - 2  # from ~8 bits/byte (uniform)
+    assert losses.candidate_base <= losses.live_base + FAST.gate_margin
+    assert 1 <= result.best_epoch <= result.epochs == len(epochs_seen) <= FAST.epochs
+    assert len(result.history["loss"]) == len(result.history["val_loss"]) == result.epochs
+    assert result.history["val_loss"][-1] < 6  # bits/byte, not nats
+    assert [bits for _, bits in epochs_seen] == pytest.approx(result.history["val_loss"])
+
+    ex = result.examples
+    assert (ex.train_chunks, ex.heldout_chunks) == (32, 8)
+    assert ex.train_bytes > 0 and ex.heldout_bytes > 0
+    assert FAST.base_mix * ex.train_bytes <= ex.base_bytes < FAST.base_mix * ex.train_bytes + 30
+    assert ex.base_eval_conversations == 8
+
+    # Files: the candidate (loads, same shape, weights changed), the plot, the logs.
+    candidate = load(tmp_path / CANDIDATE_FILE)
+    assert result.candidate_path == str(tmp_path / CANDIDATE_FILE)
+    assert candidate.config == live.config
+    assert not np.allclose(candidate.weights[-2], live.weights[-2])
+    assert candidate.meta["kind"] == "retrain"
+    assert candidate.meta["losses"]["candidate_chat"] == pytest.approx(losses.candidate_chat)
+    assert Path(result.plot_path).read_bytes()[:8] == PNG_SIGNATURE
+    assert (tmp_path / "best.weights.h5").exists()
+    assert (tmp_path / "tensorboard").is_dir()
+    with open(tmp_path / "history.csv") as f:
+        assert len(list(csv.DictReader(f))) == result.epochs
+
+    # The report is plain JSON and comes back whole.
+    text = json.dumps(result.to_dict(), allow_nan=False)
+    assert RunResult.from_dict(json.loads(text)) == result
+
+
+def test_the_gate_rejects_a_worse_candidate_and_keeps_it(live, tmp_path: Path):
+    wild = RetrainConfig(**{**FAST.__dict__, "learning_rate": 50.0, "epochs": 1})
+    result = retrain(live, pirate_chats(12), wild, tmp_path, base=BASE)
+    assert result.accepted is False
+    assert "no better on the held-out chats" in result.reason
+    assert result.losses.candidate_chat > result.losses.live_chat
+    assert load(tmp_path / CANDIDATE_FILE).config == live.config  # kept for inspection
+    assert (tmp_path / PLOT_FILE).read_bytes()[:8] == PNG_SIGNATURE
+    json.dumps(result.to_dict(), allow_nan=False)
+
+
+def test_frozen_layers_keep_the_lower_weights(live, tmp_path: Path):
+    frozen = RetrainConfig(**{**FAST.__dict__, "frozen_layers": 1, "epochs": 1})
+    retrain(live, pirate_chats(8), frozen, tmp_path, base=BASE)
+    candidate = load(tmp_path / CANDIDATE_FILE)
+    for before, after in zip(live.weights[:4], candidate.weights[:4], strict=True):
+        np.testing.assert_array_equal(before, after)  # embedding and gru_0
+    assert not np.allclose(live.weights[-1], candidate.weights[-1])  # the output layer learned
+
+
+@pytest.mark.parametrize(
+    ("losses", "accepted", "words"),
+    [
+        (Losses(3.0, 2.0, 2.5, 2.54), True, "accepted"),
+        (Losses(3.0, 2.0, 2.5, 2.55), True, "accepted"),  # exactly at the margin
+        (Losses(3.0, 3.0, 2.5, 2.0), False, "no better on the held-out chats"),
+        (Losses(3.0, 2.0, 2.5, 2.6), False, "forgets the base corpus"),
+        (Losses(3.0, math.nan, 2.5, math.nan), False, "no better on the held-out chats"),
+    ],
+)
+def test_gate(losses: Losses, accepted: bool, words: str):
+    ok, reason = gate(losses, margin=0.05 + 1e-12)
+    assert ok is accepted
+    assert words in reason
+    if not ok and not math.isnan(losses.candidate_base) and losses.candidate_chat == 3.0:
+        assert "forgets" not in reason  # names only the condition that failed
+
+
+def test_both_failed_conditions_are_named():
+    ok, reason = gate(Losses(3.0, 3.5, 2.0, 2.5), margin=0.05)
+    assert not ok
+    assert "no better on the held-out chats" in reason and "forgets the base corpus" in reason
+
+
+def test_the_bots_turns_are_context_never_targets():
+    data = prepare(pirate_chats(20), FAST, BASE)
+    q = ord("Q")
+    x, y = pack_windows(data.train, FAST.window)
+    assert (x == q).any()  # the bot's lines are read as context...
+    assert not (y == q).any()  # ...but never learned
+    assert (y == ord("a")).any() and (y == SEP).any()  # human bytes and turn ends are
+    # The same holds for the shuffled windows fit really reads, and the held-out data.
+    for _, yb in training_dataset(data.train, FAST.train_config()):
+        assert not (yb.numpy() == q).any()
+    for ids, mask in data.heldout:
+        assert not (ids[mask] == q).any()
+    assert PAD not in np.concatenate([ids for ids, _ in data.train])
+
+
+def test_chats_are_cut_into_chunks_with_a_human_turn():
+    long_chat = [(f"line {i}", i % 2 == 0) for i in range(40)]
+    only_bot = [("just me", False)] * 5
+    chunks = chunk_transcripts([long_chat, only_bot, []], max_turns=16)
+    assert [len(c) for c in chunks] == [16, 16, 8]
+    assert chunks[0][0] == ("line 0", True) and chunks[2][-1] == ("line 39", False)
+
+
+@pytest.mark.parametrize(
+    "chats",
+    [[], [[("hello", True), ("hi", False)]], [[("a", False)], [("b", False)]]],
+)
+def test_too_little_data_is_refused_before_training(live, tmp_path: Path, chats):
+    with pytest.raises(NotEnoughData, match="not enough conversations to hold any out"):
+        retrain(live, chats, FAST, tmp_path, base=BASE)
+    assert not (tmp_path / CANDIDATE_FILE).exists()
+
+
+def test_the_split_and_base_slices_are_fixed():
+    first = prepare(pirate_chats(30, seed=1), FAST, BASE)
+    again = prepare(pirate_chats(30, seed=1), FAST, BASE)
+    assert [ids.tolist() for ids, _ in first.heldout] == [ids.tolist() for ids, _ in again.heldout]
+    assert first.examples == again.examples
+    heldout = [[f"conversation {i}", "reply"] for i in range(50)]
+    picked = base_eval_slice(heldout, 10, seed=3)
+    assert picked == base_eval_slice(heldout, 10, seed=3) and len(picked) == 10
+    assert picked == sorted(picked, key=heldout.index)  # in corpus order
+    assert base_eval_slice(heldout, 100, seed=3) == heldout
+
+
+def test_the_real_base_corpus_is_used_by_default():
+    config = RetrainConfig(base_eval_conversations=50)
+    data = prepare(pirate_chats(10), config)
+    assert data.examples.base_eval_conversations == 50
+    assert data.examples.base_bytes >= config.base_mix * data.examples.train_bytes
+
+
+def test_the_traced_network_measures_what_the_eager_one_does(live):
+    data = prepare(pirate_chats(6), FAST, BASE)
+    net = live.build()
+    eager = bits_per_byte(net, data.heldout + data.base_eval)
+    assert bits_per_byte(inference(net), data.heldout + data.base_eval) == pytest.approx(eager)

@@ -1,0 +1,202 @@
+"""Retraining in the running bot: /retrain, /rollback, /status, the schedule, the swap.
+
+Runs are real `charbot train` child processes on a tiny model; the bot is the real
+Application against the Bot API stand-in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import numpy as np
+import pytest
+from test_bot_e2e import ADMIN, USER, data_dir, running_bot, say, sql, stub
+
+from bot import texts
+from bot.retraining import Retrainer, new_messages
+from bot.service import open_database_for, open_services
+from bot.settings import load_settings
+from model import load
+from storage import (
+    add_message,
+    finish_run,
+    get_or_create_chat,
+    get_or_create_user,
+    last_message_id,
+    start_run,
+)
+
+__all__ = ["data_dir", "stub"]  # fixtures used here, defined there
+
+
+@pytest.fixture
+def env(stub, data_dir, tiny_model_path) -> dict[str, str]:
+    return {
+        "TELEGRAM_BOT_TOKEN": stub.token,
+        "CHARBOT_TELEGRAM_BASE_URL": stub.base_url,
+        "CHARBOT_ADMIN_IDS": str(ADMIN),
+        "CHARBOT_DATA_DIR": str(data_dir),
+        "CHARBOT_MODEL_PATH": str(tiny_model_path),
+        "CHARBOT_RETRAIN_EPOCHS": "3",  # child runs stay short on two cores
+    }
+
+
+@pytest.fixture
+def settings(env):
+    return load_settings(env, env_file=None)
+
+
+PNG = b"\x89PNG\r\n\x1a\n"
+STYLE = [
+    "the cat sat on the mat",
+    "a cat is a fine cat",
+    "mats are for cats",
+    "the mat is flat",
+    "cats nap on mats",
+]
+
+
+def write_chats(settings, chats: int, turns: int, first_user: int = 5000) -> None:
+    """Conversations in a distinctive style: people write about cats, the bot says ok."""
+    db = open_database_for(settings)
+    with db.begin() as session:
+        for c in range(chats):
+            user = first_user + c
+            get_or_create_chat(session, user, "private")
+            get_or_create_user(session, user, f"user {c}")
+            for t in range(turns):
+                add_message(session, chat_id=user, user_id=user, text=STYLE[(c + t) % len(STYLE)])
+                add_message(session, chat_id=user, text="ok")
+    db.dispose()
+
+
+def test_non_admins_cannot_retrain_or_roll_back(stub, settings, data_dir, generator):
+    async def main():
+        async with running_bot(settings, generator):
+            return [await say(stub, cmd, user=USER) for cmd in ("/retrain", "/rollback")]
+
+    assert asyncio.run(main()) == [texts.STATUS_REFUSED] * 2
+    assert sql(data_dir, "SELECT count(*) FROM training_runs") == [(0,)]
+    assert not (data_dir / "runs").exists()
+    assert sorted(p.name for p in (data_dir / "models").glob("v*")) == ["v0001"]
+
+
+def test_admin_retrain_publishes_reports_and_swaps_then_rolls_back(
+    stub, settings, data_dir, generator
+):
+    write_chats(settings, chats=12, turns=6)
+
+    async def main():
+        async with running_bot(settings, generator):
+            ack = await say(stub, "/retrain", user=ADMIN)
+            again = await say(stub, "/retrain", user=ADMIN)  # the child is still importing
+            sent = await stub.await_messages(ADMIN, 3, timeout=240)
+            await stub.await_until(lambda: stub.sent_files(ADMIN), timeout=60, what="plot")
+            status = await say(stub, "/status", user=ADMIN)
+            rolled = await say(stub, "/rollback", user=ADMIN)
+            status_after = await say(stub, "/status", user=ADMIN)
+            return ack, again, sent[2]["text"], status, rolled, status_after
+
+    ack, again, report, status, rolled, status_after = asyncio.run(main())
+    assert ack == texts.RETRAIN_STARTED
+    assert again == texts.RETRAIN_RUNNING
+    assert report.startswith(f"Retraining run 1 (asked by {ADMIN}): published, now version 2.")
+    assert "Held-out chat: " in report and "epochs (best" in report
+    [plot] = stub.sent_files(ADMIN)
+    assert plot["data"].startswith(PNG)
+    assert status.startswith("Model: version 2 (retrain")
+    assert "Live version: 2 of 2 kept" in status and "Last run: 1, published" in status
+    assert rolled == texts.ROLLED_BACK.format(new=1, old=2)
+    assert status_after.startswith("Model: version 1 (tiny-test")
+    [(trigger, by, status_, chat_before, chat_after)] = sql(
+        data_dir,
+        "SELECT trigger, requested_by, status, live_chat_bits, candidate_chat_bits "
+        "FROM training_runs",
+    )
+    assert (trigger, by, status_) == ("admin", ADMIN, "published")
+    assert chat_after < chat_before  # the gate's reason to publish
+
+
+def test_the_swap_under_a_stream_of_replies_fails_none(settings, generator, tiny_model_path):
+    write_chats(settings, chats=4, turns=2)
+    services = open_services(settings, generator=generator)
+    notes = []
+
+    async def notify(admin, text, plot):
+        notes.append(text)
+
+    async def main():
+        retrainer = Retrainer(settings, services, notify)
+        other = load(tiny_model_path)
+        other.weights[-1] = other.weights[-1] + np.float32(0.5)  # a different version
+        done = asyncio.Event()
+        replies = []
+
+        async def user(chat_id):
+            while not done.is_set():
+                replies.append(await services.replies.reply(chat_id, 0.7))
+
+        streams = [asyncio.create_task(user(5000 + i % 4)) for i in range(12)]
+        await asyncio.sleep(0.3)
+        before = len(replies)
+        await asyncio.to_thread(retrainer.store.publish, other, {"note": "test"})
+        swap = await retrainer.swap_to_live()  # loads and warms while the streams go on
+        during = len(replies) - before
+        await asyncio.sleep(0.3)
+        done.set()
+        await asyncio.gather(*streams)  # any failed reply would raise here
+        await services.replies.stop()
+        return swap, before, during, replies
+
+    try:
+        swap, before, during, replies = asyncio.run(main())
+    finally:
+        services.close()
+    assert (swap.old, swap.new) == (1, 2)
+    assert services.model.version == 2 and services.replies.generator is not generator
+    assert before > 0 and during > 0  # replies kept coming while the new model loaded
+    assert all(r.text for r in replies)
+    assert notes == []
+
+
+def test_scheduled_checks_wait_for_new_messages_and_remember_the_last_run(settings, generator):
+    settings = dataclasses.replace(settings, retrain_min_messages=5)
+    write_chats(settings, chats=1, turns=3)  # 3 human messages in one chat
+    services = open_services(settings, generator=generator)
+    notes = []
+
+    async def notify(admin, text, plot):
+        notes.append((admin, text))
+
+    async def check():
+        return await Retrainer(settings, services, notify).scheduled_check()
+
+    try:
+        assert asyncio.run(check()) is False  # 3 < 5
+        with services.db.begin() as session:  # a run that saw everything so far
+            run = start_run(session, trigger="schedule", last_message_id=last_message_id(session))
+            finish_run(session, run.id, status="rejected")
+        write_chats(settings, chats=1, turns=4, first_user=6000)
+        restarted = open_database_for(settings)  # a restart: nothing kept in memory
+        assert new_messages(restarted) == 4
+        assert asyncio.run(check()) is False
+        write_chats(settings, chats=1, turns=1, first_user=7000)
+        assert new_messages(restarted) == 5
+
+        async def run_due():
+            retrainer = Retrainer(settings, services, notify)
+            assert await retrainer.scheduled_check() is True
+            await retrainer._task  # the child run ends and reports
+            return retrainer
+
+        asyncio.run(run_due())
+        restarted.dispose()
+    finally:
+        services.close()
+    [(admin, text)] = notes
+    assert admin is None  # a scheduled run reports to every admin
+    assert text.startswith(
+        ("Retraining run 2 (schedule): published", "Retraining run 2 (schedule): rejected")
+    )
+    assert new_messages(services.db) == 0  # the run used up what it saw
