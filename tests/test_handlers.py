@@ -170,6 +170,8 @@ def test_help_lists_every_command_and_admin_ones_only_for_admins():
         "learn",
         "forget",
         "status",
+        "retrain",
+        "rollback",
     ]
 
 
