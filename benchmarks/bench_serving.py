@@ -124,6 +124,9 @@ def serve(args, *, batching: bool, rate_limit: bool) -> dict:
             proc.terminate()
             proc.wait(60)
             log.close()
+        lines = (Path(data_dir) / "bot.log").read_text().splitlines()
+        stats = [ln for ln in lines if "reply service:" in ln]
+        result["batches"] = stats[-1].split("reply service: ")[-1].strip() if stats else "?"
     return result
 
 
@@ -142,6 +145,7 @@ def main() -> None:
             f"\n== {res['label']}: start to first poll {res['startup']:.1f} s, "
             f"RSS {res['rss_warm']:.0f} MiB warm, {res['rss_after']:.0f} MiB after bursts"
         )
+        print(f"   {res['batches']}")
         print(header)
         for phase in res["phases"]:
             print(phase.row())

@@ -7,6 +7,7 @@ service (bot/replies.py) for the reply, so concurrent chats share generator call
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,8 @@ from storage import Database, open_database, recent_turns
 
 if TYPE_CHECKING:  # importing `model` imports TensorFlow: only where it is needed
     from model import Generator, ModelFile, Reply
+
+log = logging.getLogger(__name__)
 
 CONTEXT_TURNS = 8  # the chat's last turns the model reads before answering
 REPLY_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32)  # compiled batch sizes: see model.generator
@@ -102,6 +105,15 @@ class ReplyEngine:
         """Answer every reply already asked for, then stop the batching worker."""
         if self._service is not None and self._loop is asyncio.get_running_loop():
             await self._service.stop()
+            st = self._service.stats
+            log.info(
+                "reply service: %d replies in %d batches (largest %d), %d busy, %d failed batches",
+                st.requests,
+                st.batches,
+                st.largest_batch,
+                st.busy,
+                st.failed_batches,
+            )
         self._service = None
         self._loop = None
 

@@ -173,6 +173,7 @@ def fit(
     *,
     verbose: int = 0,
     on_epoch: Callable[[int, dict], None] | None = None,
+    extra_callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> FitResult:
     """Fit `net` in place and leave it with its best weights (lowest val_loss).
 
@@ -184,6 +185,7 @@ def fit(
     keras.utils.set_random_seed(config.seed)
     compile_network(net, config)
     callbacks = [
+        *extra_callbacks,  # first, so what they add to the logs reaches the CSV and history
         keras.callbacks.ModelCheckpoint(
             log_dir / "best.weights.h5",
             monitor="val_loss",

@@ -49,6 +49,7 @@ FAST = RetrainConfig(  # tiny data: short windows, a high rate, a few epochs
     window=64,
     batch_size=16,
     base_eval_conversations=8,
+    base_mix=0.5,  # the toy base corpus below is small
     threads=None,
 )
 
@@ -217,3 +218,24 @@ def test_the_traced_network_measures_what_the_eager_one_does(live):
     net = live.build()
     eager = bits_per_byte(net, data.heldout + data.base_eval)
     assert bits_per_byte(inference(net), data.heldout + data.base_eval) == pytest.approx(eager)
+
+
+def test_an_epoch_that_forgets_the_base_is_never_kept_however_good_on_chats():
+    from model.retrain import KeepAdmissible
+    from model.training import bits_per_byte, conversation_ids
+
+    net = untrained_model(units=16).build()
+    base = [conversation_ids(["hello there", "hi, how are you?"])]
+    now = bits_per_byte(net, base)
+    keeper = KeepAdmissible(base, base_limit=now + 0.05)
+    keeper.set_model(net)
+    logs = {"val_loss": 3.0}
+    keeper.on_epoch_end(0, logs)
+    assert keeper.epoch == 1 and logs["base_bits"] == pytest.approx(now)
+    kept = [w.copy() for w in keeper.weights]
+    weights = net.get_weights()
+    weights[-1] = weights[-1] + np.random.default_rng(0).normal(0, 5, weights[-1].shape)
+    net.set_weights(weights)  # now far worse on the base slice...
+    keeper.on_epoch_end(1, {"val_loss": 1.0})  # ...though better on the chats
+    assert keeper.epoch == 1
+    np.testing.assert_array_equal(keeper.weights[-1], kept[-1])
