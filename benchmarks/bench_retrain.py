@@ -34,6 +34,7 @@ from telegram_stub import BotApiStub
 SUBJECTS = ["the ship", "me parrot", "the rum", "yer map", "the cap'n", "the kraken", "me crew"]
 VERBS = ["be sinkin'", "be singin'", "be lost at sea", "be full o' gold", "be sleepin'"]
 ENDINGS = ["arr!", "yo ho ho!", "shiver me timbers!", "savvy?", "aye aye!"]
+SLOW = 0.2  # seconds: replies slower than this during the run are listed with their time
 
 
 def pirate(rng: random.Random) -> str:
@@ -101,8 +102,12 @@ def main() -> None:
                 text=True,
             )
             during = Phase("during the retrain")
+            slow = []  # (seconds into the run, latency) of replies over SLOW
             while train.poll() is None:
+                asked = time.monotonic() - start
                 during.latencies += ask(stub, 1).latencies
+                if during.latencies[-1] > SLOW:
+                    slow.append((asked, during.latencies[-1]))
             wall = time.monotonic() - start
             out = train.stdout.read()
         finally:
@@ -135,6 +140,11 @@ def main() -> None:
     print(f"{'reply latency':<34}{'n':>5}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}")
     for phase in (idle, during):
         print(phase.row()[:-10])
+    print(
+        f"replies over {SLOW * 1000:.0f} ms during the run: {len(slow)} of "
+        f"{len(during.latencies)}"
+        + "".join(f"; {lat * 1000:.0f} ms at {at:.1f} s" for at, lat in slow[:10])
+    )
 
 
 if __name__ == "__main__":

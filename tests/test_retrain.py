@@ -227,8 +227,9 @@ def test_an_epoch_that_forgets_the_base_is_never_kept_however_good_on_chats():
     net = untrained_model(units=16).build()
     base = [conversation_ids(["hello there", "hi, how are you?"])]
     now = bits_per_byte(net, base)
-    keeper = KeepAdmissible(base, base_limit=now + 0.05)
+    keeper = KeepAdmissible(base, base_limit=now + 0.05, patience=2)
     keeper.set_model(net)
+    net.stop_training = False
     logs = {"val_loss": 3.0}
     keeper.on_epoch_end(0, logs)
     assert keeper.epoch == 1 and logs["base_bits"] == pytest.approx(now)
@@ -239,3 +240,6 @@ def test_an_epoch_that_forgets_the_base_is_never_kept_however_good_on_chats():
     keeper.on_epoch_end(1, {"val_loss": 1.0})  # ...though better on the chats
     assert keeper.epoch == 1
     np.testing.assert_array_equal(keeper.weights[-1], kept[-1])
+    assert not net.stop_training  # one epoch over the margin: training goes on
+    keeper.on_epoch_end(2, {"val_loss": 0.5})
+    assert net.stop_training and keeper.epoch == 1  # two in a row: the run stops
