@@ -102,7 +102,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             "Telegram refused TELEGRAM_BOT_TOKEN (check it with @BotFather)"
         ) from None
     except NetworkError as exc:
-        raise CommandError(f"could not reach the Telegram Bot API: {exc}") from None
+        detail = str(exc).replace(token, "<token>")  # httpx errors may quote the URL
+        raise CommandError(f"could not reach the Telegram Bot API: {detail}") from None
     return 0
 
 

@@ -47,9 +47,17 @@ def record_human_turn(db: Database, incoming: Incoming) -> float | None:
         return None if stored is None else user.temperature
 
 
-def user_temperature(db: Database, user_id: int, name: str | None = None) -> float:
-    """The user's reply temperature (the user is created with defaults if new)."""
+def user_temperature(
+    db: Database,
+    user_id: int,
+    name: str | None = None,
+    chat: tuple[int, str, str | None] | None = None,
+) -> float:
+    """The user's reply temperature (the user, and `chat` as (id, type, title), are created
+    with defaults if new, so the reply can be stored in that chat)."""
     with db.begin() as session:
+        if chat is not None:
+            get_or_create_chat(session, *chat)
         return get_or_create_user(session, user_id, name).temperature
 
 

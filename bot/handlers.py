@@ -51,8 +51,22 @@ async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     await update.effective_message.reply_text(commands.help_text(admin=admin))
 
 
+async def refused_anonymous(update: Update) -> bool:
+    """Refuse a per-user command sent on behalf of a channel or group (anonymous admins).
+
+    Telegram puts one placeholder account in `from` for all such senders, so a setting
+    changed or a /forget done there would hit everybody who posts that way.
+    """
+    if update.effective_message.sender_chat is None:
+        return False
+    await update.effective_message.reply_text(texts.ANONYMOUS)
+    return True
+
+
 async def temperature(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Show the user's temperature, or set it, when /temp [t] is issued."""
+    if await refused_anonymous(update):
+        return
     db = services_of(context).db
     answer = await asyncio.to_thread(
         commands.temperature_command, db, update.effective_user.id, context.args or []
@@ -62,6 +76,8 @@ async def temperature(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Non
 
 async def learn(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Show or change whether the bot may learn from the user, when /learn [on|off] is issued."""
+    if await refused_anonymous(update):
+        return
     db = services_of(context).db
     answer = await asyncio.to_thread(
         commands.learn_command, db, update.effective_user.id, context.args or []
@@ -71,6 +87,8 @@ async def learn(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 async def forget(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Delete everything stored about the user when /forget is issued."""
+    if await refused_anonymous(update):
+        return
     db = services_of(context).db
     answer = await asyncio.to_thread(commands.forget_command, db, update.effective_user.id)
     await update.effective_message.reply_text(answer)
@@ -151,7 +169,7 @@ async def converse(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         if not addressed:
             return
         temperature = await asyncio.to_thread(
-            user_temperature, services.db, user.id, user.full_name
+            user_temperature, services.db, user.id, user.full_name, (chat.id, chat.type, chat.title)
         )
     else:
         incoming = Incoming(
@@ -215,9 +233,9 @@ def addressed_text(message: Message, bot: Bot) -> tuple[bool, str]:
     mentioned = bool(spans)
     if spans:
         text = _tidy(_utf16_remove(text, spans))
-    elif username and re.search(rf"@{re.escape(username)}\b", text, re.IGNORECASE):
+    elif username and _bare_mention(username).search(text):
         mentioned = True  # a client that sent no entities
-        text = _tidy(re.sub(rf"@{re.escape(username)}\b", "", text, flags=re.IGNORECASE))
+        text = _tidy(_bare_mention(username).sub("", text))
 
     if message.chat.type not in GROUP_TYPES:
         return True, text
@@ -225,6 +243,11 @@ def addressed_text(message: Message, bot: Bot) -> tuple[bool, str]:
     author = replied.from_user if replied is not None else None
     to_bot = author is not None and author.id == bot.id
     return mentioned or to_bot, text
+
+
+def _bare_mention(username: str) -> re.Pattern:
+    """@username as a word of its own: not inside an address such as "x@charbot.org"."""
+    return re.compile(rf"(?<![\w@.])@{re.escape(username)}\b(?![.@]\w)", re.IGNORECASE)
 
 
 def _tidy(text: str) -> str:

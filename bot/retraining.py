@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.settings import Settings
+from bot.texts import plural
 from storage import (
     Database,
     count_human_messages_since,
@@ -32,13 +33,14 @@ from storage import (
     last_finished_run,
     last_message_id,
     last_run,
+    learning_user_ids,
     mark_stale_runs_failed,
     start_run,
     training_transcripts,
 )
 
 if TYPE_CHECKING:
-    from model.retrain import RetrainConfig
+    from model.retrain import RetrainConfig, RunResult
     from model.store import ModelStore, RunLock
     from storage import TrainingRun
 
@@ -125,6 +127,7 @@ def train_once(
         live_version, live = store.load_live()
         with db.read() as session:
             transcripts = training_transcripts(session)
+            contributors = learning_user_ids(session)
         folder = run_dir(settings, run_id)
         report(f"run {run_id}: fine-tuning version {live_version} on {len(transcripts)} chats")
 
@@ -144,9 +147,16 @@ def train_once(
             report(f"skipped: {exc}")
             return _reload(db, run_id)
         new_version = None
-        if result.accepted:
-            info = {"run": run_id, "trigger": trigger, "losses": result.to_dict()["losses"]}
-            new_version = store.publish(load(result.candidate_path), info)
+        # BEGIN IMMEDIATE: no /forget or /learn off can land between the check and the
+        # publish; one that landed during training withdraws the candidate.
+        with db.begin() as session:
+            withdrawn = contributors - learning_user_ids(session)
+            if withdrawn:
+                result = withdraw(result, len(withdrawn), folder)
+            elif result.accepted:
+                info = {"run": run_id, "trigger": trigger, "losses": result.to_dict()["losses"]}
+                new_version = store.publish(load(result.candidate_path), info)
+        if new_version is not None:
             store.prune(KEEP_VERSIONS)
         outcome = "published" if result.accepted else "rejected"
         l = result.losses  # noqa: E741
@@ -175,6 +185,23 @@ def train_once(
         raise
     finally:
         lock.release()
+
+
+def withdraw(result: RunResult, users: int, folder: Path) -> RunResult:
+    """`result` rejected because `users` users withdrew their text during the run.
+
+    The candidate and the checkpoint were trained on that text: both are deleted.
+    """
+    from model.training import CHECKPOINT_FILE
+
+    for name in (Path(result.candidate_path).name, CHECKPOINT_FILE):
+        (folder / name).unlink(missing_ok=True)
+    reason = (
+        f"rejected: {plural(users, 'user')} whose messages it was trained on asked to be "
+        "forgotten or turned learning off during the run; the candidate was deleted"
+    )
+    log.info("%s", reason)
+    return dataclasses.replace(result, accepted=False, reason=reason, candidate_path="")
 
 
 def _reload(db: Database, run_id: int) -> TrainingRun:

@@ -22,6 +22,7 @@ DEFAULT_BASE_URL = "https://api.telegram.org/bot"  # the token is appended to it
 DEFAULT_DATA_DIR = Path("data")
 DEFAULT_RETRAIN_INTERVAL = 6 * 60 * 60  # seconds between scheduled retrain checks
 DEFAULT_RETRAIN_MIN_MESSAGES = 200  # new human messages a scheduled run waits for
+MAX_RETRAIN_INTERVAL = 366 * 24 * 60 * 60  # a year: more overflows the scheduler's timers
 DATABASE_FILE = "charbot.sqlite3"  # the default SQLite file inside the data dir
 
 _TOKEN = re.compile(r"[0-9]+:[A-Za-z0-9_-]+", re.ASCII)  # what @BotFather hands out
@@ -126,7 +127,10 @@ def parse_token(value: str | None) -> str | None:
 
 
 def parse_base_url(value: str) -> str:
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+    except ValueError:  # e.g. an unclosed "[" of an IPv6 host
+        parts = urlsplit("")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise SettingsError(
             f"CHARBOT_TELEGRAM_BASE_URL: {value!r} is not an http(s) URL with a host "
@@ -139,6 +143,13 @@ def parse_base_url(value: str) -> str:
             f"CHARBOT_TELEGRAM_BASE_URL: {value!r} has a bad port (expected e.g. "
             "http://localhost:8081/bot)"
         ) from None
+    if not parts.path.endswith("/bot") and "{token}" not in value:
+        # The token is appended to the URL: without "/bot" it would run into the host
+        # or port, and show up in connection errors.
+        raise SettingsError(
+            f"CHARBOT_TELEGRAM_BASE_URL: {value!r} must end with /bot, which the token "
+            f"follows (expected e.g. {DEFAULT_BASE_URL} or http://localhost:8081/bot)"
+        )
     return value
 
 
@@ -167,11 +178,20 @@ def parse_admin_ids(value: str) -> frozenset[int]:
 
 
 def parse_data_dir(value: str | None) -> Path:
-    path = Path(value).expanduser() if value else DEFAULT_DATA_DIR
-    path = path.resolve()
-    if path.exists() and not path.is_dir():
-        raise SettingsError(f"CHARBOT_DATA_DIR: {str(path)!r} exists and is not a directory")
+    path = _path("CHARBOT_DATA_DIR", value) if value else DEFAULT_DATA_DIR.resolve()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        where = "exists" if existing == path else f"is under {str(existing)!r}, which exists"
+        raise SettingsError(f"CHARBOT_DATA_DIR: {str(path)!r} {where} and is not a directory")
     return path
+
+
+def _path(name: str, value: str) -> Path:
+    """`value` as an absolute path; "~user" of an unknown user is a clear error."""
+    try:
+        return Path(value).expanduser().resolve()
+    except (RuntimeError, OSError) as exc:
+        raise SettingsError(f"{name}: {value!r} is not a usable path ({exc})") from None
 
 
 def parse_database_url(value: str | None) -> str:
@@ -180,7 +200,8 @@ def parse_database_url(value: str | None) -> str:
     expected = "(expected e.g. sqlite:////srv/charbot/charbot.sqlite3 or postgresql://user@host/db)"
     try:
         url = make_url(value)
-    except ArgumentError:
+        url.port  # noqa: B018 - make_url accepts a port like :abc
+    except (ArgumentError, ValueError):
         # Not echoed: it may hold a password.
         raise SettingsError(f"CHARBOT_DATABASE_URL: not a database URL {expected}") from None
     try:
@@ -196,7 +217,7 @@ def parse_database_url(value: str | None) -> str:
 def parse_min_messages(value: str | None) -> int:
     if value is None:
         return DEFAULT_RETRAIN_MIN_MESSAGES
-    if not _SECONDS.fullmatch(value) or int(value) <= 0:
+    if not 1 <= _whole(value) <= 10**9:
         raise SettingsError(
             f"CHARBOT_RETRAIN_MIN_MESSAGES: {value!r} is not a positive whole number "
             "(new human messages a scheduled retrain waits for, e.g. 200)"
@@ -207,7 +228,7 @@ def parse_min_messages(value: str | None) -> int:
 def parse_epochs(value: str | None) -> int | None:
     if value is None:
         return None
-    if not _SECONDS.fullmatch(value) or not 1 <= int(value) <= 1000:
+    if not 1 <= _whole(value) <= 1000:
         raise SettingsError(
             f"CHARBOT_RETRAIN_EPOCHS: {value!r} is not a whole number of epochs from 1 to 1000"
         )
@@ -217,18 +238,25 @@ def parse_epochs(value: str | None) -> int | None:
 def parse_interval(value: str | None) -> int:
     if value is None:
         return DEFAULT_RETRAIN_INTERVAL
-    if not _SECONDS.fullmatch(value) or int(value) <= 0:
+    if not 1 <= _whole(value) <= MAX_RETRAIN_INTERVAL:
         raise SettingsError(
-            f"CHARBOT_RETRAIN_INTERVAL: {value!r} is not a positive whole number of seconds "
-            f"(e.g. {DEFAULT_RETRAIN_INTERVAL} = every 6 hours)"
+            f"CHARBOT_RETRAIN_INTERVAL: {value!r} is not a whole number of seconds from 1 to "
+            f"{MAX_RETRAIN_INTERVAL} (e.g. {DEFAULT_RETRAIN_INTERVAL} = every 6 hours)"
         )
+    return int(value)
+
+
+def _whole(value: str) -> int:
+    """`value` as a whole number, or -1 when it is not one (or too long to be sensible)."""
+    if len(value) > 19 or not _SECONDS.fullmatch(value):
+        return -1
     return int(value)
 
 
 def parse_model_path(value: str | None) -> Path | None:
     if value is None:
         return None
-    path = Path(value).expanduser().resolve()
+    path = _path("CHARBOT_MODEL_PATH", value)
     if not path.is_file():
         raise SettingsError(f"CHARBOT_MODEL_PATH: {value!r} is not a file (expected a model .npz)")
     return path

@@ -57,8 +57,13 @@ LEARN_SET_OFF = (
 LEARN_BAD = "Send /learn on or /learn off (or just /learn to see the current setting)."
 
 FORGET_DONE = (
-    "Done: I deleted everything I stored about you ({messages}) and your settings. "
-    "If you write again, I start afresh."
+    "Done: I deleted everything I stored about you ({messages}), our private chat and "
+    "your settings; a retraining run that was using your messages will not publish. "
+    "If you write again, I start afresh, learning included (/learn off stops that)."
+)
+ANONYMOUS = (
+    "You are writing as a channel or an anonymous admin, so I can't tell who you are. "
+    "Send this command from your own account."
 )
 
 STATUS_REFUSED = "This command is for the bot's admins."

@@ -21,6 +21,7 @@ import tensorflow as tf
 from model.codec import PAD, SEP, Turn, encode_transcript
 
 LN2 = math.log(2.0)
+CHECKPOINT_FILE = "best.weights.h5"  # ModelCheckpoint's file in the log dir
 
 
 @dataclass(frozen=True)
@@ -187,7 +188,7 @@ def fit(
     callbacks = [
         *extra_callbacks,  # first, so what they add to the logs reaches the CSV and history
         keras.callbacks.ModelCheckpoint(
-            log_dir / "best.weights.h5",
+            log_dir / CHECKPOINT_FILE,
             monitor="val_loss",
             save_best_only=True,
             save_weights_only=True,
@@ -219,7 +220,7 @@ def fit(
     if len(val_losses) > 1 and best != len(val_losses) - 1:
         # EarlyStopping restores the best weights only when it stops the run itself;
         # the checkpoint holds them whichever way the run ended.
-        net.load_weights(log_dir / "best.weights.h5")
+        net.load_weights(log_dir / CHECKPOINT_FILE)
     return FitResult(
         epochs=len(val_losses),
         best_epoch=best + 1,

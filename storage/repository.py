@@ -86,11 +86,15 @@ def set_learning(session: Session, user_id: int, on: bool) -> None:
 
 
 def forget_user(session: Session, user_id: int) -> int:
-    """Delete the user's messages and settings; return how many messages went.
+    """Delete the user's messages, their private chat and their settings; return how many
+    of their own messages went.
 
-    The bot's replies in their chats stay: they are the bot's own turns.
+    The private chat (Telegram gives it the user's id) goes whole, the bot's replies
+    included; in groups only the user's own messages go, the others' turns stay.
     """
     result = session.execute(delete(Message).where(Message.user_id == user_id))
+    session.execute(delete(Message).where(Message.chat_id == user_id))
+    session.execute(delete(Chat).where(Chat.id == user_id))
     session.execute(delete(User).where(User.id == user_id))
     return result.rowcount
 
@@ -222,6 +226,21 @@ def count_trainable_messages(session: Session) -> int:
         .where(Message.from_bot.is_(False), User.learning.is_(True))
     )
     return session.scalar(stmt) or 0
+
+
+def learning_user_ids(session: Session) -> set[int]:
+    """The users whose stored messages the bot may learn from (learning on, not forgotten).
+
+    A training run notes them when it reads the transcripts; anyone missing from this set
+    at its end withdrew their text meanwhile.
+    """
+    stmt = (
+        select(Message.user_id)
+        .join(User, Message.user_id == User.id)
+        .where(Message.from_bot.is_(False), User.learning.is_(True))
+        .distinct()
+    )
+    return set(session.scalars(stmt))
 
 
 def last_message_id(session: Session) -> int:

@@ -420,6 +420,41 @@ def test_group_mention_rules(stub, settings, data_dir, generator):
     ]
 
 
+def test_a_bare_mention_opens_a_new_group_chat_and_its_reply_is_stored(
+    stub, settings, data_dir, generator
+):
+    group = {"chat": GROUP, "chat_type": "group", "chat_title": "New"}
+
+    async def body(app):
+        return await say(stub, f"@{BOT_NAME}", **group)  # the chat's very first message
+
+    reply = run(settings, generator, body)
+    assert sql(data_dir, "SELECT type, title FROM chats WHERE id = ?", GROUP) == [("group", "New")]
+    assert sql(data_dir, "SELECT text, from_bot FROM messages WHERE chat_id = ?", GROUP) == [
+        (reply, 1)
+    ]
+
+
+ANONYMOUS_ADMIN = 1087968824  # the placeholder Telegram puts in `from` for them
+
+
+def test_per_user_commands_sent_as_a_group_or_channel_are_refused(
+    stub, settings, data_dir, generator
+):
+    group = {"chat": GROUP, "chat_type": "supergroup", "chat_title": "Friends"}
+    as_group = {"sender_chat": {"id": GROUP, "type": "supergroup", "title": "Friends"}}
+
+    async def body(app):
+        await say(stub, "/temp 1.5", user=USER, **group)  # a real user in the same group
+        return [
+            await say(stub, f"{cmd}@{BOT_NAME}", user=ANONYMOUS_ADMIN, extra=as_group, **group)
+            for cmd in ("/temp 0.1", "/learn off", "/forget")
+        ]
+
+    assert run(settings, generator, body) == [texts.ANONYMOUS] * 3
+    assert sql(data_dir, "SELECT id, temperature, learning FROM users") == [(USER, 1.5, 1)]
+
+
 def _push(group: dict) -> dict:
     return {
         "chat_id": group["chat"],

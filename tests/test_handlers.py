@@ -74,6 +74,13 @@ def test_a_mention_without_entities_still_counts():
     assert addressed_text(message("hey @charbot_test_bot!"), BOT) == (True, "hey !")
 
 
+@pytest.mark.parametrize(
+    "text", ["mail me at x@charbot_test_bot.org", "ask a@charbot_test_bot", "@@charbot_test_bot"]
+)
+def test_the_username_inside_an_address_is_no_mention(text):
+    assert addressed_text(message(text), BOT) == (False, text)
+
+
 def test_a_text_mention_of_the_bot_counts():
     bot_user = User(BOT.id, "Charbot", is_bot=True)
     entity = MessageEntity(MessageEntity.TEXT_MENTION, 0, 7, user=bot_user)

@@ -200,3 +200,30 @@ def test_scheduled_checks_wait_for_new_messages_and_remember_the_last_run(settin
         ("Retraining run 2 (schedule): published", "Retraining run 2 (schedule): rejected")
     )
     assert new_messages(services.db) == 0  # the run used up what it saw
+
+
+def test_a_user_who_withdraws_during_the_run_stops_the_publish(settings, data_dir):
+    """/forget or /learn off landing while a run trains: its candidate is deleted, unpublished."""
+    from bot.commands import forget_command, learn_command
+    from bot.retraining import open_store, train_once
+    from model.retrain import RetrainConfig
+
+    write_chats(settings, chats=12, turns=6)
+    db = open_database_for(settings)
+    withdrawn = []
+
+    def report(line: str) -> None:  # called as each epoch ends, in the middle of the run
+        if line.startswith("epoch 1:"):
+            withdrawn.append(forget_command(db, 5000))
+            withdrawn.append(learn_command(db, 5001, ["off"]))
+
+    config = RetrainConfig(learning_rate=1e-2, epochs=2, base_eval_conversations=20, threads=None)
+    run = train_once(settings, db, config=config, report=report)
+    assert len(withdrawn) == 2  # both landed during training
+    assert run.status == "rejected" and run.new_version is None
+    assert "2 users whose messages it was trained on" in run.error
+    folder = data_dir / "runs" / f"run-{run.id:05d}"
+    assert folder.is_dir() and not (folder / "candidate.npz").exists()
+    assert not (folder / "best.weights.h5").exists()
+    assert open_store(settings).live_version() == 1
+    db.dispose()

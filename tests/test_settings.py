@@ -117,6 +117,9 @@ def test_bad_admin_id_message_is_exactly_one_line():
         "https:///bot",
         "not a url",
         "http://host:notaport/bot",
+        "http://[::1/bot",
+        "http://localhost:8081",  # the token would run into the port
+        "https://proxy.example/tg/",
     ],
 )
 def test_bad_base_urls(value):
@@ -125,16 +128,40 @@ def test_bad_base_urls(value):
     assert "http" in message
 
 
-@pytest.mark.parametrize("value", ["-5", "0", "1.5", "abc", "6h", "１０", "1e3"])
+@pytest.mark.parametrize(
+    "value", ["-5", "0", "1.5", "abc", "6h", "１０", "1e3", "300000000000", "9" * 5000]
+)
 def test_bad_retrain_intervals(value):
     message = error_for({"CHARBOT_RETRAIN_INTERVAL": value})
     assert message == (
-        f"CHARBOT_RETRAIN_INTERVAL: {value!r} is not a positive whole number of seconds "
-        "(e.g. 21600 = every 6 hours)"
+        f"CHARBOT_RETRAIN_INTERVAL: {value!r} is not a whole number of seconds from 1 to "
+        "31622400 (e.g. 21600 = every 6 hours)"
     )
 
 
-@pytest.mark.parametrize("value", ["not a url", "nosuchdb://x/y", "://"])
+def test_base_urls_with_the_token_placeholder_or_a_bot_path_are_accepted():
+    for url in ("http://127.0.0.1:8081/bot", "https://api.telegram.org/bot{token}/test"):
+        assert load({"CHARBOT_TELEGRAM_BASE_URL": url}).telegram_base_url == url
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("CHARBOT_RETRAIN_MIN_MESSAGES", "9" * 5000),
+        ("CHARBOT_RETRAIN_MIN_MESSAGES", "99999999999999999999"),
+        ("CHARBOT_RETRAIN_EPOCHS", "9" * 5000),
+        ("CHARBOT_DATA_DIR", "~no_such_user_here/data"),
+        ("CHARBOT_MODEL_PATH", "~no_such_user_here/m.npz"),
+    ],
+)
+def test_absurd_values_get_one_line_naming_the_variable(name, value):
+    message = error_for({name: value})
+    assert message.startswith(f"{name}: ") and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "value", ["not a url", "nosuchdb://x/y", "://", "postgresql://u@h:abc/db"]
+)
 def test_bad_database_urls(value):
     message = error_for({"CHARBOT_DATABASE_URL": value})
     assert message.startswith("CHARBOT_DATABASE_URL: ")
@@ -155,6 +182,12 @@ def test_database_url_password_is_not_echoed():
 def test_data_dir_that_is_a_file(tmp_path):
     (tmp_path / "file").write_text("x")
     message = error_for({"CHARBOT_DATA_DIR": str(tmp_path / "file")})
+    assert message.startswith("CHARBOT_DATA_DIR: ") and "not a directory" in message
+
+
+def test_data_dir_under_a_file(tmp_path):
+    (tmp_path / "file").write_text("x")
+    message = error_for({"CHARBOT_DATA_DIR": str(tmp_path / "file" / "data")})
     assert message.startswith("CHARBOT_DATA_DIR: ") and "not a directory" in message
 
 

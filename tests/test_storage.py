@@ -329,6 +329,8 @@ def test_forget_user_deletes_their_messages_and_settings_only(db: Database):
         say(session, GROUP, None, "bot to ann")
         say(session, GROUP, BOB, "bob 1")
         say(session, ANN, ANN, "ann private")
+        say(session, ANN, None, "bot in ann's private chat")
+        say(session, BOB, BOB, "bob private")
         set_temperature(session, ANN, 1.5)
     with db.begin() as session:
         assert forget_user(session, ANN) == 2
@@ -336,7 +338,12 @@ def test_forget_user_deletes_their_messages_and_settings_only(db: Database):
     assert scalar(db, f"SELECT count(*) FROM messages WHERE user_id = {ANN}") == 0
     assert scalar(db, "SELECT count(*) FROM messages WHERE text LIKE 'ann%'") == 0
     assert scalar(db, f"SELECT count(*) FROM users WHERE id = {ANN}") == 0
-    assert scalar(db, "SELECT group_concat(text, '|') FROM messages") == "bot to ann|bob 1"
+    assert scalar(db, f"SELECT count(*) FROM chats WHERE id = {ANN}") == 0  # the private chat
+    assert scalar(db, f"SELECT count(*) FROM chats WHERE id IN ({GROUP}, {BOB})") == 2
+    assert (
+        scalar(db, "SELECT group_concat(text, '|') FROM messages")
+        == "bot to ann|bob 1|bob private"
+    )
     with db.read() as session:
         assert get_user(session, ANN) is None
     with db.begin() as session:  # coming back starts from the defaults
