@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from pathlib import Path
 
@@ -152,7 +153,8 @@ async def start_retraining(app: Application, settings: Settings, services: Servi
         await retrainer.scheduled_check()
 
     async def watch(_context) -> None:
-        await retrainer.swap_to_live()
+        with contextlib.suppress(Exception):  # logged by swap_to_live; not retried
+            await retrainer.swap_to_live(retry=False)
 
     interval = settings.retrain_interval
     app.job_queue.run_repeating(check, interval=interval, first=interval, name=handlers.RETRAIN_JOB)

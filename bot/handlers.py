@@ -141,10 +141,17 @@ async def rollback(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     if not services.settings.is_admin(update.effective_user.id):
         await update.effective_message.reply_text(texts.STATUS_REFUSED)
         return
+    retrainer = context.bot_data[RETRAINER]
     try:
-        swap = await context.bot_data[RETRAINER].rollback()
+        swap = await retrainer.rollback()
     except StoreError as exc:
         await update.effective_message.reply_text(texts.ROLLBACK_IMPOSSIBLE.format(reason=exc))
+        return
+    except Exception:  # the store rolled back, but the version did not load (logged)
+        live = await asyncio.to_thread(retrainer.store.live_version)
+        await update.effective_message.reply_text(
+            texts.ROLLBACK_NOT_LOADED.format(live=live, served=services.model.version)
+        )
         return
     version = services.model.version
     old = swap.old if swap else version

@@ -50,6 +50,7 @@ KEEP_VERSIONS = 5  # published versions kept on disk (the live one and its prede
 POINTER_CHECK = 30.0  # seconds between looks at the live pointer (a `charbot train` elsewhere)
 COUNTED_RUNS = ("published", "rejected", "skipped")  # runs that used up the messages they saw
 STALE_RUN = "the process running it stopped before it finished"
+CHILD_TIMEOUT = 2 * 60 * 60  # seconds; a run's fit stops after RetrainConfig.max_seconds
 
 
 class AlreadyRunning(Exception):
@@ -151,13 +152,27 @@ def train_once(
         # publish; one that landed during training withdraws the candidate.
         with db.begin() as session:
             withdrawn = contributors - learning_user_ids(session)
+            now_live = store.live_version()
             if withdrawn:
                 result = withdraw(result, len(withdrawn), folder)
+            elif now_live != live_version:
+                result = dataclasses.replace(
+                    result,
+                    accepted=False,
+                    reason=(
+                        f"rejected: the live version changed from {live_version} to {now_live} "
+                        f"during the run (a /rollback?); a candidate fine-tuned from version "
+                        f"{live_version} would undo that"
+                    ),
+                )
             elif result.accepted:
                 info = {"run": run_id, "trigger": trigger, "losses": result.to_dict()["losses"]}
                 new_version = store.publish(load(result.candidate_path), info)
         if new_version is not None:
-            store.prune(KEEP_VERSIONS)
+            try:
+                store.prune(KEEP_VERSIONS)
+            except OSError:  # the run succeeded; old versions wait for the next prune
+                log.exception("pruning old model versions failed")
         outcome = "published" if result.accepted else "rejected"
         l = result.losses  # noqa: E741
         with db.begin() as session:
@@ -309,6 +324,7 @@ class Retrainer:
         self._task: asyncio.Task | None = None
         self._child: asyncio.subprocess.Process | None = None
         self._swap_lock = asyncio.Lock()
+        self._unloadable: int | None = None  # a version whose load failed: not retried
 
     def running(self) -> bool:
         return (self._task is not None and not self._task.done()) or self.lock.is_running()
@@ -340,26 +356,37 @@ class Retrainer:
             await asyncio.to_thread(self.store.rollback)
         return await self.swap_to_live()
 
-    async def swap_to_live(self) -> SwapResult | None:
-        """Serve the store's live version if it is not the one served; None if it is."""
+    async def swap_to_live(self, *, retry: bool = True) -> SwapResult | None:
+        """Serve the store's live version if it is not the one served; None if it is.
+
+        A version that failed to load raises, and is not tried again with retry=False
+        (the pointer watch) until the live version changes.
+        """
         async with self._swap_lock:
             version = await asyncio.to_thread(self.store.live_version)
             old = self.services.model.version
             if version is None or version == old:
                 return None
+            if not retry and version == self._unloadable:
+                return None
             from bot.service import ModelInfo
             from model import Generator
 
-            model = await asyncio.to_thread(self.store.load, version)
             current = self.services.replies.generator
-            # Loaded and warmed beside the current generator, which keeps answering meanwhile.
-            generator = await asyncio.to_thread(
-                Generator,
-                model,
-                batch_buckets=current.batch_buckets,
-                max_prompt_bytes=current.max_prompt_bytes,
-                max_reply_bytes=current.max_reply_bytes,
-            )
+            try:
+                model = await asyncio.to_thread(self.store.load, version)
+                # Loaded and warmed beside the current generator, which keeps answering.
+                generator = await asyncio.to_thread(
+                    Generator,
+                    model,
+                    batch_buckets=current.batch_buckets,
+                    max_prompt_bytes=current.max_prompt_bytes,
+                    max_reply_bytes=current.max_reply_bytes,
+                )
+            except Exception:
+                self._unloadable = version
+                log.exception("loading model version %s failed; still serving %s", version, old)
+                raise
             self.services.replies.swap(generator)
             self.services.model = ModelInfo.of(model, self.store.path(version), version)
             log.info("now serving model version %s (was %s)", version, old)
@@ -379,6 +406,7 @@ class Retrainer:
             cmd += ["--requested-by", str(requested_by)]
         log_path = self.settings.data_dir / "runs" / "train.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        text, plot = "Retraining failed; see the bot's log.", None
         try:
             with open(log_path, "ab") as stderr:
                 self._child = await asyncio.create_subprocess_exec(
@@ -387,22 +415,48 @@ class Retrainer:
                     stdout=asyncio.subprocess.PIPE,
                     stderr=stderr,
                 )
-                out, _ = await self._child.communicate()
+                try:
+                    out, _ = await asyncio.wait_for(self._child.communicate(), CHILD_TIMEOUT)
+                except TimeoutError:
+                    self._child.kill()
+                    await self._child.wait()
+                    await asyncio.to_thread(self._close_killed_run)
+                    raise
             run_id = _run_id(out)
             run = await asyncio.to_thread(_reload, self.services.db, run_id) if run_id else None
-            if run is not None and run.status == "published":
-                await self.swap_to_live()
             if run is None:
                 code = self._child.returncode
                 text = f"Retraining did not finish (exit code {code}); see {log_path}."
             else:
-                text = describe_run(run)
-            await self.notify(requested_by, text, plot_of(run))
+                text, plot = describe_run(run), plot_of(run)
+            if run is not None and run.status == "published":
+                try:
+                    await self.swap_to_live()
+                except Exception:
+                    text += (
+                        f"\nLoading version {run.new_version} into the running bot failed (see "
+                        f"the log); it still answers with version {self.services.model.version}."
+                    )
+        except TimeoutError:
+            log.error("the retraining run took over %d s and was stopped", CHILD_TIMEOUT)
+            text = (
+                f"Retraining took over {CHILD_TIMEOUT // 60} minutes and was stopped; "
+                f"see {log_path}."
+            )
         except Exception:
             log.exception("the retraining run failed")
-            await self.notify(requested_by, "Retraining failed; see the bot's log.", None)
         finally:
             self._child = None
+        try:
+            await self.notify(requested_by, text, plot)
+        except Exception:  # e.g. the bot is shutting down and its HTTP client is closed
+            log.exception("could not report the retraining run: %s", text)
+
+    def _close_killed_run(self) -> None:
+        if self.lock.is_running():
+            return
+        with self.services.db.begin() as session:
+            mark_stale_runs_failed(session, f"stopped after {CHILD_TIMEOUT // 60} minutes")
 
 
 def child_env(settings: Settings) -> dict[str, str]:

@@ -71,6 +71,10 @@ RETRAIN_STARTED = (
     "Retraining started. I'll tell you how it went when it ends (usually a few minutes)."
 )
 RETRAIN_RUNNING = "A retraining run is already going; I'll report when it ends."
+ROLLBACK_NOT_LOADED = (
+    "Version {live} is live in the model store now, but loading it failed (see the log): "
+    "I still answer with version {served}. Check the file, then /rollback again or restart."
+)
 ROLLED_BACK = "Rolled back: now serving model version {new} (was {old})."
 ROLLBACK_IMPOSSIBLE = "Cannot roll back: {reason}"
 UNKNOWN_COMMAND = "I don't know that command. /help lists the ones I know."

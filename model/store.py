@@ -29,6 +29,7 @@ import os
 import re
 import secrets
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -343,6 +344,10 @@ class ModelStore:
         self.info(version)
 
 
+LOCK_ATTEMPTS = 5  # RunLock.acquire tries this often before it says a run is going
+LOCK_RETRY_SECONDS = 0.05
+
+
 class RunLock:
     """One retraining run at a time, across processes: an exclusive `flock` on `path`.
 
@@ -361,11 +366,16 @@ class RunLock:
             raise RuntimeError(f"{self.path}: this RunLock is held already")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         f = open(self.path, "a+")  # noqa: SIM115 (kept open while held)
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.close()
-            return False
+        for attempt in range(LOCK_ATTEMPTS):
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                # A holder, or only is_running()'s brief shared probe: look again shortly.
+                if attempt == LOCK_ATTEMPTS - 1:
+                    f.close()
+                    return False
+                time.sleep(LOCK_RETRY_SECONDS)
         f.seek(0)
         f.truncate()
         now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

@@ -227,3 +227,84 @@ def test_a_user_who_withdraws_during_the_run_stops_the_publish(settings, data_di
     assert not (folder / "best.weights.h5").exists()
     assert open_store(settings).live_version() == 1
     db.dispose()
+
+
+def test_a_candidate_from_a_version_no_longer_live_is_not_published(settings, data_dir):
+    """A /rollback (or any publish) while a run trains: publishing would undo it."""
+    from bot.retraining import open_store, train_once
+    from model.retrain import RetrainConfig
+
+    write_chats(settings, chats=12, turns=6)
+    db = open_database_for(settings)
+    store = open_store(settings)
+    assert store.live_version() == 1
+
+    def report(line: str) -> None:
+        if line.startswith("epoch 1:"):
+            store.publish(store.load(1), {"note": "published by someone else meanwhile"})
+
+    config = RetrainConfig(learning_rate=1e-2, epochs=2, base_eval_conversations=20, threads=None)
+    run = train_once(settings, db, config=config, report=report)
+    db.dispose()
+    assert run.status == "rejected" and run.new_version is None
+    assert "the live version changed from 1 to 2 during the run" in run.error
+    assert open_store(settings).live_version() == 2
+
+
+def test_a_version_that_fails_to_load_keeps_the_old_one_serving(settings, generator):
+    services = open_services(settings, generator=generator)
+
+    async def notify(admin, text, plot):
+        pass
+
+    async def main():
+        retrainer = Retrainer(settings, services, notify)
+        retrainer.store.publish(retrainer.store.load(1), {"note": "fails to load"})
+        loads = []
+
+        def broken(version):
+            loads.append(version)
+            raise OSError("disk read error")
+
+        retrainer.store.load = broken
+        with pytest.raises(OSError, match="disk read error"):
+            await retrainer.swap_to_live()
+        assert await retrainer.swap_to_live(retry=False) is None  # the watch does not retry
+        reply = await services.replies.reply(5000, 0.0)
+        await services.replies.stop()
+        return loads, reply
+
+    try:
+        loads, reply = asyncio.run(main())
+    finally:
+        services.close()
+    assert loads == [2]
+    assert services.model.version == 1 and services.replies.generator is generator
+    assert reply.text
+
+
+def test_a_hung_run_is_stopped_and_reported_even_if_reporting_fails(
+    settings, generator, monkeypatch
+):
+    import bot.retraining
+
+    monkeypatch.setattr(bot.retraining, "CHILD_TIMEOUT", 1)  # the child is still importing
+    services = open_services(settings, generator=generator)
+    notes = []
+
+    async def notify(admin, text, plot):
+        notes.append(text)
+        raise RuntimeError("the HTTP client is closed")  # as during shutdown
+
+    async def main():
+        retrainer = Retrainer(settings, services, notify)
+        assert await retrainer.start("admin", requested_by=ADMIN)
+        await retrainer._task  # must not raise
+        return retrainer.running()
+
+    try:
+        still_running = asyncio.run(main())
+    finally:
+        services.close()
+    assert notes and notes[0].startswith("Retraining took over 0 minutes and was stopped")
+    assert still_running is False  # the lock is free: the next run may start

@@ -159,9 +159,7 @@ def test_absurd_values_get_one_line_naming_the_variable(name, value):
     assert message.startswith(f"{name}: ") and "\n" not in message
 
 
-@pytest.mark.parametrize(
-    "value", ["not a url", "nosuchdb://x/y", "://", "postgresql://u@h:abc/db"]
-)
+@pytest.mark.parametrize("value", ["not a url", "nosuchdb://x/y", "://", "postgresql://u@h:abc/db"])
 def test_bad_database_urls(value):
     message = error_for({"CHARBOT_DATABASE_URL": value})
     assert message.startswith("CHARBOT_DATABASE_URL: ")

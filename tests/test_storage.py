@@ -341,8 +341,7 @@ def test_forget_user_deletes_their_messages_and_settings_only(db: Database):
     assert scalar(db, f"SELECT count(*) FROM chats WHERE id = {ANN}") == 0  # the private chat
     assert scalar(db, f"SELECT count(*) FROM chats WHERE id IN ({GROUP}, {BOB})") == 2
     assert (
-        scalar(db, "SELECT group_concat(text, '|') FROM messages")
-        == "bot to ann|bob 1|bob private"
+        scalar(db, "SELECT group_concat(text, '|') FROM messages") == "bot to ann|bob 1|bob private"
     )
     with db.read() as session:
         assert get_user(session, ANN) is None

@@ -419,6 +419,21 @@ def test_run_lock_admits_one_run_at_a_time(tmp_path: Path):
     first.release()
 
 
+def test_a_status_probe_does_not_make_a_starting_run_fail(tmp_path: Path):
+    """is_running() takes a shared lock for an instant; acquire() waits that out."""
+    import fcntl
+    import threading
+
+    path = tmp_path / "run.lock"
+    path.write_text("")
+    with open(path) as probe:
+        fcntl.flock(probe, fcntl.LOCK_SH | fcntl.LOCK_NB)  # a probe caught mid-way
+        threading.Timer(0.06, fcntl.flock, (probe, fcntl.LOCK_UN)).start()
+        lock = RunLock(path)
+        assert lock.acquire()
+    lock.release()
+
+
 def test_run_lock_is_free_again_after_its_holder_is_killed(tmp_path: Path, zygote):
     path = tmp_path / "run.lock"
     holder = int(zygote("hold", path))
