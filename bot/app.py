@@ -127,7 +127,7 @@ def build_application(
 
 async def start_retraining(app: Application, settings: Settings, services: Services) -> None:
     """The Retrainer, the scheduled retrain check and the watch on the live-model pointer."""
-    from bot.retraining import POINTER_CHECK, STALE_RUN, Retrainer
+    from bot.retraining import POINTER_CHECK, STALE_RUN, Retrainer, run_lock
     from storage import mark_stale_runs_failed
 
     async def notify(admin_id: int | None, text: str, plot: Path | None) -> None:
@@ -140,13 +140,19 @@ async def start_retraining(app: Application, settings: Settings, services: Servi
                 log.warning("could not report the retraining run to %s: %s", chat_id, exc)
 
     retrainer = await asyncio.to_thread(Retrainer, settings, services, notify)
-    if not retrainer.lock.is_running():
 
-        def close_stale() -> None:
-            with services.db.begin() as session:
-                mark_stale_runs_failed(session, STALE_RUN)
+    def close_stale() -> None:
+        # Holding the run lock: no `charbot train` can start a run between the check
+        # that none is going and the marking.
+        lock = run_lock(settings)
+        if lock.acquire():
+            try:
+                with services.db.begin() as session:
+                    mark_stale_runs_failed(session, STALE_RUN)
+            finally:
+                lock.release()
 
-        await asyncio.to_thread(close_stale)
+    await asyncio.to_thread(close_stale)
     app.bot_data[handlers.RETRAINER] = retrainer
 
     async def check(_context) -> None:
@@ -155,6 +161,7 @@ async def start_retraining(app: Application, settings: Settings, services: Servi
     async def watch(_context) -> None:
         with contextlib.suppress(Exception):  # logged by swap_to_live; not retried
             await retrainer.swap_to_live(retry=False)
+        await retrainer.report_pending()  # runs that ended while no bot was watching
 
     interval = settings.retrain_interval
     app.job_queue.run_repeating(check, interval=interval, first=interval, name=handlers.RETRAIN_JOB)

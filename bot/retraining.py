@@ -34,9 +34,11 @@ from storage import (
     last_message_id,
     last_run,
     learning_user_ids,
+    mark_reported,
     mark_stale_runs_failed,
     start_run,
     training_transcripts,
+    unreported_runs,
 )
 
 if TYPE_CHECKING:
@@ -217,6 +219,16 @@ def withdraw(result: RunResult, users: int, folder: Path) -> RunResult:
     )
     log.info("%s", reason)
     return dataclasses.replace(result, accepted=False, reason=reason, candidate_path="")
+
+
+def _unreported(db: Database) -> list[TrainingRun]:
+    with db.read() as session:
+        return unreported_runs(session)
+
+
+def _mark_reported(db: Database, run_id: int) -> None:
+    with db.begin() as session:
+        mark_reported(session, run_id)
 
 
 def _reload(db: Database, run_id: int) -> TrainingRun:
@@ -406,7 +418,7 @@ class Retrainer:
             cmd += ["--requested-by", str(requested_by)]
         log_path = self.settings.data_dir / "runs" / "train.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        text, plot = "Retraining failed; see the bot's log.", None
+        text, plot, run_id = "Retraining failed; see the bot's log.", None, None
         try:
             with open(log_path, "ab") as stderr:
                 self._child = await asyncio.create_subprocess_exec(
@@ -451,6 +463,27 @@ class Retrainer:
             await self.notify(requested_by, text, plot)
         except Exception:  # e.g. the bot is shutting down and its HTTP client is closed
             log.exception("could not report the retraining run: %s", text)
+            return  # left unreported: report_pending() tells the admins later
+        if run_id is not None:
+            await asyncio.to_thread(_mark_reported, self.services.db, run_id)
+
+    async def report_pending(self) -> int:
+        """Tell the admins about finished runs nobody reported; how many there were.
+
+        Those are runs that ended while no bot was there to watch them: the bot was
+        restarted or killed while its child trained, or an operator ran `charbot train`.
+        """
+        if self.running():  # a run of ours reports itself when it ends
+            return 0
+        runs = await asyncio.to_thread(_unreported, self.services.db)
+        for run in runs:
+            try:
+                await self.notify(run.requested_by, describe_run(run), plot_of(run))
+            except Exception:
+                log.exception("could not report retraining run %s", run.id)
+                return 0
+            await asyncio.to_thread(_mark_reported, self.services.db, run.id)
+        return len(runs)
 
     def _close_killed_run(self) -> None:
         if self.lock.is_running():

@@ -47,11 +47,13 @@ from storage.runs import (
     get_run,
     last_finished_run,
     last_run,
+    mark_reported,
     mark_stale_runs_failed,
     recent_runs,
     run_result,
     running_run,
     start_run,
+    unreported_runs,
 )
 
 __all__ = [
@@ -85,6 +87,7 @@ __all__ = [
     "last_message_id",
     "last_run",
     "learning_user_ids",
+    "mark_reported",
     "mark_stale_runs_failed",
     "open_database",
     "recent_runs",
@@ -96,4 +99,5 @@ __all__ = [
     "sqlite_url",
     "start_run",
     "training_transcripts",
+    "unreported_runs",
 ]

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     Dialect,
     Float,
@@ -20,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -158,6 +160,8 @@ class TrainingRun(Base):
     candidate_base_bits: Mapped[float | None] = mapped_column(Float)
     error: Mapped[str | None] = mapped_column(Text)  # why it failed or was skipped/rejected
     result_json: Mapped[str | None] = mapped_column(Text)  # the full report (RunResult.to_dict)
+    # Whether the outcome reached the admins; the bot reports finished runs that did not.
+    reported: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     @property
     def finished(self) -> bool:

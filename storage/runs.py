@@ -128,6 +128,21 @@ def recent_runs(session: Session, limit: int = 10) -> list[TrainingRun]:
     return list(session.scalars(stmt))
 
 
+def unreported_runs(session: Session) -> list[TrainingRun]:
+    """Finished runs whose outcome has not reached the admins, oldest first."""
+    stmt = (
+        select(TrainingRun)
+        .where(TrainingRun.status != "running", TrainingRun.reported.is_(False))
+        .order_by(TrainingRun.id)
+    )
+    return list(session.scalars(stmt))
+
+
+def mark_reported(session: Session, run_id: int) -> None:
+    """Note that the run's outcome reached the admins."""
+    session.execute(update(TrainingRun).where(TrainingRun.id == run_id).values(reported=True))
+
+
 def mark_stale_runs_failed(session: Session, reason: str) -> int:
     """Close every run still marked "running" as failed with `reason`; how many there were.
 

@@ -194,6 +194,8 @@ def test_scheduled_checks_wait_for_new_messages_and_remember_the_last_run(settin
         restarted.dispose()
     finally:
         services.close()
+    # The run that reported itself is marked so; the one written by hand above is not.
+    assert sql(settings.data_dir, "SELECT id, reported FROM training_runs") == [(1, 0), (2, 1)]
     [(admin, text)] = notes
     assert admin is None  # a scheduled run reports to every admin
     assert text.startswith(
@@ -308,3 +310,35 @@ def test_a_hung_run_is_stopped_and_reported_even_if_reporting_fails(
         services.close()
     assert notes and notes[0].startswith("Retraining took over 0 minutes and was stopped")
     assert still_running is False  # the lock is free: the next run may start
+
+
+def test_runs_that_ended_while_no_bot_watched_are_reported_once(settings, generator):
+    from bot.retraining import STALE_RUN
+    from storage import mark_stale_runs_failed
+
+    services = open_services(settings, generator=generator)
+    notes = []
+
+    async def notify(admin, text, plot):
+        notes.append((admin, text))
+
+    with services.db.begin() as session:
+        # An admin's run whose bot was killed mid-run; the next bot's start closes it.
+        start_run(session, trigger="admin", requested_by=ADMIN, last_message_id=0)
+        mark_stale_runs_failed(session, STALE_RUN)
+        cli = start_run(session, trigger="cli", last_message_id=0)  # an operator's run
+        finish_run(session, cli.id, status="rejected", error="rejected: no better")
+
+    async def main():
+        retrainer = Retrainer(settings, services, notify)
+        return await retrainer.report_pending(), await retrainer.report_pending()
+
+    try:
+        first, second = asyncio.run(main())
+    finally:
+        services.close()
+    assert (first, second) == (2, 0)
+    assert [admin for admin, _ in notes] == [ADMIN, None]  # the asker; every admin
+    assert notes[0][1].startswith(f"Retraining run 1 (asked by {ADMIN}): failed")
+    assert STALE_RUN in notes[0][1]
+    assert notes[1][1].startswith("Retraining run 2 (cli): rejected")

@@ -142,7 +142,7 @@ def test_migrations_are_idempotent_and_data_survives_reopening(tmp_path: Path):
 
     for _ in range(2):
         db = open_database(url)
-        assert db.revision() == "0002"
+        assert db.revision() == "0003"
         assert scalar(db, "SELECT count(*) FROM alembic_version") == 1
         with db.read() as session:
             assert recent_turns(session, GROUP) == [("你好 👋", True)]
@@ -160,7 +160,7 @@ def test_migrations_downgrade_and_upgrade_again(db: Database):
     assert db.revision() is None
     assert scalar(db, "SELECT count(*) FROM sqlite_master WHERE name = 'messages'") == 0
     db.upgrade()
-    assert db.revision() == "0002"
+    assert db.revision() == "0003"
     with db.begin() as session:
         assert say(session, GROUP, ANN, "back") is not None
 

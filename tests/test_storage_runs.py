@@ -21,6 +21,7 @@ from storage import (
     last_finished_run,
     last_message_id,
     last_run,
+    mark_reported,
     mark_stale_runs_failed,
     open_database,
     recent_runs,
@@ -29,6 +30,7 @@ from storage import (
     running_run,
     sqlite_url,
     start_run,
+    unreported_runs,
 )
 
 ADMIN = 42
@@ -55,7 +57,7 @@ def test_migration_0002_upgrades_a_0001_database_with_its_data(tmp_path: Path):
 
     db = open_database(url)
     try:
-        assert db.revision() == "0002"
+        assert db.revision() == "0003"
         with db.read() as session:
             assert recent_turns(session, 7) == [("héllo 👋", True), ("hi", False)]
             assert last_message_id(session) == 2
@@ -69,7 +71,36 @@ def test_migration_0002_upgrades_a_0001_database_with_its_data(tmp_path: Path):
         with db.read() as session:
             assert len(recent_turns(session, 7)) == 2
         db.upgrade()
-        assert db.revision() == "0002"
+        assert db.revision() == "0003"
+    finally:
+        db.dispose()
+
+
+def test_migration_0003_counts_earlier_finished_runs_as_reported(tmp_path: Path):
+    url = sqlite_url(tmp_path)
+    older = Database(url)
+    older.upgrade("0002")
+    with older.engine.begin() as conn:
+        for status in ("published", "running"):
+            conn.execute(
+                text(
+                    "INSERT INTO training_runs (trigger, started_at, status, last_message_id) "
+                    "VALUES ('schedule', '2026-01-01 00:00:00', :status, 0)"
+                ),
+                {"status": status},
+            )
+    older.dispose()
+    db = open_database(url)
+    try:
+        with db.begin() as session:
+            assert unreported_runs(session) == []  # the old outcome is not re-announced
+            mark_stale_runs_failed(session, "died")  # the old running one ends now...
+        with db.begin() as session:
+            [stale] = unreported_runs(session)  # ...and is news
+            assert stale.id == 2
+            mark_reported(session, stale.id)
+        with db.read() as session:
+            assert unreported_runs(session) == []
     finally:
         db.dispose()
 
