@@ -134,8 +134,8 @@ def test_help_is_fast_and_lists_the_commands(charbot, clean_env):
         (
             "CHARBOT_RETRAIN_INTERVAL",
             "-5",
-            "charbot: CHARBOT_RETRAIN_INTERVAL: '-5' is not a positive whole number of seconds "
-            "(e.g. 21600 = every 6 hours)",
+            "charbot: CHARBOT_RETRAIN_INTERVAL: '-5' is not a whole number of seconds from 1 "
+            "to 31622400 (e.g. 21600 = every 6 hours)",
         ),
         (
             "CHARBOT_TELEGRAM_BASE_URL",
