@@ -127,8 +127,7 @@ def build_application(
 
 async def start_retraining(app: Application, settings: Settings, services: Services) -> None:
     """The Retrainer, the scheduled retrain check and the watch on the live-model pointer."""
-    from bot.retraining import POINTER_CHECK, STALE_RUN, Retrainer, run_lock
-    from storage import mark_stale_runs_failed
+    from bot.retraining import POINTER_CHECK, Retrainer
 
     async def notify(admin_id: int | None, text: str, plot: Path | None) -> None:
         for chat_id in [admin_id] if admin_id is not None else sorted(settings.admin_ids):
@@ -140,19 +139,7 @@ async def start_retraining(app: Application, settings: Settings, services: Servi
                 log.warning("could not report the retraining run to %s: %s", chat_id, exc)
 
     retrainer = await asyncio.to_thread(Retrainer, settings, services, notify)
-
-    def close_stale() -> None:
-        # Holding the run lock: no `charbot train` can start a run between the check
-        # that none is going and the marking.
-        lock = run_lock(settings)
-        if lock.acquire():
-            try:
-                with services.db.begin() as session:
-                    mark_stale_runs_failed(session, STALE_RUN)
-            finally:
-                lock.release()
-
-    await asyncio.to_thread(close_stale)
+    await asyncio.to_thread(retrainer.close_stale_runs)
     app.bot_data[handlers.RETRAINER] = retrainer
 
     async def check(_context) -> None:

@@ -432,7 +432,9 @@ class Retrainer:
                 except TimeoutError:
                     self._child.kill()
                     await self._child.wait()
-                    await asyncio.to_thread(self._close_killed_run)
+                    await asyncio.to_thread(
+                        self.close_stale_runs, f"stopped after {CHILD_TIMEOUT // 60} minutes"
+                    )
                     raise
             run_id = _run_id(out)
             run = await asyncio.to_thread(_reload, self.services.db, run_id) if run_id else None
@@ -485,11 +487,19 @@ class Retrainer:
             await asyncio.to_thread(_mark_reported, self.services.db, run.id)
         return len(runs)
 
-    def _close_killed_run(self) -> None:
-        if self.lock.is_running():
+    def close_stale_runs(self, reason: str = STALE_RUN) -> None:
+        """Mark runs still recorded as running failed, unless a run holds the lock.
+
+        The lock is held while marking, so no `charbot train` can start a run between
+        the check that none is going and the marking.
+        """
+        if not self.lock.acquire():
             return
-        with self.services.db.begin() as session:
-            mark_stale_runs_failed(session, f"stopped after {CHILD_TIMEOUT // 60} minutes")
+        try:
+            with self.services.db.begin() as session:
+                mark_stale_runs_failed(session, reason)
+        finally:
+            self.lock.release()
 
 
 def child_env(settings: Settings) -> dict[str, str]:
