@@ -15,7 +15,7 @@ import math
 from collections import defaultdict
 from typing import Any, TypeVar
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import Select, delete, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -219,12 +219,7 @@ def count_human_messages_since(session: Session, message_id: int) -> int:
 
 def count_trainable_messages(session: Session) -> int:
     """Human messages the bot may learn from (their authors have learning on)."""
-    stmt = (
-        select(func.count())
-        .select_from(Message)
-        .join(User, Message.user_id == User.id)
-        .where(Message.from_bot.is_(False), User.learning.is_(True))
-    )
+    stmt = _trainable(select(func.count()).select_from(Message))
     return session.scalar(stmt) or 0
 
 
@@ -234,13 +229,14 @@ def learning_user_ids(session: Session) -> set[int]:
     A training run notes them when it reads the transcripts; anyone missing from this set
     at its end withdrew their text meanwhile.
     """
-    stmt = (
-        select(Message.user_id)
-        .join(User, Message.user_id == User.id)
-        .where(Message.from_bot.is_(False), User.learning.is_(True))
-        .distinct()
+    return set(session.scalars(_trainable(select(Message.user_id)).distinct()))
+
+
+def _trainable(stmt: Select) -> Select:
+    """`stmt` over messages narrowed to human messages whose authors have learning on."""
+    return stmt.join(User, Message.user_id == User.id).where(
+        Message.from_bot.is_(False), User.learning.is_(True)
     )
-    return set(session.scalars(stmt))
 
 
 def last_message_id(session: Session) -> int:
