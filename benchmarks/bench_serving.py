@@ -11,7 +11,13 @@ The batching ratio is read with the rate limiter set aside (Telegram caps a bot 
 about 30 messages/s, which would otherwise hide it). Bars: 40 users, throughput with
 batching >= 5x without; idle p50 < 150 ms.
 
+Then the reply service alone, in this process, for the ceiling batching can reach:
+the same bursts as requests straight to bot.replies.ReplyService with the shipped
+generator, batching on and off, no Telegram, storage or HTTP (--service-only runs
+just this part).
+
 Usage: python benchmarks/bench_serving.py [--model PATH] [--idle N] [--bursts 10,40,100]
+       [--service-only]
 """
 
 from __future__ import annotations
@@ -130,14 +136,57 @@ def serve(args, *, batching: bool, rate_limit: bool) -> dict:
     return result
 
 
+def service_alone(args, repeats: int = 5) -> None:
+    """Replies/s of the batching service itself: every burst's requests queued at once."""
+    import asyncio
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.path.insert(0, str(ROOT))
+    from bot.replies import ReplyService
+    from bot.service import REPLY_BATCH_BUCKETS
+    from model import BASE_MODEL_PATH, Generator, load
+
+    generator = Generator(load(args.model or BASE_MODEL_PATH), batch_buckets=REPLY_BATCH_BUCKETS)
+
+    async def burst(service: ReplyService, users: int) -> tuple[float, int]:
+        start = time.monotonic()
+        replies = await asyncio.gather(
+            *(service.reply([MESSAGES[i % len(MESSAGES)]], 0.6) for i in range(users))
+        )
+        return time.monotonic() - start, sum(len(r.text.encode()) for r in replies)
+
+    async def measure(max_batch: int | None, users: int) -> tuple[float, float]:
+        service = ReplyService(generator, max_batch=max_batch)
+        await service.start()
+        try:
+            await burst(service, users)  # warm-up
+            runs = [await burst(service, users) for _ in range(repeats)]
+        finally:
+            await service.stop()
+        seconds = statistics.median(t for t, _ in runs)
+        return users / seconds, statistics.mean(b for _, b in runs) / users
+
+    print(f"\n== the reply service alone (no Telegram, storage or HTTP), median of {repeats}")
+    columns = ("batching replies/s", 20), ("off replies/s", 15), ("ratio", 8), ("bytes/reply", 13)
+    print(f"{'users':>7}" + "".join(f"{name:>{width}}" for name, width in columns))
+    for users in args.bursts:
+        on, size = asyncio.run(measure(None, users))
+        off, _ = asyncio.run(measure(1, users))
+        print(f"{users:>7}{on:>20.1f}{off:>15.1f}{on / off:>7.1f}x{size:>13.0f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="model file (default: the shipped base)")
     parser.add_argument("--idle", type=int, default=30, help="idle replies to time")
     parser.add_argument("--bursts", default="10,40,100")
+    parser.add_argument("--service-only", action="store_true", help="only the service alone")
     args = parser.parse_args()
     args.bursts = [int(n) for n in args.bursts.split(",")]
     print(f"{os.cpu_count()} cores; model: {args.model or 'shipped base'}")
+    if args.service_only:
+        service_alone(args)
+        return
     results = [serve(args, batching=b, rate_limit=r) for r in (True, False) for b in (True, False)]
     header = f"{'':<34}{'n':>5}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'replies/s':>10}"
     for res in results:
@@ -165,6 +214,7 @@ def main() -> None:
         else "bars: (no 40-user burst run)"
     )
     print(f"      idle p50 < 150 ms -> {idle_p50:.0f} ms")
+    service_alone(args)
 
 
 if __name__ == "__main__":

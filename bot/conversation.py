@@ -6,7 +6,10 @@ fails); the reply is stored afterwards as a bot turn, in its own short transacti
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
 
 from storage import Database, add_message, get_or_create_chat, get_or_create_user
 
@@ -34,17 +37,36 @@ def record_human_turn(db: Database, incoming: Incoming) -> float | None:
     None means the update was stored already (Telegram redelivered it): do not answer again.
     """
     with db.begin() as session:
-        get_or_create_chat(session, incoming.chat_id, incoming.chat_type, incoming.chat_title)
-        user = get_or_create_user(session, incoming.user_id, incoming.user_name)
-        stored = add_message(
-            session,
-            chat_id=incoming.chat_id,
-            user_id=incoming.user_id,
-            text=incoming.text,
-            telegram_message_id=incoming.message_id,
-            update_id=incoming.update_id,
-        )
-        return None if stored is None else user.temperature
+        return _store_human_turn(session, incoming)
+
+
+def record_and_read(
+    db: Database, incoming: Incoming, read_context: Callable[[Session, int], list[str]]
+) -> tuple[float, list[str]] | None:
+    """Store the message and read the chat's context for the reply, in one transaction.
+
+    Returns (the author's reply temperature, `read_context(session, chat_id)`), which
+    sees the new message; None for a redelivered update, as record_human_turn.
+    """
+    with db.begin() as session:
+        temperature = _store_human_turn(session, incoming)
+        if temperature is None:
+            return None
+        return temperature, read_context(session, incoming.chat_id)
+
+
+def _store_human_turn(session: Session, incoming: Incoming) -> float | None:
+    get_or_create_chat(session, incoming.chat_id, incoming.chat_type, incoming.chat_title)
+    user = get_or_create_user(session, incoming.user_id, incoming.user_name)
+    stored = add_message(
+        session,
+        chat_id=incoming.chat_id,
+        user_id=incoming.user_id,
+        text=incoming.text,
+        telegram_message_id=incoming.message_id,
+        update_id=incoming.update_id,
+    )
+    return None if stored is None else user.temperature
 
 
 def user_temperature(

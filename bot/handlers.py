@@ -19,6 +19,7 @@ from telegram.ext import ContextTypes
 from bot import commands, texts
 from bot.conversation import (
     Incoming,
+    record_and_read,
     record_bot_turn,
     record_human_turn,
     telegram_text,
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 SERVICES = "services"  # bot_data key of the Services
 RETRAINER = "retrainer"  # bot_data key of the Retrainer (runs, schedule, swaps)
 RETRAIN_JOB = "retrain-check"  # JobQueue name of the scheduled retrain check
+TYPING_DELAY = 0.5  # seconds; a reply ready sooner is sent without "typing…" first
 TYPING_RENEWAL = 4.0  # seconds; Telegram shows "typing…" for about 5 s per action
 TYPING_GRACE = 2.0  # seconds the reply waits for a typing action still on its way
 GROUP_TYPES = (ChatType.GROUP, ChatType.SUPERGROUP)
@@ -172,6 +174,7 @@ async def converse(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     message = update.effective_message
     chat, user = update.effective_chat, update.effective_user
     addressed, text = addressed_text(message, context.bot)
+    turns = None  # the chat's context, when read along with storing the message
     if not text:  # only a mention: nothing to store, answer from the chat so far
         if not addressed:
             return
@@ -189,7 +192,13 @@ async def converse(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
             message_id=message.message_id,
             update_id=update.update_id,
         )
-        temperature = await asyncio.to_thread(record_human_turn, services.db, incoming)
+        if addressed:  # one transaction stores the message and reads the reply's context
+            stored = await asyncio.to_thread(
+                record_and_read, services.db, incoming, services.replies.read_context
+            )
+            temperature, turns = stored if stored is not None else (None, None)
+        else:
+            temperature = await asyncio.to_thread(record_human_turn, services.db, incoming)
         if temperature is None:
             log.info("update %s was delivered again; stored and answered before", update.update_id)
             return
@@ -199,7 +208,7 @@ async def converse(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     async with typing(context.bot, chat.id):
         failure = texts.REPLY_FAILED
         try:
-            reply = await services.replies.reply(chat.id, temperature)
+            reply = await services.replies.reply(chat.id, temperature, turns)
         except Busy:
             log.warning("too many replies waiting: update %s gets 'busy'", update.update_id)
             reply, failure = None, texts.BUSY
@@ -275,10 +284,17 @@ def _utf16_remove(text: str, spans: list[tuple[int, int]]) -> str:
 
 @contextlib.asynccontextmanager
 async def typing(bot: Bot, chat_id: int):
-    """Show "typing…" in the chat at once and renew it until the block ends."""
+    """Show "typing…" in the chat if the block takes longer than TYPING_DELAY, and renew it
+    until the block ends.
+
+    Most replies are ready in tens of milliseconds: announcing them would cost a request
+    per reply and hold the reply until the action lands, for nothing anyone could see.
+    """
     done = asyncio.Event()
 
     async def keep_typing() -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), TYPING_DELAY)
         while not done.is_set():
             try:
                 await bot.send_chat_action(chat_id, ChatAction.TYPING)

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy.orm import Session
+
 from bot.replies import ReplyService
 from bot.settings import Settings
 from storage import Database, open_database, recent_turns
@@ -72,12 +74,16 @@ class ReplyEngine:
     def context(self, chat_id: int) -> list[str]:
         """The chat's last turns, oldest first (the newest message included)."""
         with self.db.read() as session:
-            turns = recent_turns(
-                session,
-                chat_id,
-                max_turns=self.context_turns,
-                max_bytes=self.generator.max_prompt_bytes,
-            )
+            return self.read_context(session, chat_id)
+
+    def read_context(self, session: Session, chat_id: int) -> list[str]:
+        """context(), inside a transaction the caller holds."""
+        turns = recent_turns(
+            session,
+            chat_id,
+            max_turns=self.context_turns,
+            max_bytes=self.generator.max_prompt_bytes,
+        )
         return [text for text, _ in turns]
 
     def reply_sync(self, chat_id: int, temperature: float) -> Reply:
@@ -85,13 +91,17 @@ class ReplyEngine:
         [reply] = self.generator.reply([self.context(chat_id)], [temperature])
         return reply
 
-    async def reply(self, chat_id: int, temperature: float) -> Reply:
+    async def reply(
+        self, chat_id: int, temperature: float, turns: list[str] | None = None
+    ) -> Reply:
         """The reply, generated in a batch with whatever other chats asked at the same time.
 
-        Raises replies.Busy when too many replies are waiting, GenerationFailed when the
-        batch failed.
+        `turns` is the chat's context when the caller read it already (read_context);
+        otherwise it is read here. Raises replies.Busy when too many replies are waiting,
+        GenerationFailed when the batch failed.
         """
-        turns = await asyncio.to_thread(self.context, chat_id)
+        if turns is None:
+            turns = await asyncio.to_thread(self.context, chat_id)
         service = await self._running_service()
         return await service.reply(turns, temperature)
 

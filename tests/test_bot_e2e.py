@@ -15,6 +15,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -302,7 +303,7 @@ def test_unknown_commands_are_not_conversation(stub, settings, data_dir, generat
 # -- conversation --------------------------------------------------------------------------
 
 
-def test_a_message_is_stored_then_answered_with_typing_shown(stub, settings, data_dir, generator):
+def test_a_message_is_stored_then_answered(stub, settings, data_dir, generator):
     async def body(app):
         return await say(stub, "hello there")
 
@@ -311,11 +312,39 @@ def test_a_message_is_stored_then_answered_with_typing_shown(stub, settings, dat
     rows = sql(data_dir, "SELECT user_id, from_bot, text FROM messages ORDER BY id")
     assert rows == [(USER, 0, "hello there"), (None, 1, reply)]
     [sent] = stub.sent_messages(USER)
-    actions = stub.chat_actions(USER)
-    assert actions and actions[0]["action"] == "typing"
-    assert actions[0]["time"] <= sent["date"] + 1
     assert sql(data_dir, "SELECT telegram_message_id FROM messages WHERE from_bot = 1") == [
         (sent["message_id"],)
+    ]
+    assert stub.chat_actions(USER) == []  # ready at once: no "typing…" request first
+
+
+def test_a_slow_reply_shows_typing_first(stub, settings, generator):
+    async def body(app):
+        return await say(stub, "take your time")
+
+    assert run(settings, generator, body, engine=SlowEngine).strip()
+    [sent] = stub.sent_messages(USER)
+    actions = stub.chat_actions(USER)
+    assert actions and {a["action"] for a in actions} == {"typing"}
+    assert actions[0]["time"] <= sent["date"] + 1  # whole seconds
+
+
+def test_the_model_reads_the_chat_so_far_with_the_new_message(stub, settings, generator):
+    RecordingGenerator.contexts = []
+    group = {"chat": GROUP, "chat_type": "group", "chat_title": "Friends"}
+
+    async def body(app):
+        first = await say(stub, "first of all")
+        second = await say(stub, "and then")
+        stub.push_message("among ourselves", user_id=OTHER, **_push(group))
+        in_group = await say(stub, f"@{BOT_NAME} what now?", user=OTHER, **group)
+        return first, second, in_group
+
+    first, _, _ = run(settings, generator, body, engine=RecordingEngine)
+    assert RecordingGenerator.contexts == [
+        ["first of all"],
+        ["first of all", first, "and then"],
+        ["among ourselves", "what now?"],
     ]
 
 
@@ -536,6 +565,16 @@ class SlowGenerator(HookedGenerator):
         time.sleep(self.delay)
 
 
+class RecordingGenerator(HookedGenerator):
+    """Notes every context it is asked to answer."""
+
+    contexts: ClassVar[list[list[str]]] = []
+
+    def reply(self, contexts, temperatures):
+        RecordingGenerator.contexts += [list(c) for c in contexts]
+        return self._generator.reply(contexts, temperatures)
+
+
 class BrokenOnceGenerator(HookedGenerator):
     failures = 1
 
@@ -556,6 +595,10 @@ class GatedGenerator(HookedGenerator):
 
 def SlowEngine(db, generator):
     return ReplyEngine(db, SlowGenerator(generator))
+
+
+def RecordingEngine(db, generator):
+    return ReplyEngine(db, RecordingGenerator(generator))
 
 
 def BrokenOnceEngine(db, generator):
