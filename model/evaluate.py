@@ -7,13 +7,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from model.codec import encode_turns
 from model.corpus import base_split
 from model.generator import MAX_PROMPT_BYTES, Generator
+from model.mixture import fit_mix, mix_settings
 from model.modelfile import ModelFile, load
 from model.ngram import best_ngram
 from model.pretrain import BASE_MODEL_PATH
-from model.training import bits_per_byte, conversation_ids
+from model.training import conversation_ids, target_probs
 
 NGRAM_ORDERS = range(3, 10)
 PROMPTS = [
@@ -33,10 +36,15 @@ TEMPERATURES = (0.0, 0.6, 1.0)
 
 @dataclass
 class EvalReport:
-    model_bits: float  # held-out bits/byte of the network, read as the generator reads
+    model_bits: float  # held-out bits/byte of the model as the generator samples from it
     ngram_order: int  # best n-gram order on the same split
     ngram_bits: float
     ngram_all: dict[int, float] = field(default_factory=dict)
+    network_bits: float = 0.0  # the network alone
+    network_weight: float = 1.0  # its weight in the mixture the generator samples (1: no mixture)
+    mix_order: int = 0  # order of the base n-gram mixed in (0: none)
+    best_weight: float = 1.0  # the weight that would have scored best on this split
+    crossfit_bits: float = 0.0  # the mixture with weights chosen on the other half of the split
     samples: dict[str, dict[float, str]] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -49,13 +57,29 @@ def evaluate(model: ModelFile, *, samples: bool = True, seed: int = 0) -> EvalRe
     """Score `model` and the n-gram baseline on the base corpus' held-out conversations."""
     start = time.monotonic()
     train, heldout = base_split()
-    model_bits = bits_per_byte(
-        model.build(), [conversation_ids(c) for c in heldout], max_len=MAX_PROMPT_BYTES
-    )
+    net = model.build()
     order, ngram_bits, all_orders = best_ngram(
         [encode_turns(c) for c in train], [encode_turns(c) for c in heldout], NGRAM_ORDERS
     )
-    report = EvalReport(model_bits, order, ngram_bits, all_orders)
+    mix = mix_settings(model.meta)
+    if mix is None:
+        p = target_probs(net, [conversation_ids(c) for c in heldout], max_len=MAX_PROMPT_BYTES)
+        bits = float(-np.log2(p).mean())
+        report = EvalReport(bits, order, ngram_bits, all_orders, network_bits=bits)
+    else:
+        mix_order, weight = mix
+        fitted = fit_mix(net, [conversation_ids(c) for c in heldout], mix_order)
+        report = EvalReport(
+            fitted.at(weight),
+            order,
+            ngram_bits,
+            all_orders,
+            network_bits=fitted.network_bits,
+            network_weight=weight,
+            mix_order=mix_order,
+            best_weight=fitted.network_weight,
+            crossfit_bits=fitted.crossfit_bits,
+        )
     if samples:
         gen = Generator(model, batch_buckets=(len(PROMPTS),), seed=seed)
         for t in TEMPERATURES:
@@ -70,9 +94,19 @@ def format_report(report: EvalReport, name: str) -> str:
     lines = [
         f"model: {name}",
         "held-out base corpus (10% of conversations, seed fixed), bits per byte:",
-        f"  network                 {report.model_bits:.3f}",
+        f"  network alone           {report.network_bits:.3f}",
+    ]
+    if report.mix_order:
+        lines += [
+            f"  as the generator samples: {report.network_weight:.2f} network + "
+            f"{1 - report.network_weight:.2f} base {report.mix_order}-gram",
+            f"                          {report.model_bits:.3f}",
+            f"  (best weight on this split {report.best_weight:.2f}; weights chosen on the "
+            f"other half of the conversations: {report.crossfit_bits:.3f})",
+        ]
+    lines += [
         f"  best byte n-gram ({report.ngram_order})    {report.ngram_bits:.3f}",
-        f"  network / n-gram        {report.ratio:.3f}",
+        f"  model / n-gram          {report.ratio:.3f}",
         "  n-gram by order: "
         + ", ".join(f"{k}: {v:.3f}" for k, v in sorted(report.ngram_all.items())),
     ]

@@ -6,10 +6,15 @@ so a 200-byte reply costs one call instead of 200. Each row has its own
 temperature and stops at its own separator or cap. Batch sizes are bucketed and the
 prompt has one fixed width (left-padded; the loop starts at the earliest real
 byte), so after warm-up serving never traces or compiles again.
+
+A model file can ask to be mixed with the base corpus' byte n-gram (model.mixture):
+then each step samples from weight * network + (1 - weight) * n-gram, the n-gram
+read inside the same compiled loop from each row's context ids.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 import unicodedata
 from collections.abc import Sequence
@@ -19,8 +24,10 @@ import numpy as np
 import tensorflow as tf
 
 from model.codec import PAD, SEP, decode, encode_prompt
+from model.mixture import CompiledNGram, base_ngram, initial_contexts, mix_settings
 from model.modelfile import ModelFile
 from model.network import weight_names
+from model.ngram import ByteNGram
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32)  # compiled batch sizes; a request is padded up
 MAX_PROMPT_BYTES = 512  # context the model sees: the last turns of the chat
@@ -50,7 +57,10 @@ class Generator:
         jit_compile: bool = True,
         warm_up: bool = True,
         seed: int | None = None,
+        ngram: ByteNGram | None = None,
     ):
+        """`ngram` stands in for the base corpus n-gram of a model that mixes one in
+        (model.mixture); it must be of the order the model file names."""
         self.model = model
         self.config = model.config
         self.max_prompt_bytes = max_prompt_bytes
@@ -59,6 +69,7 @@ class Generator:
         self._rng = np.random.default_rng(seed)
         self._lock = threading.Lock()
         self._load_weights(model)
+        self._load_ngram(model, ngram)
         fn = tf.function(self._generate, jit_compile=jit_compile, autograph=False)
         self._concrete = {}
         for b in self.batch_buckets:
@@ -68,6 +79,7 @@ class Generator:
                 tf.TensorSpec([b], tf.int32),
                 tf.TensorSpec([2], tf.int32),
                 tf.TensorSpec([], tf.int32),
+                tf.TensorSpec([b, self._context_width], tf.int32),
             )
         self._fn = fn
         if warm_up:
@@ -153,6 +165,10 @@ class Generator:
         temps[:n] = temperatures
         limit = np.ones(b, dtype=np.int32)
         limit[:n] = np.clip(caps, 1, self.max_reply_bytes)
+        if self._ngram is None:
+            contexts = np.zeros((b, self._context_width), dtype=np.int32)
+        else:
+            contexts = initial_contexts(self._ngram, [ids[row] for row in range(b)], b)
         if seed is None:
             seed_pair = self._rng.integers(0, 2**31 - 1, size=2, dtype=np.int32)
         else:
@@ -164,6 +180,7 @@ class Generator:
                 tf.constant(limit),
                 tf.constant(seed_pair),
                 tf.constant(max(1, min_new), tf.int32),
+                tf.constant(contexts),
             ).numpy()
         rows = []
         for row in tokens[:n]:
@@ -194,6 +211,20 @@ class Generator:
         self._out_kernel = tf.constant(w["logits/kernel"], tf.float32)  # (u, vocab)
         self._out_bias = tf.constant(w["logits/bias"], tf.float32)
 
+    def _load_ngram(self, model: ModelFile, ngram: ByteNGram | None) -> None:
+        mix = mix_settings(model.meta)
+        self._ngram = self._compiled_ngram = None
+        self.network_weight = 1.0
+        self._context_width = 1
+        if mix is None:
+            return
+        order, self.network_weight = mix
+        self._ngram = base_ngram(order) if ngram is None else ngram
+        if self._ngram.order != order:
+            raise ValueError(f"the model mixes an order-{order} n-gram, got order {ngram.order}")
+        self._compiled_ngram = _compiled(self._ngram)
+        self._context_width = order
+
     def _step(self, tokens, states):
         """One byte through the GRU stack; Keras' GRU cell with reset_after=True."""
         new_states = []
@@ -213,9 +244,10 @@ class Generator:
             x = h
         return new_states
 
-    def _generate(self, prompt, temperature, limit, seed, min_new):
+    def _generate(self, prompt, temperature, limit, seed, min_new, contexts):
         # prompt (B, P) left-padded ids; temperature (B,); limit (B,) max new bytes per row;
-        # min_new: no SEP before this many bytes (>= 1: a reply is never empty)
+        # min_new: no SEP before this many bytes (>= 1: a reply is never empty);
+        # contexts (B, order): each row's n-gram context ids after its prompt (if mixing)
         batch = prompt.shape[0]  # static: one trace per batch bucket
         width = prompt.shape[1]
         units = self.config.units
@@ -239,9 +271,17 @@ class Generator:
         # One uniform per row and step, drawn up front: inverse-CDF sampling needs no more.
         uniform = tf.random.stateless_uniform([self.max_reply_bytes, batch], seed=seed)
 
-        def write(i, out, done, *states):
+        ngram, weight = self._compiled_ngram, self.network_weight
+
+        def write(i, out, done, contexts, *states):
             logits = tf.matmul(states[-1], self._out_kernel) + self._out_bias  # (B, vocab)
             logits += banned + tf.cast(i < min_new, tf.float32) * no_sep
+            if ngram is not None:
+                p_ngram, read = ngram.probs(contexts)
+                p_ngram *= tf.cast(logits > -1e8, tf.float32)  # the same bans
+                p_ngram /= tf.reduce_sum(p_ngram, axis=-1, keepdims=True)
+                p = weight * tf.nn.softmax(logits) + (1.0 - weight) * p_ngram
+                logits = tf.math.log(tf.maximum(p, 1e-30)) + banned
             best = tf.argmax(logits, axis=-1, output_type=tf.int32)
             scaled = logits * inv_temp
             probs = tf.exp(scaled - tf.reduce_max(scaled, axis=-1, keepdims=True))
@@ -252,14 +292,16 @@ class Generator:
             token = tf.where(done, PAD, token)
             out = tf.tensor_scatter_nd_update(out, [[i]], token[None])
             done = done | tf.equal(token, SEP) | (i + 1 >= limit)
-            return (i + 1, out, done, *self._step(token, list(states)))
+            if ngram is not None:
+                contexts = ngram.advance(read, token)
+            return (i + 1, out, done, contexts, *self._step(token, list(states)))
 
         out = tf.fill([self.max_reply_bytes, batch], PAD)
         done = tf.zeros([batch], tf.bool)
-        _, out, _, *_ = tf.while_loop(
-            lambda i, out, done, *s: (i < steps) & tf.logical_not(tf.reduce_all(done)),
+        _, out, _, _, *_ = tf.while_loop(
+            lambda i, out, done, c, *s: (i < steps) & tf.logical_not(tf.reduce_all(done)),
             write,
-            (tf.constant(0), out, done, *states),
+            (tf.constant(0), out, done, contexts, *states),
         )
         return tf.transpose(out)  # (B, max_reply) ids, PAD after each row's end
 
@@ -273,3 +315,9 @@ def clamp_temperature(t: float) -> float:
     if not np.isfinite(t) or t < 0:
         raise ValueError(f"temperature must be a number from 0 to {MAX_TEMPERATURE}, got {t}")
     return float(min(t, MAX_TEMPERATURE))
+
+
+@functools.lru_cache(maxsize=2)
+def _compiled(ngram: ByteNGram) -> CompiledNGram:
+    # One copy of the tables (~30 MB for the base 9-gram) per process, not per model version.
+    return CompiledNGram(ngram.tables())

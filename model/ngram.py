@@ -64,6 +64,38 @@ class _Level:
     discount: float  # D_k
 
 
+@dataclass(frozen=True)
+class NGramTables:
+    """A fitted ByteNGram as flat arrays (see ByteNGram.tables).
+
+    Contexts of every level share one numbering: level k's context id h is row
+    ctx_offset[k-1] + h; the last row stands for an unseen context. A context's
+    successors (the k-grams that extend it, sorted by symbol) are rows
+    first .. first + n_succ - 1 of `sym` and `share`; the local id of the k-gram in
+    row r (the context id it gives level k+1) is r - succ_offset[k-1].
+    P_k(w | h) = sum of share over h's successors with sym w + backoff[h] * P_{k-1}(w | h')
+    where has[h]; P_{k-1}(w | h') otherwise.
+    """
+
+    order: int
+    ctx_offset: np.ndarray  # (order,) int32
+    succ_offset: np.ndarray  # (order,) int32
+    first: np.ndarray  # (contexts + 1,) int32: row of the first successor
+    n_succ: np.ndarray  # (contexts + 1,) int32
+    backoff: np.ndarray  # (contexts + 1,) float32: D_k * N1+(h .) / c_k(h .)
+    has: np.ndarray  # (contexts + 1,) bool: c_k(h .) > 0
+    sym: np.ndarray  # (successors,) int32: the symbol that extends the context
+    share: np.ndarray  # (successors,) float32: max(c_k(h w) - D_k, 0) / c_k(h .)
+
+    @property
+    def unseen(self) -> int:
+        return self.first.size - 1
+
+    @property
+    def max_successors(self) -> int:
+        return int(self.n_succ.max())
+
+
 class ByteNGram:
     """Interpolated Kneser-Ney model of order n: each symbol given the n-1 before it."""
 
@@ -129,6 +161,61 @@ class ByteNGram:
         """Mean -log2 P(s[i] | up to order-1 symbols before it) over every i >= 1 of every s."""
         return self._bits(*_join(sequences))
 
+    def target_probs(self, sequences: Iterable[Sequence[int]]) -> np.ndarray:
+        """P(s[i] | up to order-1 symbols before it) for every i >= 1 of every s, in order."""
+        return self._probs(*_join(sequences))
+
+    def context_ids(self, context: Sequence[int]) -> list[int]:
+        """For levels k = 1..order: the id of the context the level reads after `context`
+        (its last k-1 symbols), -1 where that context was never seen or `context` is shorter."""
+        ctx = _checked(context)
+        return [
+            self._context_id(ctx[len(ctx) - (k - 1) :]) if k - 1 <= len(ctx) else -1
+            for k in range(1, self.order + 1)
+        ]
+
+    def tables(self) -> NGramTables:
+        """The model as flat arrays, for evaluating it inside a compiled loop (model.mixture)."""
+        ctx_offset, succ_offset = [], []
+        first, n_succ, backoff, has = [], [], [], []
+        sym, share = [], []
+        n_ctx_total = n_succ_total = 0
+        for level in self._levels:
+            counts = level.counts[:-1]
+            totals = level.totals[:-1]
+            if level.keys is None:  # k = 1: the empty context; its successors are all symbols
+                symbols = np.arange(ALPHABET)
+                context = np.zeros(ALPHABET, dtype=np.int64)
+                counts = counts[:ALPHABET]
+            else:
+                symbols = level.keys % RADIX
+                context = level.keys // RADIX
+            n_contexts = totals.size
+            ctx_offset.append(n_ctx_total)
+            succ_offset.append(n_succ_total)
+            per_context = np.bincount(context, minlength=n_contexts)
+            first.append(n_succ_total + np.cumsum(per_context) - per_context)
+            n_succ.append(per_context)
+            safe = np.maximum(totals, 1.0)
+            backoff.append(level.discount * level.types[:-1] / safe)
+            has.append(totals > 0)
+            sym.append(symbols)
+            share.append(np.maximum(counts - level.discount, 0.0) / safe[context])
+            n_ctx_total += n_contexts
+            n_succ_total += symbols.size
+        # one last context that stands for "unseen": no successors, never used
+        return NGramTables(
+            order=self.order,
+            ctx_offset=np.array(ctx_offset, dtype=np.int32),
+            succ_offset=np.array(succ_offset, dtype=np.int32),
+            first=np.concatenate([*first, [0]]).astype(np.int32),
+            n_succ=np.concatenate([*n_succ, [0]]).astype(np.int32),
+            backoff=np.concatenate([*backoff, [0.0]]).astype(np.float32),
+            has=np.concatenate([*has, [False]]),
+            sym=np.concatenate(sym).astype(np.int32),
+            share=np.concatenate(share).astype(np.float32),
+        )
+
     def _context_id(self, context: Sequence[int]) -> int:
         """Id of `context` as a len(context)-gram (0 for the empty one), -1 if never seen."""
         if not context:
@@ -144,6 +231,9 @@ class ByteNGram:
         return gid
 
     def _bits(self, symbols: np.ndarray, depth: np.ndarray) -> float:
+        return float(-np.log2(self._probs(symbols, depth)).mean())
+
+    def _probs(self, symbols: np.ndarray, depth: np.ndarray) -> np.ndarray:
         targets = np.flatnonzero(depth >= 1)
         if targets.size == 0:
             raise ValueError("no symbols to score: every sequence is empty or a lone SEP")
@@ -161,7 +251,7 @@ class ByteNGram:
             d = level.discount
             blended = (np.maximum(count - d, 0.0) + d * level.types[h] * p) / np.maximum(total, 1)
             p = np.where(total > 0, blended, p)
-        return float(-np.log2(p).mean())
+        return p
 
 
 def best_ngram(

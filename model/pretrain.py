@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from model.corpus import BASE_SEED, base_split
+from model.mixture import MIX_KEY, fit_mix
 from model.modelfile import ModelFile, save
 from model.network import ModelConfig, build_network
 from model.training import TrainConfig, bits_per_byte, conversation_ids, fit
@@ -65,10 +66,17 @@ def pretrain(
         f"done: {result.epochs} epochs in {result.seconds:.0f} s, best epoch {result.best_epoch}, "
         f"held-out {heldout_bits:.3f} bits/byte"
     )
+    mix = fit_mix(net, heldout_ids)
+    report(
+        f"mixed with the base {mix.ngram_order}-gram at network weight {mix.network_weight}: "
+        f"held-out {mix.mixture_bits:.3f} bits/byte (n-gram alone {mix.ngram_bits:.3f})"
+    )
     meta = {
         "kind": "base",
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "heldout_bits_per_byte": heldout_bits,
+        "heldout_mixture_bits_per_byte": mix.mixture_bits,
+        MIX_KEY: mix.meta(),
         "epochs": result.epochs,
         "best_epoch": result.best_epoch,
         "seconds": round(result.seconds, 1),

@@ -24,6 +24,7 @@ import numpy as np
 
 from model.codec import Turn, encode_transcript
 from model.corpus import BASE_SEED, base_split, split_conversations
+from model.mixture import MIX_KEY, fit_mix, mix_settings
 from model.modelfile import ModelFile, save
 from model.training import LN2, TrainConfig, bits_per_byte, conversation_ids, fit, target_bytes
 
@@ -319,6 +320,13 @@ def retrain(
         "best_epoch": fitted.best_epoch,
         "retrain_config": dataclasses.asdict(config),
     }
+    settings = mix_settings(live.meta)
+    if settings is not None:
+        # Served mixed with the base n-gram like its parent, at the weight that suits the
+        # held-out chats: the n-gram knows nothing of them, so it usually gets less say.
+        mix = fit_mix(candidate_net, data.heldout, settings[0])
+        meta[MIX_KEY] = mix.meta()
+        meta["mixture_chat"] = mix.mixture_bits
     candidate = ModelFile.from_network(candidate_net, live.config, _json_safe(meta))
     candidate_path = save(candidate, run_dir / CANDIDATE_FILE)
     plot_path = plot_losses(history, losses, run_dir / PLOT_FILE, accepted=accepted)

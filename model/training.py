@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from model.codec import PAD, SEP, Turn, encode_transcript
+from model.codec import PAD, SEP, VOCAB_SIZE, Turn, encode_transcript
 
 LN2 = math.log(2.0)
 CHECKPOINT_FILE = "best.weights.h5"  # ModelCheckpoint's file in the log dir
@@ -278,6 +278,47 @@ def bits_per_byte(
     return total_nats / total / LN2
 
 
+def target_probs(
+    net: keras.Model,
+    encoded: Sequence[tuple[np.ndarray, np.ndarray]],
+    *,
+    max_len: int = 1024,
+    batch_size: int = 32,
+) -> np.ndarray:
+    """P(target) for every target byte, conversation by conversation, in order.
+
+    Read as `bits_per_byte` reads, and as the generator samples: PAD is never a
+    candidate, so its share is spread over the other symbols.
+    """
+    rows = []  # (conversation, start, x, target positions within the piece)
+    for n, (ids, mask) in enumerate(encoded):
+        for start in range(0, len(ids) - 1, max_len):
+            x = ids[start : start + max_len][: len(ids) - 1 - start]
+            where = np.flatnonzero(mask[start + 1 : start + 1 + len(x)])
+            if where.size:
+                rows.append((n, start, x, where))
+    if not rows:
+        raise ValueError("no target bytes to evaluate")
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i][2]))
+    spec = tf.TensorSpec([None, None], tf.int32)
+    no_pad = tf.one_hot(PAD, VOCAB_SIZE, on_value=-1e9, off_value=0.0)
+    forward = tf.function(
+        lambda x: tf.nn.softmax(net(x, training=False) + no_pad), input_signature=[spec]
+    )
+    pieces: dict[int, np.ndarray] = {}
+    for i in range(0, len(order), batch_size):
+        chunk = [rows[j] for j in order[i : i + batch_size]]
+        width = max(len(r[2]) for r in chunk)
+        x = np.full((len(chunk), width), PAD, np.int32)
+        for j, (_, _, xr, _) in enumerate(chunk):
+            x[j, : len(xr)] = xr
+        probs = forward(tf.constant(x)).numpy()
+        for j, (n, start, _, where) in enumerate(chunk):
+            ids = encoded[n][0]
+            pieces[order[i + j]] = probs[j, where, ids[start + 1 + where]]
+    return np.concatenate([pieces[i] for i in range(len(rows))]).astype(np.float64)
+
+
 def conversation_ids(turns: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """A corpus conversation, every turn a target (the base corpus has no bot turns)."""
     return encode_transcript([(t, True) for t in turns])
@@ -294,4 +335,5 @@ __all__ = [
     "fit",
     "masked_loss",
     "pack_windows",
+    "target_probs",
 ]

@@ -19,7 +19,8 @@ import pytest
 from toy_model import untrained_model
 
 from model.codec import PAD, SEP
-from model.modelfile import load
+from model.mixture import MIX_KEY
+from model.modelfile import ModelFile, load
 from model.retrain import (
     CANDIDATE_FILE,
     PLOT_FILE,
@@ -105,6 +106,7 @@ def test_a_run_learns_the_new_style_and_is_accepted(live, tmp_path: Path):
     assert candidate.config == live.config
     assert not np.allclose(candidate.weights[-2], live.weights[-2])
     assert candidate.meta["kind"] == "retrain"
+    assert MIX_KEY not in candidate.meta  # its parent is the network alone, and so is it
     assert candidate.meta["losses"]["candidate_chat"] == pytest.approx(losses.candidate_chat)
     assert Path(result.plot_path).read_bytes()[:8] == PNG_SIGNATURE
     assert (tmp_path / "best.weights.h5").exists()
@@ -115,6 +117,21 @@ def test_a_run_learns_the_new_style_and_is_accepted(live, tmp_path: Path):
     # The report is plain JSON and comes back whole.
     text = json.dumps(result.to_dict(), allow_nan=False)
     assert RunResult.from_dict(json.loads(text)) == result
+
+
+def test_a_mixed_model_stays_mixed_and_its_weight_suits_the_chats(live, tmp_path: Path):
+    parent = ModelFile(
+        live.config,
+        live.weights,
+        {"kind": "base", MIX_KEY: {"ngram_order": 3, "network_weight": 0.05}},
+    )
+    result = retrain(parent, pirate_chats(40), FAST, tmp_path, base=BASE)
+    candidate = load(tmp_path / CANDIDATE_FILE)
+    mix = candidate.meta[MIX_KEY]
+    assert mix["ngram_order"] == 3
+    # The base corpus' n-gram has never seen pirate talk; the fine-tuned network has.
+    assert mix["network_weight"] >= 0.5
+    assert candidate.meta["mixture_chat"] <= result.losses.candidate_chat + 0.05
 
 
 def test_the_gate_rejects_a_worse_candidate_and_keeps_it(live, tmp_path: Path):

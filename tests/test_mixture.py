@@ -1,0 +1,169 @@
+"""The network mixed with the base n-gram: the compiled n-gram, the generator, the scores."""
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from toy_model import untrained_model
+
+from model import SEP, Generator, encode_turns
+from model.codec import PAD, encode_transcript
+from model.evaluate import evaluate
+from model.mixture import (
+    MIX_KEY,
+    CompiledNGram,
+    base_ngram,
+    best_weight,
+    fit_mix,
+    initial_contexts,
+    mix_settings,
+    mixture_bits,
+)
+from model.ngram import ByteNGram
+from model.training import bits_per_byte, conversation_ids, target_probs
+
+A, B, C = ord("a"), ord("b"), ord("c")
+symbols = st.sampled_from([A, B, C, 0, 255, SEP])
+conversations = st.lists(symbols, max_size=14).map(lambda ids: [SEP, *ids])
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    corpus=st.lists(conversations, min_size=1, max_size=6),
+    order=st.integers(1, 5),
+    prompt=st.lists(symbols, max_size=8),
+    written=st.lists(st.sampled_from([A, B, C, ord("z"), SEP]), min_size=1, max_size=8),
+)
+def test_compiled_ngram_is_the_ngram_step_by_step(corpus, order, prompt, written):
+    model = ByteNGram(order).fit(corpus)
+    compiled = CompiledNGram(model.tables())
+    history = [SEP, *prompt]
+    contexts = tf.constant(initial_contexts(model, [history], 1))
+    for token in written:
+        p, read = compiled.probs(contexts)
+        p = p.numpy()[0]
+        np.testing.assert_allclose(p[:PAD], model.distribution(history), rtol=1e-5, atol=1e-7)
+        assert p[PAD] == 0.0
+        contexts = compiled.advance(read, tf.constant([token], tf.int32))
+        history.append(token)
+
+
+def _reference_greedy(model, ngram, weight, prompt, n):
+    """Keras network and the numpy n-gram, mixed by hand, argmax step by step."""
+    net = model.build()
+    ids = list(prompt)
+    out = []
+    for step in range(n):
+        logits = net(np.array([ids]))[0, -1].numpy().astype(np.float64)
+        logits[PAD] = -np.inf
+        p_net = np.exp(logits - logits.max())
+        p_ngram = np.append(ngram.distribution(ids), 0.0)
+        if step == 0:  # no empty reply
+            p_net[SEP] = p_ngram[SEP] = 0.0
+        p = weight * p_net / p_net.sum() + (1 - weight) * p_ngram / p_ngram.sum()
+        token = int(np.argmax(p))
+        if token == SEP:
+            break
+        out.append(token)
+        ids.append(token)
+    return out
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.4, 1.0])
+def test_the_generator_samples_the_mixture(weight):
+    corpus = [encode_turns(["hello", "hi there"]), encode_turns(["how are you?", "fine"])] * 3
+    ngram = ByteNGram(4).fit(corpus)
+    model = untrained_model(units=24)
+    model.weights[-2] = model.weights[-2] * 40  # separate the network's argmax (see test_generator)
+    model.meta[MIX_KEY] = {"ngram_order": 4, "network_weight": weight}
+    gen = Generator(model, batch_buckets=(1, 4), max_reply_bytes=12, ngram=ngram)
+    assert gen.network_weight == weight
+    prompts = [encode_turns(["hello"]), encode_turns(["how are you?"]), encode_turns(["你好"])]
+    got = gen.generate_ids(prompts, [0.0] * 3, max_new=12)
+    assert got == [_reference_greedy(model, ngram, weight, p, 12) for p in prompts]
+    if weight == 0.0:  # the n-gram alone answers what it was taught
+        assert bytes(got[0]).startswith(b"hi there")
+
+
+def test_a_model_without_the_mix_entry_is_the_network_alone():
+    model = untrained_model(units=24)
+    gen = Generator(model, batch_buckets=(1,), max_reply_bytes=8)
+    assert gen.network_weight == 1.0 and mix_settings(model.meta) is None
+
+
+def test_a_wrong_order_or_bad_settings_are_refused():
+    model = untrained_model(units=16)
+    model.meta[MIX_KEY] = {"ngram_order": 5, "network_weight": 0.5}
+    with pytest.raises(ValueError, match="order-5"):
+        Generator(model, batch_buckets=(1,), ngram=ByteNGram(3), warm_up=False)
+    for bad in ({"ngram_order": 0, "network_weight": 0.5}, {"ngram_order": 3, "network_weight": 2}):
+        with pytest.raises(ValueError, match="mixture settings"):
+            mix_settings({MIX_KEY: bad})
+
+
+def test_target_probs_are_the_networks_without_pad_in_order():
+    model = untrained_model(units=16)
+    net = model.build()
+    encoded = [
+        conversation_ids(["hello", "hi"]),
+        encode_transcript([("bot turn", False), ("你好 human", True)]),
+    ]
+    got = target_probs(net, encoded, max_len=5)  # pieces of 5: the state restarts each piece
+    expected = []
+    for ids, mask in encoded:
+        for start in range(0, len(ids) - 1, 5):
+            x = ids[start : start + 5][: len(ids) - 1 - start]
+            logits = net(x[None])[0].numpy().astype(np.float64)
+            logits[:, PAD] = -np.inf
+            p = np.exp(logits - logits.max(axis=1, keepdims=True))
+            p /= p.sum(axis=1, keepdims=True)
+            for i in range(len(x)):
+                if mask[start + 1 + i]:
+                    expected.append(p[i, ids[start + 1 + i]])
+    np.testing.assert_allclose(got, expected, rtol=1e-4)
+    assert len(got) == sum(int(mask[1:].sum()) for _, mask in encoded)
+    # the same targets bits_per_byte averages (it leaves PAD's tiny share in)
+    assert -np.log2(got).mean() == pytest.approx(bits_per_byte(net, encoded, max_len=5), abs=0.02)
+
+
+def test_best_weight_and_mixture_bits():
+    net = np.array([0.9, 0.9, 0.1, 0.1])
+    ngram = np.array([0.1, 0.1, 0.9, 0.9])
+    assert mixture_bits(net, ngram, 1.0) == pytest.approx(-math.log2(0.9 * 0.1) / 2)
+    assert mixture_bits(net, ngram, 0.5) == pytest.approx(1.0)  # every p is 0.5
+    assert best_weight(net, ngram) == (0.5, pytest.approx(1.0))  # symmetric: the middle
+    weight, bits = best_weight(np.array([0.8, 0.8, 0.8, 0.1]), ngram)
+    assert weight > 0.5 and bits < 1.0
+
+
+def test_eval_scores_the_model_as_the_generator_samples_it():
+    model = untrained_model(units=16)
+    model.meta[MIX_KEY] = {"ngram_order": 9, "network_weight": 0.3}
+    report = evaluate(model, samples=False)
+    fitted = fit_mix(model.build(), [conversation_ids(c) for c in _heldout()])
+    assert report.model_bits == pytest.approx(fitted.at(0.3))
+    assert report.network_bits == pytest.approx(fitted.network_bits)
+    assert report.ngram_order == 9 and report.ngram_bits == pytest.approx(fitted.ngram_bits)
+    # an untrained network is noise: the mixture leans on the n-gram and beats the network
+    assert report.best_weight <= 0.1
+    assert report.ngram_bits < report.model_bits < report.network_bits
+    assert report.ratio == pytest.approx(report.model_bits / report.ngram_bits)
+
+
+def _heldout():
+    from model.corpus import base_split
+
+    return base_split()[1]
+
+
+def test_the_base_ngram_is_fitted_on_the_training_split_only():
+    from model.corpus import base_split
+
+    train, heldout = base_split()
+    ngram = base_ngram(9)
+    assert ngram is base_ngram(9)  # once per process
+    assert ngram.bits_per_byte([encode_turns(c) for c in train[:50]]) < 1.0
+    assert ngram.bits_per_byte([encode_turns(c) for c in heldout]) > 1.5
