@@ -31,6 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_serving import CHARBOT, Phase, ask
 from telegram_stub import BotApiStub
 
+from model.modelfile import load
+
 SUBJECTS = ["the ship", "me parrot", "the rum", "yer map", "the cap'n", "the kraken", "me crew"]
 VERBS = ["be sinkin'", "be singin'", "be lost at sea", "be full o' gold", "be sleepin'"]
 ENDINGS = ["arr!", "yo ho ho!", "shiver me timbers!", "savvy?", "aye aye!"]
@@ -119,6 +121,7 @@ def main() -> None:
             (result_json, status) = conn.execute(
                 "SELECT result_json, status FROM training_runs WHERE id = ?", (run_id,)
             ).fetchone()
+        candidate_meta = load(json.loads(result_json)["candidate_path"]).meta
     result = json.loads(result_json)
     ex, losses = result["examples"], result["losses"]
     trained = (ex["train_bytes"] + ex["base_bytes"]) * result["epochs"]
@@ -137,6 +140,12 @@ def main() -> None:
         f"held-out new style: {losses['live_chat']:.3f} -> {losses['candidate_chat']:.3f} "
         f"bits/byte; base slice: {losses['live_base']:.3f} -> {losses['candidate_base']:.3f}"
     )
+    mix = candidate_meta.get("mix")
+    if mix:
+        print(
+            f"losses above are of the models as served: mixed with the base "
+            f"{mix['ngram_order']}-gram, the candidate at network weight {mix['network_weight']}"
+        )
     print(f"{'reply latency':<34}{'n':>5}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}")
     for phase in (idle, during):
         print(phase.row()[:-10])

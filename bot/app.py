@@ -13,6 +13,7 @@ from telegram.ext import (
     AIORateLimiter,
     Application,
     ApplicationBuilder,
+    BaseUpdateProcessor,
     CommandHandler,
     MessageHandler,
     filters,
@@ -26,6 +27,45 @@ log = logging.getLogger(__name__)
 
 OWNS_SERVICES = "owns_services"  # bot_data key: close the services at shutdown?
 RATE_LIMIT_RETRIES = 3  # a 429 from Telegram is waited out this many times before giving up
+MAX_CONCURRENT_UPDATES = 256  # PTB's default for concurrent_updates(True)
+
+
+class ChatOrderedUpdates(BaseUpdateProcessor):
+    """Updates of different chats are handled concurrently, one chat's in arrival order.
+
+    Without this, a group message and a mention right behind it could be handled at
+    once, and the reply to the mention be written without the message before it (or
+    the two stored in the wrong order).
+    """
+
+    def __init__(self, max_concurrent_updates: int = MAX_CONCURRENT_UPDATES):
+        super().__init__(max_concurrent_updates)
+        self._locks: dict[int, asyncio.Lock] = {}
+        self._users: dict[int, int] = {}  # updates holding or waiting for each chat's lock
+
+    async def do_process_update(self, update, coroutine) -> None:
+        chat = getattr(getattr(update, "effective_chat", None), "id", None)
+        if chat is None:
+            await coroutine
+            return
+        # PTB starts one task per update in arrival order, and a free asyncio.Lock is
+        # taken without yielding while a held one queues its waiters first come first
+        # served: so a chat's updates run in the order they arrived.
+        lock = self._locks.setdefault(chat, asyncio.Lock())
+        self._users[chat] = self._users.get(chat, 0) + 1
+        try:
+            async with lock:
+                await coroutine
+        finally:
+            self._users[chat] -= 1
+            if not self._users[chat]:
+                del self._users[chat], self._locks[chat]
+
+    async def initialize(self) -> None:
+        pass
+
+    async def shutdown(self) -> None:
+        pass
 
 
 class RateLimiter(AIORateLimiter):
@@ -84,7 +124,7 @@ def build_application(
         .token(settings.require_token())
         .base_url(settings.telegram_base_url)
         .base_file_url(settings.telegram_base_file_url)
-        .concurrent_updates(True)  # one user's slow reply never holds up another's
+        .concurrent_updates(ChatOrderedUpdates())  # a slow reply holds up only its own chat
         .post_init(post_init)
         .post_shutdown(post_shutdown)
     )

@@ -49,6 +49,12 @@ class ModelInfo:
             details.append(f"created {self.meta['created']}")
         layers = "1 layer" if self.layers == 1 else f"{self.layers} layers"
         details.append(f"GRU {self.units} units, {layers}")
+        mix = self.meta.get("mix")  # model.mixture.MIX_KEY (importing it would load TensorFlow)
+        if isinstance(mix, dict) and {"ngram_order", "network_weight"} <= set(mix):
+            details.append(
+                f"mixed with the base corpus' {mix['ngram_order']}-gram "
+                f"at network weight {mix['network_weight']}"
+            )
         name = self.path.name if self.version is None else f"version {self.version}"
         return f"{name} ({', '.join(details)})"
 

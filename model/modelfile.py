@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from model.codec import VOCAB_SIZE
+from model.mixture import mix_settings
 from model.network import ModelConfig, build_network, weight_names
 
 FORMAT = "charbot-model/1"
@@ -103,6 +104,10 @@ def load(path: str | os.PathLike) -> ModelFile:
             f"this charbot uses {VOCAB_SIZE}"
         )
     check_shapes(config, arrays, str(path))
+    try:
+        mix_settings(meta if isinstance(meta, dict) else {})
+    except ValueError as exc:
+        raise ModelFileError(f"{path}: {exc}") from None
     weights = [arrays[name].astype(np.float32) for name in weight_names(config)]
     return ModelFile(config, weights, meta)
 

@@ -24,9 +24,17 @@ import numpy as np
 
 from model.codec import Turn, encode_transcript
 from model.corpus import BASE_SEED, base_split, split_conversations
-from model.mixture import MIX_KEY, fit_mix, mix_settings
+from model.mixture import MIX_KEY, WEIGHT_GRID, base_ngram, masked_probs, mix_settings, mixture_bits
 from model.modelfile import ModelFile, save
-from model.training import LN2, TrainConfig, bits_per_byte, conversation_ids, fit, target_bytes
+from model.training import (
+    LN2,
+    TrainConfig,
+    bits_per_byte,
+    conversation_ids,
+    fit,
+    target_bytes,
+    target_probs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +102,8 @@ class Examples:
 
 @dataclass
 class Losses:
-    """Held-out bits per target byte, read as the generator reads (each chunk from its start)."""
+    """Held-out bits per target byte, read as the generator reads (each chunk from its start),
+    of the models as they are served: mixed with the base n-gram if the live model is."""
 
     live_chat: float
     candidate_chat: float
@@ -224,6 +233,45 @@ def prepare(
 # -- the gate ---------------------------------------------------------------------------
 
 
+def judge_mixed(
+    live_net, candidate_net, settings: tuple[int, float], data: RetrainData, margin: float
+) -> tuple[dict, Losses]:
+    """The candidate's mixture entry and the losses of both models as they are served.
+
+    The live model is scored at its own network weight. The candidate gets the weight
+    that scores best on the held-out chats among those that keep the base slice within
+    `margin` of the live model (the n-gram knows nothing of the chats, so it usually
+    gets less say than before); with none within the margin, the chats decide and the
+    gate rejects the candidate.
+    """
+    order, live_weight = settings
+    ngram = base_ngram(order)
+    chat_ngram, base_ngram_p = (
+        masked_probs(ngram, data.heldout),
+        masked_probs(ngram, data.base_eval),
+    )
+    chat = {
+        n: target_probs(net, data.heldout)
+        for n, net in (("live", live_net), ("cand", candidate_net))
+    }
+    base = {
+        n: target_probs(net, data.base_eval)
+        for n, net in (("live", live_net), ("cand", candidate_net))
+    }
+    live_base = mixture_bits(base["live"], base_ngram_p, live_weight)
+    on_chats = {w: mixture_bits(chat["cand"], chat_ngram, w) for w in WEIGHT_GRID}
+    on_base = {w: mixture_bits(base["cand"], base_ngram_p, w) for w in WEIGHT_GRID}
+    admissible = [w for w in WEIGHT_GRID if on_base[w] <= live_base + margin] or WEIGHT_GRID
+    weight = min(admissible, key=lambda w: (on_chats[w], -w))
+    losses = Losses(
+        live_chat=mixture_bits(chat["live"], chat_ngram, live_weight),
+        candidate_chat=on_chats[weight],
+        live_base=live_base,
+        candidate_base=on_base[weight],
+    )
+    return {"ngram_order": order, "network_weight": weight}, losses
+
+
 def gate(losses: Losses, margin: float) -> tuple[bool, str]:
     """(accepted, reason): better on held-out chats, and at most `margin` worse on the base."""
     failures = []
@@ -297,12 +345,17 @@ def retrain(
         candidate_net.set_weights(keeper.weights)
         fitted.best_epoch = keeper.epoch
     fast_candidate = inference(candidate_net)
-    losses = Losses(
-        live_chat=bits_per_byte(live_net, data.heldout),
-        candidate_chat=bits_per_byte(fast_candidate, data.heldout),
-        live_base=live_base,
-        candidate_base=bits_per_byte(fast_candidate, data.base_eval),
-    )
+    settings = mix_settings(live.meta)
+    if settings is None:
+        mix = None
+        losses = Losses(
+            live_chat=bits_per_byte(live_net, data.heldout),
+            candidate_chat=bits_per_byte(fast_candidate, data.heldout),
+            live_base=live_base,
+            candidate_base=bits_per_byte(fast_candidate, data.base_eval),
+        )
+    else:
+        mix, losses = judge_mixed(live_net, fast_candidate, settings, data, config.gate_margin)
     accepted, reason = gate(losses, config.gate_margin)
     log.info("%s", reason)
 
@@ -320,13 +373,8 @@ def retrain(
         "best_epoch": fitted.best_epoch,
         "retrain_config": dataclasses.asdict(config),
     }
-    settings = mix_settings(live.meta)
-    if settings is not None:
-        # Served mixed with the base n-gram like its parent, at the weight that suits the
-        # held-out chats: the n-gram knows nothing of them, so it usually gets less say.
-        mix = fit_mix(candidate_net, data.heldout, settings[0])
-        meta[MIX_KEY] = mix.meta()
-        meta["mixture_chat"] = mix.mixture_bits
+    if mix is not None:  # served mixed with the base n-gram, like its parent
+        meta[MIX_KEY] = mix
     candidate = ModelFile.from_network(candidate_net, live.config, _json_safe(meta))
     candidate_path = save(candidate, run_dir / CANDIDATE_FILE)
     plot_path = plot_losses(history, losses, run_dir / PLOT_FILE, accepted=accepted)

@@ -240,3 +240,40 @@ def test_tensorflow_import_chatter_is_dropped_but_warnings_stay(capfd):
         os.write(2, b"W0000 00:00:1795463540.644774    9160 thing.cc:1] a real warning\n")
     err = capfd.readouterr().err
     assert err == "W0000 00:00:1795463540.644774    9160 thing.cc:1] a real warning\n"
+
+
+def test_one_chats_updates_run_in_order_other_chats_meanwhile():
+    from bot.app import ChatOrderedUpdates
+
+    done = []
+
+    async def handle(name, delay):
+        await asyncio.sleep(delay)
+        done.append(name)
+
+    def update(chat):
+        return SimpleNamespace(effective_chat=None if chat is None else SimpleNamespace(id=chat))
+
+    async def main():
+        processor = ChatOrderedUpdates()
+        # as PTB does: one task per update, created in arrival order
+        tasks = [
+            asyncio.create_task(processor.process_update(update(chat), handle(name, delay)))
+            for name, chat, delay in [
+                ("group: slow message", 1, 0.2),
+                ("group: mention right behind it", 1, 0.0),
+                ("other chat", 2, 0.05),
+                ("no chat (e.g. a poll)", None, 0.0),
+            ]
+        ]
+        await asyncio.gather(*tasks)
+        return processor
+
+    processor = asyncio.run(main())
+    assert done == [
+        "no chat (e.g. a poll)",
+        "other chat",
+        "group: slow message",
+        "group: mention right behind it",
+    ]
+    assert processor._locks == {} and processor._users == {}  # nothing kept per chat

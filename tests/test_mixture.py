@@ -99,7 +99,12 @@ def test_a_wrong_order_or_bad_settings_are_refused():
     model.meta[MIX_KEY] = {"ngram_order": 5, "network_weight": 0.5}
     with pytest.raises(ValueError, match="order-5"):
         Generator(model, batch_buckets=(1,), ngram=ByteNGram(3), warm_up=False)
-    for bad in ({"ngram_order": 0, "network_weight": 0.5}, {"ngram_order": 3, "network_weight": 2}):
+    for bad in (
+        {"ngram_order": 0, "network_weight": 0.5},
+        {"ngram_order": 3, "network_weight": 2},
+        {"ngram_order": 3},
+        "nine",
+    ):
         with pytest.raises(ValueError, match="mixture settings"):
             mix_settings({MIX_KEY: bad})
 
@@ -167,3 +172,18 @@ def test_the_base_ngram_is_fitted_on_the_training_split_only():
     assert ngram is base_ngram(9)  # once per process
     assert ngram.bits_per_byte([encode_turns(c) for c in train[:50]]) < 1.0
     assert ngram.bits_per_byte([encode_turns(c) for c in heldout]) > 1.5
+
+
+def test_status_names_the_mixture():
+    from pathlib import Path
+
+    from bot.service import ModelInfo
+
+    meta = {"kind": "base", MIX_KEY: {"ngram_order": 9, "network_weight": 0.35}}
+    assert ModelInfo(Path("m.npz"), meta, 512, 1, 3).describe() == (
+        "version 3 (base, GRU 512 units, 1 layer, "
+        "mixed with the base corpus' 9-gram at network weight 0.35)"
+    )
+    assert ModelInfo(Path("m.npz"), {"kind": "toy"}, 48, 1).describe() == (
+        "m.npz (toy, GRU 48 units, 1 layer)"
+    )

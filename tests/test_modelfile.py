@@ -79,6 +79,16 @@ def test_missing_weights_unknown_fields_and_foreign_files_fail_clearly(tmp_path)
         load(tmp_path / "absent.npz")
 
 
+def test_a_broken_mixture_entry_fails_at_load(tmp_path):
+    model = _tiny()
+    model.meta["mix"] = {"ngram_order": 9, "network_weight": 1.5}
+    save(model, tmp_path / "m.npz")
+    with pytest.raises(
+        ModelFileError, match=r"m\.npz: bad mixture settings.*network_weight 0\.\.1"
+    ):
+        load(tmp_path / "m.npz")
+
+
 def test_shipped_base_model_loads():
     from model import BASE_MODEL_PATH
 
@@ -86,3 +96,4 @@ def test_shipped_base_model_loads():
     assert model.config.units >= 256
     assert model.meta["kind"] == "base"
     assert model.meta["heldout_bits_per_byte"] > 0
+    assert model.meta["mix"] == {"ngram_order": 9, "network_weight": 0.35}
