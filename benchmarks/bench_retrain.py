@@ -144,7 +144,9 @@ def main() -> None:
     if mix:
         print(
             f"losses above are of the models as served: mixed with the base "
-            f"{mix['ngram_order']}-gram, the candidate at network weight {mix['network_weight']}"
+            f"{mix['ngram_order']}-gram, the candidate at network weight {mix['network_weight']}; "
+            f"base slice, networks alone: {losses['live_base_network']:.3f} -> "
+            f"{losses['candidate_base_network']:.3f}"
         )
     print(f"{'reply latency':<34}{'n':>5}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}")
     for phase in (idle, during):

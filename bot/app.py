@@ -27,7 +27,10 @@ log = logging.getLogger(__name__)
 
 OWNS_SERVICES = "owns_services"  # bot_data key: close the services at shutdown?
 RATE_LIMIT_RETRIES = 3  # a 429 from Telegram is waited out this many times before giving up
-MAX_CONCURRENT_UPDATES = 256  # PTB's default for concurrent_updates(True)
+# PTB holds one of these slots per update from before it waits for its chat's turn, so
+# a flood in one chat must not be able to take them all (PTB's default is 256); the
+# reply service's own queue bounds the work, and an update waiting costs a few KB.
+MAX_CONCURRENT_UPDATES = 4096
 
 
 class ChatOrderedUpdates(BaseUpdateProcessor):

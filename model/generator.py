@@ -275,13 +275,14 @@ class Generator:
 
         def write(i, out, done, contexts, *states):
             logits = tf.matmul(states[-1], self._out_kernel) + self._out_bias  # (B, vocab)
-            logits += banned + tf.cast(i < min_new, tf.float32) * no_sep
+            bans = banned + tf.cast(i < min_new, tf.float32) * no_sep
+            logits += bans
             if ngram is not None:
                 p_ngram, read = ngram.probs(contexts)
-                p_ngram *= tf.cast(logits > -1e8, tf.float32)  # the same bans
+                p_ngram *= tf.cast(bans > -1e8, tf.float32)  # the same bans
                 p_ngram /= tf.reduce_sum(p_ngram, axis=-1, keepdims=True)
                 p = weight * tf.nn.softmax(logits) + (1.0 - weight) * p_ngram
-                logits = tf.math.log(tf.maximum(p, 1e-30)) + banned
+                logits = tf.math.log(tf.maximum(p, 1e-30)) + bans
             best = tf.argmax(logits, axis=-1, output_type=tf.int32)
             scaled = logits * inv_temp
             probs = tf.exp(scaled - tf.reduce_max(scaled, axis=-1, keepdims=True))

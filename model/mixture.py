@@ -112,7 +112,6 @@ class CompiledNGram:
         p = tf.tile(self.level1, [batch, 1])
         if self.order == 1:
             return p, (contexts,)
-        levels = self.order - 1  # levels 2..order, read through gathers
         ctx = contexts[:, 1:]
         rows = tf.where(ctx >= 0, ctx + self.ctx_offset, self.unseen)  # (B, levels)
         first = tf.gather(self.first, rows)
@@ -121,16 +120,21 @@ class CompiledNGram:
         succ = tf.where(valid, first[..., None] + offsets, 0)
         sym = tf.gather(self.sym, succ)
         share = tf.where(valid, tf.gather(self.share, succ), 0.0)
-        cells = batch * levels
-        segment = tf.range(cells)[:, None] * VOCAB_SIZE + tf.reshape(sym, [cells, self.width])
-        dense = tf.math.unsorted_segment_sum(
-            tf.reshape(share, [-1]), tf.reshape(segment, [-1]), cells * VOCAB_SIZE
-        )
-        dense = tf.reshape(dense, [batch, levels, VOCAB_SIZE])
+        # Unrolled recursion: a level without counts passes the one below through
+        # (factor 1, no shares), so P = sum_k scale_k * shares_k + scale_1 * P_1 where
+        # scale_k is the product of the factors of the levels above k. One scatter of
+        # every level's scaled shares then gives P, with no (B, levels, vocab) tensor.
         has = tf.gather(self.has, rows)
-        backoff = tf.gather(self.backoff, rows)
-        for k in range(levels):
-            p = tf.where(has[:, k : k + 1], dense[:, k] + backoff[:, k : k + 1] * p, p)
+        factor = tf.where(has, tf.gather(self.backoff, rows), 1.0)  # (B, levels)
+        share = tf.where(has[..., None], share, 0.0)
+        above = tf.math.cumprod(factor, axis=1, exclusive=True, reverse=True)
+        scaled = share * above[..., None]
+        segment = tf.range(batch)[:, None, None] * VOCAB_SIZE + sym  # (B, levels, width)
+        p_top = tf.math.unsorted_segment_sum(
+            tf.reshape(scaled, [-1]), tf.reshape(segment, [-1]), batch * VOCAB_SIZE
+        )
+        lowest = tf.reduce_prod(factor, axis=1, keepdims=True)  # scale of level 1
+        p = tf.reshape(p_top, [batch, VOCAB_SIZE]) + lowest * p
         return p, (contexts, first, valid, sym)
 
     def advance(self, read, tokens):

@@ -24,6 +24,7 @@ import numpy as np
 
 from model.codec import Turn, encode_transcript
 from model.corpus import BASE_SEED, base_split, split_conversations
+from model.generator import MAX_PROMPT_BYTES
 from model.mixture import MIX_KEY, WEIGHT_GRID, base_ngram, masked_probs, mix_settings, mixture_bits
 from model.modelfile import ModelFile, save
 from model.training import (
@@ -109,6 +110,10 @@ class Losses:
     candidate_chat: float
     live_base: float
     candidate_base: float
+    # Mixed models only: the base slice scored by the networks alone, which must also stay
+    # within the margin (a network that forgot the base must not hide behind the n-gram).
+    live_base_network: float = math.nan
+    candidate_base_network: float = math.nan
 
 
 @dataclass
@@ -238,36 +243,46 @@ def judge_mixed(
 ) -> tuple[dict, Losses]:
     """The candidate's mixture entry and the losses of both models as they are served.
 
-    The live model is scored at its own network weight. The candidate gets the weight
-    that scores best on the held-out chats among those that keep the base slice within
-    `margin` of the live model (the n-gram knows nothing of the chats, so it usually
-    gets less say than before); with none within the margin, the chats decide and the
-    gate rejects the candidate.
+    The candidate gets the network weight that scores best on the held-out chats among
+    those that keep the base slice within `margin` of the live model as served (the
+    n-gram knows nothing of the chats, so it usually gets less say than before). Since
+    that weight is chosen on the chats the gate then judges, the live model is credited
+    the same way: its chat loss is the best of its own admissible weights, so
+    re-weighting alone never passes the gate.
     """
     order, live_weight = settings
     ngram = base_ngram(order)
-    chat_ngram, base_ngram_p = (
-        masked_probs(ngram, data.heldout),
-        masked_probs(ngram, data.base_eval),
+    chat_ngram = masked_probs(ngram, data.heldout)
+    base_ngram_p = masked_probs(ngram, data.base_eval)
+
+    def probs(net, encoded):
+        return target_probs(net, encoded, max_len=MAX_PROMPT_BYTES)
+
+    live_chat_p, live_base_p = probs(live_net, data.heldout), probs(live_net, data.base_eval)
+    cand_chat_p, cand_base_p = (
+        probs(candidate_net, data.heldout),
+        probs(candidate_net, data.base_eval),
     )
-    chat = {
-        n: target_probs(net, data.heldout)
-        for n, net in (("live", live_net), ("cand", candidate_net))
-    }
-    base = {
-        n: target_probs(net, data.base_eval)
-        for n, net in (("live", live_net), ("cand", candidate_net))
-    }
-    live_base = mixture_bits(base["live"], base_ngram_p, live_weight)
-    on_chats = {w: mixture_bits(chat["cand"], chat_ngram, w) for w in WEIGHT_GRID}
-    on_base = {w: mixture_bits(base["cand"], base_ngram_p, w) for w in WEIGHT_GRID}
-    admissible = [w for w in WEIGHT_GRID if on_base[w] <= live_base + margin] or WEIGHT_GRID
-    weight = min(admissible, key=lambda w: (on_chats[w], -w))
+    live_base = mixture_bits(live_base_p, base_ngram_p, live_weight)
+
+    def best_admissible(chat_p, base_p) -> tuple[float, float, float]:
+        scored = [
+            (mixture_bits(chat_p, chat_ngram, w), -w, mixture_bits(base_p, base_ngram_p, w))
+            for w in WEIGHT_GRID
+        ]
+        admissible = [s for s in scored if s[2] <= live_base + margin] or scored
+        chat, neg_weight, base = min(admissible)
+        return -neg_weight, chat, base
+
+    _, live_chat, _ = best_admissible(live_chat_p, live_base_p)
+    weight, candidate_chat, candidate_base = best_admissible(cand_chat_p, cand_base_p)
     losses = Losses(
-        live_chat=mixture_bits(chat["live"], chat_ngram, live_weight),
-        candidate_chat=on_chats[weight],
+        live_chat=live_chat,
+        candidate_chat=candidate_chat,
         live_base=live_base,
-        candidate_base=on_base[weight],
+        candidate_base=candidate_base,
+        live_base_network=bits_per_byte(live_net, data.base_eval),
+        candidate_base_network=bits_per_byte(candidate_net, data.base_eval),
     )
     return {"ngram_order": order, "network_weight": weight}, losses
 
@@ -284,6 +299,14 @@ def gate(losses: Losses, margin: float) -> tuple[bool, str]:
         failures.append(
             f"forgets the base corpus ({losses.live_base:.3f} -> {losses.candidate_base:.3f} "
             f"bits/byte on its held-out slice, more than the {margin:.3f} margin)"
+        )
+    if math.isfinite(losses.live_base_network) and not (
+        losses.candidate_base_network <= losses.live_base_network + margin
+    ):
+        failures.append(
+            f"its network forgets the base corpus ({losses.live_base_network:.3f} -> "
+            f"{losses.candidate_base_network:.3f} bits/byte alone, more than the "
+            f"{margin:.3f} margin)"
         )
     if failures:
         return False, "rejected: " + "; ".join(failures)
@@ -463,7 +486,11 @@ def plot_losses(
     for key, label in (("loss", "training"), ("val_loss", "validation (held-out chats)")):
         values = history.get(key, [])
         ax.plot(range(1, len(values) + 1), values, marker="o", label=label)
-    ax.axhline(losses.live_chat, color="gray", linestyle="--", label="live model, held-out chats")
+    mixed = math.isfinite(losses.live_base_network)
+    live = "live model as served (mixed), held-out chats" if mixed else "live model, held-out chats"
+    ax.axhline(losses.live_chat, color="gray", linestyle="--", label=live)
+    if mixed:
+        ax.axhline(losses.candidate_chat, color="green", linestyle=":", label="candidate as served")
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss (bits/byte)")
     ax.set_title(f"retraining: candidate {'accepted' if accepted else 'rejected'}")

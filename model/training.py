@@ -302,8 +302,8 @@ def target_probs(
     order = sorted(range(len(rows)), key=lambda i: len(rows[i][2]))
     spec = tf.TensorSpec([None, None], tf.int32)
     no_pad = tf.one_hot(PAD, VOCAB_SIZE, on_value=-1e9, off_value=0.0)
-    forward = tf.function(
-        lambda x: tf.nn.softmax(net(x, training=False) + no_pad), input_signature=[spec]
+    forward = tf.function(  # log space: a confident miss is tiny, never zero
+        lambda x: tf.nn.log_softmax(net(x, training=False) + no_pad), input_signature=[spec]
     )
     pieces: dict[int, np.ndarray] = {}
     for i in range(0, len(order), batch_size):
@@ -312,11 +312,11 @@ def target_probs(
         x = np.full((len(chunk), width), PAD, np.int32)
         for j, (_, _, xr, _) in enumerate(chunk):
             x[j, : len(xr)] = xr
-        probs = forward(tf.constant(x)).numpy()
+        log_probs = forward(tf.constant(x)).numpy()
         for j, (n, start, _, where) in enumerate(chunk):
             ids = encoded[n][0]
-            pieces[order[i + j]] = probs[j, where, ids[start + 1 + where]]
-    return np.concatenate([pieces[i] for i in range(len(rows))]).astype(np.float64)
+            pieces[order[i + j]] = log_probs[j, where, ids[start + 1 + where]]
+    return np.exp(np.concatenate([pieces[i] for i in range(len(rows))]).astype(np.float64))
 
 
 def conversation_ids(turns: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -17,7 +17,6 @@ from model.mixture import (
     CompiledNGram,
     base_ngram,
     best_weight,
-    fit_mix,
     initial_contexts,
     mix_settings,
     mixture_bits,
@@ -88,6 +87,30 @@ def test_the_generator_samples_the_mixture(weight):
         assert bytes(got[0]).startswith(b"hi there")
 
 
+def test_sampling_at_temperature_one_follows_the_mixture():
+    corpus = [encode_turns(["hello", "hi there"]), encode_turns(["hello", "hey you"])] * 2
+    ngram = ByteNGram(3).fit(corpus)
+    model = untrained_model(units=16)
+    logits = np.random.default_rng(3).normal(0.0, 2.0, 258).astype(np.float32)
+    model.weights[-2] = np.zeros_like(model.weights[-2])  # the network: one fixed distribution
+    model.weights[-1] = logits
+    model.meta[MIX_KEY] = {"ngram_order": 3, "network_weight": 0.5}
+    gen = Generator(model, batch_buckets=(8,), max_reply_bytes=2, seed=1, ngram=ngram)
+    prompt = encode_turns(["hello"])
+    draws = [
+        row[0] for _ in range(150) for row in gen.generate_ids([prompt] * 8, [1.0] * 8, max_new=1)
+    ]
+    # The first byte of a reply is never SEP (nor PAD): both parts lose it, renormalised.
+    p_net = np.exp(logits[:SEP] - logits[:SEP].max())
+    p_ngram = ngram.distribution(prompt)[:SEP]
+    p = 0.5 * p_net / p_net.sum() + 0.5 * p_ngram / p_ngram.sum()
+    assert p_ngram[ord("h")] > 0.5  # the n-gram's share really is there to be seen
+    for symbol in np.argsort(p)[-3:]:
+        freq = draws.count(int(symbol)) / len(draws)
+        sd = math.sqrt(p[symbol] * (1 - p[symbol]) / len(draws))
+        assert abs(freq - p[symbol]) < 5 * sd, (chr(symbol), freq, p[symbol])
+
+
 def test_a_model_without_the_mix_entry_is_the_network_alone():
     model = untrained_model(units=24)
     gen = Generator(model, batch_buckets=(1,), max_reply_bytes=8)
@@ -148,10 +171,15 @@ def test_eval_scores_the_model_as_the_generator_samples_it():
     model = untrained_model(units=16)
     model.meta[MIX_KEY] = {"ngram_order": 9, "network_weight": 0.3}
     report = evaluate(model, samples=False)
-    fitted = fit_mix(model.build(), [conversation_ids(c) for c in _heldout()])
-    assert report.model_bits == pytest.approx(fitted.at(0.3))
-    assert report.network_bits == pytest.approx(fitted.network_bits)
-    assert report.ngram_order == 9 and report.ngram_bits == pytest.approx(fitted.ngram_bits)
+    heldout = _heldout()
+    # By hand: the network's probability of each held-out byte and the 9-gram's, mixed.
+    p_net = target_probs(model.build(), [conversation_ids(c) for c in heldout], max_len=512)
+    p_ngram = base_ngram(9).target_probs([encode_turns(c) for c in heldout])
+    expected = float(-np.log2(0.3 * p_net + 0.7 * p_ngram).mean())
+    assert report.model_bits == pytest.approx(expected)
+    assert report.network_bits == pytest.approx(float(-np.log2(p_net).mean()))
+    assert report.ngram_order == 9
+    assert report.ngram_bits == pytest.approx(float(-np.log2(p_ngram).mean()))
     # an untrained network is noise: the mixture leans on the n-gram and beats the network
     assert report.best_weight <= 0.1
     assert report.ngram_bits < report.model_bits < report.network_bits

@@ -11,6 +11,7 @@ import csv
 import json
 import math
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import keras
@@ -32,6 +33,7 @@ from model.retrain import (
     chunk_transcripts,
     gate,
     inference,
+    judge_mixed,
     prepare,
     retrain,
 )
@@ -177,6 +179,28 @@ def test_gate(losses: Losses, accepted: bool, words: str):
     assert words in reason
     if not ok and not math.isnan(losses.candidate_base) and losses.candidate_chat == 3.0:
         assert "forgets" not in reason  # names only the condition that failed
+
+
+def test_a_mixed_network_that_forgets_cannot_hide_behind_the_ngram():
+    # As served the candidate is better on chats and within the margin on the base...
+    losses = Losses(3.0, 2.0, 2.0, 2.04, live_base_network=2.3, candidate_base_network=2.5)
+    ok, reason = gate(losses, margin=0.05)
+    assert not ok
+    assert "its network forgets the base corpus (2.300 -> 2.500 bits/byte alone" in reason
+    ok, _ = gate(replace(losses, candidate_base_network=2.34), margin=0.05)
+    assert ok
+
+
+def test_re_weighting_alone_never_passes_the_gate(live):
+    data = prepare(pirate_chats(40), FAST, BASE)
+    net = inference(live.build())
+    mix, losses = judge_mixed(net, net, (3, 0.2), data, FAST.gate_margin)
+    # The same network may well do better on the chats at another weight than at 0.2,
+    # but the live model is credited with its best admissible weight too.
+    assert losses.candidate_chat == pytest.approx(losses.live_chat)
+    assert not gate(losses, FAST.gate_margin)[0]
+    assert losses.candidate_base_network == pytest.approx(losses.live_base_network)
+    assert mix["ngram_order"] == 3
 
 
 def test_both_failed_conditions_are_named():
