@@ -20,6 +20,7 @@ wrote, so a step costs no search.
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -94,8 +95,17 @@ class CompiledNGram:
             level1 = tables.backoff[0] * uniform
             level1[: tables.n_succ[0]] += tables.share[: tables.n_succ[0]]
         self.level1 = tf.constant(level1[None, :])
-        deeper = tables.n_succ[tables.ctx_offset[1] :] if self.order > 1 else tables.n_succ[:0]
-        self.width = int(deeper.max()) if deeper.size else 0  # most successors of a context
+        # Each row reads, for levels 2..order, the successors of its context at that level
+        # into "slots": as many per level as the level's busiest context has successors
+        # (113 at level 2 of the base 9-gram, 27 at level 9), all levels side by side.
+        bounds = [*tables.ctx_offset[1:], tables.unseen]
+        widths = [int(tables.n_succ[a:b].max(initial=0)) for a, b in itertools.pairwise(bounds)]
+        self.slot_level = tf.constant(np.repeat(np.arange(len(widths)), widths), tf.int32)
+        offsets = np.concatenate([np.arange(w) for w in widths] or [np.zeros(0)])
+        self.slot_offset = tf.constant(offsets, tf.int32)
+        position = np.zeros((offsets.size, len(widths)), dtype=np.float32)  # (slots, levels)
+        position[np.arange(offsets.size), np.repeat(np.arange(len(widths)), widths)] = offsets + 1
+        self.slot_position = tf.constant(position)
         self.ctx_offset = tf.constant(tables.ctx_offset[1:])
         self.succ_offset = tf.constant(tables.succ_offset[1:])
         self.first = tf.constant(tables.first)
@@ -115,23 +125,22 @@ class CompiledNGram:
         ctx = contexts[:, 1:]
         rows = tf.where(ctx >= 0, ctx + self.ctx_offset, self.unseen)  # (B, levels)
         first = tf.gather(self.first, rows)
-        offsets = tf.range(self.width)
-        valid = offsets < tf.gather(self.n_succ, rows)[..., None]  # (B, levels, width)
-        succ = tf.where(valid, first[..., None] + offsets, 0)
+        n_succ = tf.gather(self.n_succ, rows)
+        valid = self.slot_offset < tf.gather(n_succ, self.slot_level, axis=1)  # (B, slots)
+        succ = tf.where(valid, tf.gather(first, self.slot_level, axis=1) + self.slot_offset, 0)
         sym = tf.gather(self.sym, succ)
         share = tf.where(valid, tf.gather(self.share, succ), 0.0)
         # Unrolled recursion: a level without counts passes the one below through
         # (factor 1, no shares), so P = sum_k scale_k * shares_k + scale_1 * P_1 where
         # scale_k is the product of the factors of the levels above k. One scatter of
-        # every level's scaled shares then gives P, with no (B, levels, vocab) tensor.
+        # every slot's scaled share then gives P.
         has = tf.gather(self.has, rows)
         factor = tf.where(has, tf.gather(self.backoff, rows), 1.0)  # (B, levels)
-        share = tf.where(has[..., None], share, 0.0)
         above = tf.math.cumprod(factor, axis=1, exclusive=True, reverse=True)
-        scaled = share * above[..., None]
-        segment = tf.range(batch)[:, None, None] * VOCAB_SIZE + sym  # (B, levels, width)
+        scale = tf.gather(tf.where(has, above, 0.0), self.slot_level, axis=1)  # (B, slots)
+        segment = tf.range(batch)[:, None] * VOCAB_SIZE + sym
         p_top = tf.math.unsorted_segment_sum(
-            tf.reshape(scaled, [-1]), tf.reshape(segment, [-1]), batch * VOCAB_SIZE
+            tf.reshape(share * scale, [-1]), tf.reshape(segment, [-1]), batch * VOCAB_SIZE
         )
         lowest = tf.reduce_prod(factor, axis=1, keepdims=True)  # scale of level 1
         p = tf.reshape(p_top, [batch, VOCAB_SIZE]) + lowest * p
@@ -144,11 +153,15 @@ class CompiledNGram:
             return read[0]
         contexts, first, valid, sym = read
         ctx = contexts[:, 1:]
-        batch = contexts.shape[0]
-        match = valid & tf.equal(sym, tokens[:, None, None])
-        found = tf.reduce_any(match, axis=-1) & (ctx >= 0)
-        child = first + tf.argmax(tf.cast(match, tf.int32), axis=-1, output_type=tf.int32)
-        child = tf.where(found, child - self.succ_offset, -1)
+        batch = ctx.shape[0]
+        # A context's successors have distinct symbols: at most one slot per level matches.
+        match = valid & tf.equal(sym, tokens[:, None])  # (B, slots)
+        # 1 + position among the successors per level (0: none), summed per level by a
+        # small matmul: XLA's scatters are slow on CPU. Positions < 258 are exact in float.
+        at = tf.matmul(tf.cast(match, tf.float32), self.slot_position)  # (B, levels)
+        at = tf.cast(tf.round(at), tf.int32)
+        found = (at > 0) & (ctx >= 0)
+        child = tf.where(found, first + at - 1 - self.succ_offset, -1)
         empty = tf.zeros([batch, 1], tf.int32)  # level 1 reads the empty context
         symbol = tf.where(tokens < PAD, tokens, -1)[:, None]  # level 2: the last symbol
         return tf.concat([empty, symbol, child[:, :-1]], axis=1)[:, : self.order]
