@@ -27,10 +27,13 @@ log = logging.getLogger(__name__)
 
 OWNS_SERVICES = "owns_services"  # bot_data key: close the services at shutdown?
 RATE_LIMIT_RETRIES = 3  # a 429 from Telegram is waited out this many times before giving up
-# PTB holds one of these slots per update from before it waits for its chat's turn, so
-# a flood in one chat must not be able to take them all (PTB's default is 256); the
-# reply service's own queue bounds the work, and an update waiting costs a few KB.
+# PTB holds one of these slots per update from before it waits for its chat's turn
+# (PTB's default is 256). The reply service's own queue bounds the work; an update
+# waiting costs a few KB.
 MAX_CONCURRENT_UPDATES = 4096
+# Beyond this many updates of one chat waiting, the chat's next ones are handled at once,
+# out of order: a flood in one chat must not take every slot and stall the others.
+MAX_WAITING_PER_CHAT = 64
 
 
 class ChatOrderedUpdates(BaseUpdateProcessor):
@@ -41,14 +44,19 @@ class ChatOrderedUpdates(BaseUpdateProcessor):
     the two stored in the wrong order).
     """
 
-    def __init__(self, max_concurrent_updates: int = MAX_CONCURRENT_UPDATES):
+    def __init__(
+        self,
+        max_concurrent_updates: int = MAX_CONCURRENT_UPDATES,
+        max_waiting_per_chat: int = MAX_WAITING_PER_CHAT,
+    ):
         super().__init__(max_concurrent_updates)
+        self.max_waiting_per_chat = max_waiting_per_chat
         self._locks: dict[int, asyncio.Lock] = {}
         self._users: dict[int, int] = {}  # updates holding or waiting for each chat's lock
 
     async def do_process_update(self, update, coroutine) -> None:
         chat = getattr(getattr(update, "effective_chat", None), "id", None)
-        if chat is None:
+        if chat is None or self._users.get(chat, 0) > self.max_waiting_per_chat:
             await coroutine
             return
         # PTB starts one task per update in arrival order, and a free asyncio.Lock is

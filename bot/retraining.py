@@ -236,6 +236,11 @@ def _reload(db: Database, run_id: int) -> TrainingRun:
         return get_run(session, run_id)
 
 
+def _bits(value: float | None) -> str:
+    """A stored loss for people: a run that diverged stores none."""
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def describe_run(run: TrainingRun | None) -> str:
     """What an admin reads about a run: outcome, losses before/after, epochs, time, data."""
     if run is None:
@@ -247,8 +252,9 @@ def describe_run(run: TrainingRun | None) -> str:
     lines = [head + "."]
     if run.live_chat_bits is not None:
         lines.append(
-            f"Held-out chat: {run.live_chat_bits:.3f} → {run.candidate_chat_bits:.3f} bits/byte; "
-            f"base corpus: {run.live_base_bits:.3f} → {run.candidate_base_bits:.3f}."
+            f"Held-out chat: {_bits(run.live_chat_bits)} → {_bits(run.candidate_chat_bits)} "
+            f"bits/byte; base corpus: {_bits(run.live_base_bits)} → "
+            f"{_bits(run.candidate_base_bits)}."
         )
     result = json.loads(run.result_json) if run.result_json else None
     if result:

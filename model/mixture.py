@@ -101,7 +101,7 @@ class CompiledNGram:
         bounds = [*tables.ctx_offset[1:], tables.unseen]
         widths = [int(tables.n_succ[a:b].max(initial=0)) for a, b in itertools.pairwise(bounds)]
         self.slot_level = tf.constant(np.repeat(np.arange(len(widths)), widths), tf.int32)
-        offsets = np.concatenate([np.arange(w) for w in widths] or [np.zeros(0)])
+        offsets = np.concatenate([np.arange(w) for w in widths] or [np.zeros(0, np.int32)])
         self.slot_offset = tf.constant(offsets, tf.int32)
         position = np.zeros((offsets.size, len(widths)), dtype=np.float32)  # (slots, levels)
         position[np.arange(offsets.size), np.repeat(np.arange(len(widths)), widths)] = offsets + 1

@@ -238,53 +238,56 @@ def prepare(
 # -- the gate ---------------------------------------------------------------------------
 
 
+def choose_weight(chat: dict[float, float], base: dict[float, float], base_limit: float) -> float:
+    """The network weight with the lowest chat loss among those whose base-slice loss is
+    within `base_limit` (ties: the higher weight); all of them if none is."""
+    admissible = [w for w in chat if base[w] <= base_limit] or list(chat)
+    return min(admissible, key=lambda w: (chat[w], -w))
+
+
 def judge_mixed(
-    live_net, candidate_net, settings: tuple[int, float], data: RetrainData, margin: float
-) -> tuple[dict, Losses]:
-    """The candidate's mixture entry and the losses of both models as they are served.
+    live_net,
+    candidate_net,
+    settings: tuple[int, float],
+    data: RetrainData,
+    margin: float,
+    live_base_network: float,
+) -> tuple[dict, Losses, float]:
+    """The candidate's mixture entry, the losses the gate compares, the live weight credited.
 
     The candidate gets the network weight that scores best on the held-out chats among
     those that keep the base slice within `margin` of the live model as served (the
     n-gram knows nothing of the chats, so it usually gets less say than before). Since
     that weight is chosen on the chats the gate then judges, the live model is credited
-    the same way: its chat loss is the best of its own admissible weights, so
-    re-weighting alone never passes the gate.
+    the same way: its chat loss is that of its own best such weight (returned third),
+    so re-weighting alone never passes the gate.
     """
     order, live_weight = settings
     ngram = base_ngram(order)
     chat_ngram = masked_probs(ngram, data.heldout)
     base_ngram_p = masked_probs(ngram, data.base_eval)
 
-    def probs(net, encoded):
-        return target_probs(net, encoded, max_len=MAX_PROMPT_BYTES)
+    def by_weight(net, weights) -> tuple[dict[float, float], dict[float, float]]:
+        chat_p = target_probs(net, data.heldout, max_len=MAX_PROMPT_BYTES)
+        base_p = target_probs(net, data.base_eval, max_len=MAX_PROMPT_BYTES)
+        chat = {w: mixture_bits(chat_p, chat_ngram, w) for w in weights}
+        return chat, {w: mixture_bits(base_p, base_ngram_p, w) for w in weights}
 
-    live_chat_p, live_base_p = probs(live_net, data.heldout), probs(live_net, data.base_eval)
-    cand_chat_p, cand_base_p = (
-        probs(candidate_net, data.heldout),
-        probs(candidate_net, data.base_eval),
-    )
-    live_base = mixture_bits(live_base_p, base_ngram_p, live_weight)
-
-    def best_admissible(chat_p, base_p) -> tuple[float, float, float]:
-        scored = [
-            (mixture_bits(chat_p, chat_ngram, w), -w, mixture_bits(base_p, base_ngram_p, w))
-            for w in WEIGHT_GRID
-        ]
-        admissible = [s for s in scored if s[2] <= live_base + margin] or scored
-        chat, neg_weight, base = min(admissible)
-        return -neg_weight, chat, base
-
-    _, live_chat, _ = best_admissible(live_chat_p, live_base_p)
-    weight, candidate_chat, candidate_base = best_admissible(cand_chat_p, cand_base_p)
+    # the live model's own weight need not be on the grid
+    live_chat, live_base = by_weight(live_net, sorted({*WEIGHT_GRID, live_weight}))
+    cand_chat, cand_base = by_weight(candidate_net, WEIGHT_GRID)
+    limit = live_base[live_weight] + margin
+    credited = choose_weight(live_chat, live_base, limit)
+    weight = choose_weight(cand_chat, cand_base, limit)
     losses = Losses(
-        live_chat=live_chat,
-        candidate_chat=candidate_chat,
-        live_base=live_base,
-        candidate_base=candidate_base,
-        live_base_network=bits_per_byte(live_net, data.base_eval),
+        live_chat=live_chat[credited],
+        candidate_chat=cand_chat[weight],
+        live_base=live_base[live_weight],
+        candidate_base=cand_base[weight],
+        live_base_network=live_base_network,
         candidate_base_network=bits_per_byte(candidate_net, data.base_eval),
     )
-    return {"ngram_order": order, "network_weight": weight}, losses
+    return {"ngram_order": order, "network_weight": weight}, losses, credited
 
 
 def gate(losses: Losses, margin: float) -> tuple[bool, str]:
@@ -370,7 +373,7 @@ def retrain(
     fast_candidate = inference(candidate_net)
     settings = mix_settings(live.meta)
     if settings is None:
-        mix = None
+        mix = credited = None
         losses = Losses(
             live_chat=bits_per_byte(live_net, data.heldout),
             candidate_chat=bits_per_byte(fast_candidate, data.heldout),
@@ -378,7 +381,9 @@ def retrain(
             candidate_base=bits_per_byte(fast_candidate, data.base_eval),
         )
     else:
-        mix, losses = judge_mixed(live_net, fast_candidate, settings, data, config.gate_margin)
+        mix, losses, credited = judge_mixed(
+            live_net, fast_candidate, settings, data, config.gate_margin, live_base
+        )
     accepted, reason = gate(losses, config.gate_margin)
     log.info("%s", reason)
 
@@ -398,6 +403,7 @@ def retrain(
     }
     if mix is not None:  # served mixed with the base n-gram, like its parent
         meta[MIX_KEY] = mix
+        meta["live_weight_credited"] = credited  # the live chat loss above is at this weight
     candidate = ModelFile.from_network(candidate_net, live.config, _json_safe(meta))
     candidate_path = save(candidate, run_dir / CANDIDATE_FILE)
     plot_path = plot_losses(history, losses, run_dir / PLOT_FILE, accepted=accepted)
@@ -487,7 +493,9 @@ def plot_losses(
         values = history.get(key, [])
         ax.plot(range(1, len(values) + 1), values, marker="o", label=label)
     mixed = math.isfinite(losses.live_base_network)
-    live = "live model as served (mixed), held-out chats" if mixed else "live model, held-out chats"
+    live = (
+        "live model at its best weight, held-out chats" if mixed else "live model, held-out chats"
+    )
     ax.axhline(losses.live_chat, color="gray", linestyle="--", label=live)
     if mixed:
         ax.axhline(losses.candidate_chat, color="green", linestyle=":", label="candidate as served")

@@ -277,3 +277,26 @@ def test_one_chats_updates_run_in_order_other_chats_meanwhile():
         "group: mention right behind it",
     ]
     assert processor._locks == {} and processor._users == {}  # nothing kept per chat
+
+
+def test_a_flooded_chat_cannot_hold_every_update_slot():
+    from bot.app import ChatOrderedUpdates
+
+    done = []
+
+    async def handle(name, delay):
+        await asyncio.sleep(delay)
+        done.append(name)
+
+    async def main():
+        processor = ChatOrderedUpdates(max_waiting_per_chat=1)  # one running + one waiting
+        chat = SimpleNamespace(effective_chat=SimpleNamespace(id=1))
+        await asyncio.gather(
+            *(
+                asyncio.create_task(processor.process_update(chat, handle(name, delay)))
+                for name, delay in [("first", 0.2), ("second", 0.0), ("third", 0.0)]
+            )
+        )
+
+    asyncio.run(main())
+    assert done == ["third", "first", "second"]  # the third did not queue behind the others

@@ -30,6 +30,7 @@ from model.retrain import (
     RetrainConfig,
     RunResult,
     base_eval_slice,
+    choose_weight,
     chunk_transcripts,
     gate,
     inference,
@@ -194,13 +195,49 @@ def test_a_mixed_network_that_forgets_cannot_hide_behind_the_ngram():
 def test_re_weighting_alone_never_passes_the_gate(live):
     data = prepare(pirate_chats(40), FAST, BASE)
     net = inference(live.build())
-    mix, losses = judge_mixed(net, net, (3, 0.2), data, FAST.gate_margin)
-    # The same network may well do better on the chats at another weight than at 0.2,
-    # but the live model is credited with its best admissible weight too.
+    network_base = bits_per_byte(net, data.base_eval)
+    mix, losses, credited = judge_mixed(net, net, (3, 0.2), data, FAST.gate_margin, network_base)
+    # The same network does better on these chats at another weight than at 0.2 ...
+    served = judge_mixed(net, net, (3, credited), data, 0.0, network_base)[1]
+    assert credited != 0.2 and mix["network_weight"] == credited
+    # ... but the live model is credited with its best admissible weight too.
     assert losses.candidate_chat == pytest.approx(losses.live_chat)
     assert not gate(losses, FAST.gate_margin)[0]
-    assert losses.candidate_base_network == pytest.approx(losses.live_base_network)
+    assert losses.live_base_network == network_base
+    assert losses.candidate_base_network == pytest.approx(network_base)
     assert mix["ngram_order"] == 3
+    assert served.live_chat == pytest.approx(losses.live_chat)
+
+
+def test_the_weight_is_the_best_on_chats_within_the_base_limit():
+    chat = {0.0: 3.0, 0.5: 2.0, 1.0: 1.0}
+    base = {0.0: 1.9, 0.5: 2.0, 1.0: 2.4}
+    assert choose_weight(chat, base, base_limit=2.5) == 1.0
+    assert choose_weight(chat, base, base_limit=2.05) == 0.5  # 1.0 forgets too much
+    assert choose_weight(chat, base, base_limit=1.0) == 1.0  # none within: the chats decide
+    assert choose_weight({0.0: 2.0, 1.0: 2.0}, {0.0: 1.0, 1.0: 1.0}, 9) == 1.0  # ties: network
+
+
+def test_a_diverged_run_is_described_without_crashing():
+    from types import SimpleNamespace
+
+    from bot.retraining import describe_run
+
+    run = SimpleNamespace(
+        id=3,
+        requested_by=None,
+        trigger="schedule",
+        status="rejected",
+        new_version=None,
+        live_chat_bits=2.0,
+        candidate_chat_bits=None,  # NaN losses are stored as NULL
+        live_base_bits=1.9,
+        candidate_base_bits=None,
+        result_json=None,
+        error=None,
+    )
+    text = describe_run(run)
+    assert "Held-out chat: 2.000 → n/a bits/byte; base corpus: 1.900 → n/a." in text
 
 
 def test_both_failed_conditions_are_named():
