@@ -73,6 +73,43 @@ def open_store(settings: Settings) -> ModelStore:
     return store
 
 
+def adopt_shipped_base(settings: Settings) -> int | None:
+    """Publish the configured base model as a new version when the live version is that
+    same network as an older charbot shipped it, without the mixture entry the shipped
+    file now carries (model/mixture.py): an upgraded install then samples as a new one
+    does. The old version stays for /rollback; fine-tuned versions are left alone.
+    Returns the new version, or None when there is nothing to adopt.
+    """
+    import numpy as np
+
+    from model import BASE_MODEL_PATH, load
+    from model.mixture import MIX_KEY
+
+    store = open_store(settings)
+    live, model = store.load_live()
+    if model.meta.get("kind") != "base" or MIX_KEY in model.meta:
+        return None
+    if any(store.info(v).get("replaces") == live for v in store.versions()):
+        return None  # adopted once already, and an admin rolled back to this one
+    base_path = settings.model_path or BASE_MODEL_PATH
+    shipped = load(base_path)
+    same_network = shipped.config == model.config and all(
+        np.array_equal(a, b) for a, b in zip(shipped.weights, model.weights, strict=True)
+    )
+    if MIX_KEY not in shipped.meta or not same_network:
+        return None
+    info = {"kind": "base", "source": str(base_path), "replaces": live}
+    version = store.publish_if_live(live, shipped, info)
+    if version is not None:
+        log.info(
+            "version %d: the shipped base model, which now mixes in the base n-gram "
+            "(version %d is the same network alone; /rollback returns to it)",
+            version,
+            live,
+        )
+    return version
+
+
 def run_lock(settings: Settings) -> RunLock:
     from model.store import RunLock
 

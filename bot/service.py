@@ -192,6 +192,9 @@ def open_services(
     Pass `generator` to reuse one already loaded (tests share one between bot restarts).
     Raises model.ModelFileError when the model file is missing or unusable.
     """
+    from bot.retraining import adopt_shipped_base
+
+    adopt_shipped_base(settings)  # an install from before the base model mixed
     version, path = live_model(settings)
     if generator is None:
         from model import Generator, load

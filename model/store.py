@@ -175,6 +175,16 @@ class ModelStore:
         with self._writing():
             return self._publish(model, info)
 
+    def publish_if_live(
+        self, expected: int, model: ModelFile, info: dict | None = None
+    ) -> int | None:
+        """`publish`, but only while `expected` is still the live version (checked under the
+        write lock); None if another publish or a rollback came first."""
+        with self._writing():
+            if self.live_version() != expected:
+                return None
+            return self._publish(model, info)
+
     def set_live(self, version: int) -> None:
         """Make `version` live (it must load); the version live before can be rolled back to."""
         with self._writing():

@@ -342,3 +342,41 @@ def test_runs_that_ended_while_no_bot_watched_are_reported_once(settings, genera
     assert notes[0][1].startswith(f"Retraining run 1 (asked by {ADMIN}): failed")
     assert STALE_RUN in notes[0][1]
     assert notes[1][1].startswith("Retraining run 2 (cli): rejected")
+
+
+def test_an_install_from_before_the_mixture_adopts_the_mixed_base(settings, tmp_path):
+    from bot.retraining import adopt_shipped_base, open_store
+    from model import ModelConfig, ModelFile, build_network, save
+    from model.mixture import MIX_KEY
+
+    config = ModelConfig(units=16, embed_dim=8)
+    old = ModelFile.from_network(build_network(config), config, {"kind": "base"})
+    save(old, tmp_path / "old.npz")
+    before = dataclasses.replace(settings, model_path=tmp_path / "old.npz")
+    assert open_store(before).live_version() == 1  # an install bootstrapped from the old file
+
+    shipped = ModelFile(
+        config, old.weights, {"kind": "base", MIX_KEY: {"ngram_order": 3, "network_weight": 0.4}}
+    )
+    save(shipped, tmp_path / "new.npz")
+    after = dataclasses.replace(settings, model_path=tmp_path / "new.npz")
+    assert adopt_shipped_base(after) == 2
+    store = open_store(after)
+    assert store.live_version() == 2 and store.load(2).meta[MIX_KEY]["network_weight"] == 0.4
+    assert store.info(2)["replaces"] == 1
+    assert adopt_shipped_base(after) is None  # once
+
+    store.rollback()  # an admin prefers the old one: the next start respects that
+    assert adopt_shipped_base(after) is None and store.live_version() == 1
+
+    # another network, or a fine-tune, is never replaced
+    other = ModelFile(config, [w + 1 for w in old.weights], shipped.meta)
+    save(other, tmp_path / "other.npz")
+    fresh = dataclasses.replace(settings, data_dir=tmp_path / "d2", model_path=tmp_path / "old.npz")
+    open_store(fresh)
+    assert adopt_shipped_base(dataclasses.replace(fresh, model_path=tmp_path / "other.npz")) is None
+    tuned = dataclasses.replace(settings, data_dir=tmp_path / "d3", model_path=tmp_path / "old.npz")
+    store = open_store(tuned)
+    store.publish(ModelFile(config, old.weights, {"kind": "retrain"}), {"kind": "retrain"})
+    assert adopt_shipped_base(dataclasses.replace(tuned, model_path=tmp_path / "new.npz")) is None
+    assert store.live_version() == 2 and MIX_KEY not in store.load(2).meta
