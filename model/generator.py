@@ -168,7 +168,7 @@ class Generator:
         if self._ngram is None:
             contexts = np.zeros((b, self._context_width), dtype=np.int32)
         else:
-            contexts = initial_contexts(self._ngram, [ids[row] for row in range(b)], b)
+            contexts = initial_contexts(self._ngram, ids, b)
         if seed is None:
             seed_pair = self._rng.integers(0, 2**31 - 1, size=2, dtype=np.int32)
         else:

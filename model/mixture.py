@@ -73,8 +73,17 @@ def best_weight(
 ) -> tuple[float, float]:
     """(network weight, bits/byte) that minimise the mixture's bits/byte over `grid`."""
     scores = {w: mixture_bits(network_probs, ngram_probs, w) for w in grid}
-    weight = min(scores, key=lambda w: (scores[w], -w))
+    weight = choose_weight(scores)
     return weight, scores[weight]
+
+
+def choose_weight(
+    bits: dict[float, float], base: dict[float, float] | None = None, base_limit: float = np.inf
+) -> float:
+    """The network weight with the lowest `bits` (ties: the higher weight), among those
+    whose `base` loss is within `base_limit` when given; among all if none is."""
+    admissible = [w for w in bits if base is None or base[w] <= base_limit] or list(bits)
+    return min(admissible, key=lambda w: (bits[w], -w))
 
 
 def mixture_bits(network_probs: np.ndarray, ngram_probs: np.ndarray, weight: float) -> float:

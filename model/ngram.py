@@ -91,10 +91,6 @@ class NGramTables:
     def unseen(self) -> int:
         return self.first.size - 1
 
-    @property
-    def max_successors(self) -> int:
-        return int(self.n_succ.max())
-
 
 class ByteNGram:
     """Interpolated Kneser-Ney model of order n: each symbol given the n-1 before it."""

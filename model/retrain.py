@@ -25,7 +25,15 @@ import numpy as np
 from model.codec import Turn, encode_transcript
 from model.corpus import BASE_SEED, base_split, split_conversations
 from model.generator import MAX_PROMPT_BYTES
-from model.mixture import MIX_KEY, WEIGHT_GRID, base_ngram, masked_probs, mix_settings, mixture_bits
+from model.mixture import (
+    MIX_KEY,
+    WEIGHT_GRID,
+    base_ngram,
+    choose_weight,
+    masked_probs,
+    mix_settings,
+    mixture_bits,
+)
 from model.modelfile import ModelFile, save
 from model.training import (
     LN2,
@@ -236,13 +244,6 @@ def prepare(
 
 
 # -- the gate ---------------------------------------------------------------------------
-
-
-def choose_weight(chat: dict[float, float], base: dict[float, float], base_limit: float) -> float:
-    """The network weight with the lowest chat loss among those whose base-slice loss is
-    within `base_limit` (ties: the higher weight); all of them if none is."""
-    admissible = [w for w in chat if base[w] <= base_limit] or list(chat)
-    return min(admissible, key=lambda w: (chat[w], -w))
 
 
 def judge_mixed(

@@ -234,6 +234,40 @@ def fit(
 # -- evaluation -----------------------------------------------------------------------
 
 
+def _pieces(
+    encoded: Sequence[tuple[np.ndarray, np.ndarray]], max_len: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(x, y) per piece: each conversation read from its start in consecutive pieces of
+    max_len bytes, y the next byte where it is a target and PAD elsewhere. Pieces without
+    a target are left out; conversations stay in order, and so do their pieces."""
+    rows = []
+    for ids, mask in encoded:
+        targets = np.where(mask, ids, PAD)
+        for start in range(0, len(ids) - 1, max_len):
+            y = targets[start + 1 : start + max_len + 1]
+            x = ids[start : start + max_len][: len(y)]
+            if (y != PAD).any():
+                rows.append((x, y))
+    if not rows:
+        raise ValueError("no target bytes to evaluate")
+    return rows
+
+
+def _batches(rows: list[tuple[np.ndarray, np.ndarray]], batch_size: int):
+    """(row indices, x, y) batches of `rows`, shortest first, padded with PAD."""
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))
+    for i in range(0, len(order), batch_size):
+        chunk = order[i : i + batch_size]
+        width = max(len(rows[j][0]) for j in chunk)
+        x = np.full((len(chunk), width), PAD, np.int32)
+        y = np.full((len(chunk), width), PAD, np.int32)
+        for k, j in enumerate(chunk):
+            xr, yr = rows[j]
+            x[k, : len(xr)] = xr
+            y[k, : len(yr)] = yr
+        yield chunk, x, y
+
+
 def bits_per_byte(
     net: keras.Model,
     encoded: Sequence[tuple[np.ndarray, np.ndarray]],
@@ -246,31 +280,12 @@ def bits_per_byte(
     This is how the generator uses the model (fresh state, whole turns as context);
     conversations longer than max_len are read in consecutive pieces.
     """
-    rows = []
-    for ids, mask in encoded:
-        targets = np.where(mask, ids, PAD)
-        for start in range(0, len(ids) - 1, max_len):
-            x = ids[start : start + max_len]
-            y = targets[start + 1 : start + max_len + 1]
-            x = x[: len(y)]
-            if (y != PAD).any():
-                rows.append((x, y))
-    if not rows:
-        raise ValueError("no target bytes to evaluate")
-    rows.sort(key=lambda r: len(r[0]))
     # One traced graph for every batch shape: several times faster than eager calls on CPU.
     spec = tf.TensorSpec([None, None], tf.int32)
     forward = tf.function(lambda x: net(x, training=False), input_signature=[spec])
     total_nats = 0.0
     total = 0
-    for i in range(0, len(rows), batch_size):
-        chunk = rows[i : i + batch_size]
-        width = max(len(x) for x, _ in chunk)
-        x = np.full((len(chunk), width), PAD, np.int32)
-        y = np.full((len(chunk), width), PAD, np.int32)
-        for j, (xr, yr) in enumerate(chunk):
-            x[j, : len(xr)] = xr
-            y[j, : len(yr)] = yr
+    for _, x, y in _batches(_pieces(encoded, max_len), batch_size):
         logits = forward(tf.constant(x))
         n = int((y != PAD).sum())
         total_nats += float(masked_loss(y, logits)) * n
@@ -290,33 +305,19 @@ def target_probs(
     Read as `bits_per_byte` reads, and as the generator samples: PAD is never a
     candidate, so its share is spread over the other symbols.
     """
-    rows = []  # (conversation, start, x, target positions within the piece)
-    for n, (ids, mask) in enumerate(encoded):
-        for start in range(0, len(ids) - 1, max_len):
-            x = ids[start : start + max_len][: len(ids) - 1 - start]
-            where = np.flatnonzero(mask[start + 1 : start + 1 + len(x)])
-            if where.size:
-                rows.append((n, start, x, where))
-    if not rows:
-        raise ValueError("no target bytes to evaluate")
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i][2]))
+    rows = _pieces(encoded, max_len)
     spec = tf.TensorSpec([None, None], tf.int32)
     no_pad = tf.one_hot(PAD, VOCAB_SIZE, on_value=-1e9, off_value=0.0)
     forward = tf.function(  # log space: a confident miss is tiny, never zero
         lambda x: tf.nn.log_softmax(net(x, training=False) + no_pad), input_signature=[spec]
     )
-    pieces: dict[int, np.ndarray] = {}
-    for i in range(0, len(order), batch_size):
-        chunk = [rows[j] for j in order[i : i + batch_size]]
-        width = max(len(r[2]) for r in chunk)
-        x = np.full((len(chunk), width), PAD, np.int32)
-        for j, (_, _, xr, _) in enumerate(chunk):
-            x[j, : len(xr)] = xr
+    pieces: list[np.ndarray] = [np.zeros(0)] * len(rows)
+    for chunk, x, y in _batches(rows, batch_size):
         log_probs = forward(tf.constant(x)).numpy()
-        for j, (n, start, _, where) in enumerate(chunk):
-            ids = encoded[n][0]
-            pieces[order[i + j]] = log_probs[j, where, ids[start + 1 + where]]
-    return np.exp(np.concatenate([pieces[i] for i in range(len(rows))]).astype(np.float64))
+        for k, j in enumerate(chunk):
+            where = np.flatnonzero(y[k] != PAD)
+            pieces[j] = log_probs[k, where, y[k, where]]
+    return np.exp(np.concatenate(pieces).astype(np.float64))
 
 
 def conversation_ids(turns: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -5,7 +5,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from toy_model import TOY_DIALOGS, toy_model, untrained_model
+from toy_model import TOY_DIALOGS, greedy_reference, toy_model, untrained_model
 
 from model import FALLBACK_REPLY, SEP, Generator, ModelFile, encode_turns
 
@@ -13,24 +13,6 @@ from model import FALLBACK_REPLY, SEP, Generator, ModelFile, encode_turns
 @pytest.fixture(scope="module")
 def toy():
     return Generator(toy_model(), batch_buckets=(1, 2, 4, 8), max_reply_bytes=48)
-
-
-def _keras_greedy(model: ModelFile, prompt: list[int], n: int) -> list[int]:
-    """Reference: re-run the Keras network on the growing sequence, take the argmax."""
-    net = model.build()
-    ids = list(prompt)
-    out = []
-    for step in range(n):
-        logits = net(np.array([ids]))[0, -1].numpy()
-        logits[257] = -np.inf  # PAD is never sampled
-        if step == 0:
-            logits[SEP] = -np.inf  # nor an empty reply
-        token = int(np.argmax(logits))
-        if token == SEP:
-            break
-        out.append(token)
-        ids.append(token)
-    return out
 
 
 @pytest.mark.parametrize("layers", [1, 2])
@@ -42,7 +24,7 @@ def test_compiled_loop_matches_the_keras_network(layers):
     prompts = [encode_turns(["hello"]), encode_turns(["你好", "a much longer second turn"])]
     got = gen.generate_ids(prompts, [0.0, 0.0], max_new=12)
     for prompt, row in zip(prompts, got, strict=True):
-        assert row == _keras_greedy(model, prompt, 12)
+        assert row == greedy_reference(model, prompt, 12)
 
 
 def test_toy_model_answers_its_dialogs_greedily(toy):

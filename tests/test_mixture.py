@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from toy_model import untrained_model
+from toy_model import greedy_reference, untrained_model
 
 from model import SEP, Generator, encode_turns
 from model.codec import PAD, encode_transcript
@@ -50,27 +50,6 @@ def test_compiled_ngram_is_the_ngram_step_by_step(corpus, order, prompt, written
         history.append(token)
 
 
-def _reference_greedy(model, ngram, weight, prompt, n):
-    """Keras network and the numpy n-gram, mixed by hand, argmax step by step."""
-    net = model.build()
-    ids = list(prompt)
-    out = []
-    for step in range(n):
-        logits = net(np.array([ids]))[0, -1].numpy().astype(np.float64)
-        logits[PAD] = -np.inf
-        p_net = np.exp(logits - logits.max())
-        p_ngram = np.append(ngram.distribution(ids), 0.0)
-        if step == 0:  # no empty reply
-            p_net[SEP] = p_ngram[SEP] = 0.0
-        p = weight * p_net / p_net.sum() + (1 - weight) * p_ngram / p_ngram.sum()
-        token = int(np.argmax(p))
-        if token == SEP:
-            break
-        out.append(token)
-        ids.append(token)
-    return out
-
-
 @pytest.mark.parametrize("weight", [0.0, 0.4, 1.0])
 def test_the_generator_samples_the_mixture(weight):
     corpus = [encode_turns(["hello", "hi there"]), encode_turns(["how are you?", "fine"])] * 3
@@ -82,7 +61,7 @@ def test_the_generator_samples_the_mixture(weight):
     assert gen.network_weight == weight
     prompts = [encode_turns(["hello"]), encode_turns(["how are you?"]), encode_turns(["你好"])]
     got = gen.generate_ids(prompts, [0.0] * 3, max_new=12)
-    assert got == [_reference_greedy(model, ngram, weight, p, 12) for p in prompts]
+    assert got == [greedy_reference(model, p, 12, ngram, weight) for p in prompts]
     if weight == 0.0:  # the n-gram alone answers what it was taught
         assert bytes(got[0]).startswith(b"hi there")
 

@@ -20,7 +20,7 @@ import pytest
 from toy_model import untrained_model
 
 from model.codec import PAD, SEP
-from model.mixture import MIX_KEY
+from model.mixture import MIX_KEY, choose_weight
 from model.modelfile import ModelFile, load
 from model.retrain import (
     CANDIDATE_FILE,
@@ -30,7 +30,6 @@ from model.retrain import (
     RetrainConfig,
     RunResult,
     base_eval_slice,
-    choose_weight,
     chunk_transcripts,
     gate,
     inference,

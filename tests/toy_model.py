@@ -5,8 +5,9 @@ from __future__ import annotations
 import functools
 
 import keras
+import numpy as np
 
-from model import ModelConfig, ModelFile, build_network
+from model import PAD, SEP, ModelConfig, ModelFile, build_network
 from model.training import TrainConfig, conversation_ids, fit
 
 # Each prompt has one obvious answer; a trained toy model answers greedily with it.
@@ -36,3 +37,28 @@ def toy_model(tmp_root: str = "/tmp/charbot-toy") -> ModelFile:
 def untrained_model(units: int = 32, layers: int = 1) -> ModelFile:
     config = ModelConfig(units=units, embed_dim=16, layers=layers)
     return ModelFile.from_network(build_network(config), config, {"kind": "untrained"})
+
+
+def greedy_reference(model: ModelFile, prompt, n: int, ngram=None, weight: float = 1.0):
+    """What the generator should write greedily: the Keras network re-run on the growing
+    sequence (mixed by hand with `ngram` at network weight `weight`, if given), argmax
+    step by step; never PAD, and no SEP first (a reply is never empty)."""
+    net = model.build()
+    ids = list(prompt)
+    out = []
+    for step in range(n):
+        logits = net(np.array([ids]))[0, -1].numpy().astype(np.float64)
+        logits[PAD] = -np.inf
+        p = np.exp(logits - logits.max())
+        p_ngram = np.zeros_like(p) if ngram is None else np.append(ngram.distribution(ids), 0.0)
+        if step == 0:
+            p[SEP] = p_ngram[SEP] = 0.0
+        p = weight * p / p.sum()
+        if ngram is not None:
+            p += (1 - weight) * p_ngram / p_ngram.sum()
+        token = int(np.argmax(p))
+        if token == SEP:
+            break
+        out.append(token)
+        ids.append(token)
+    return out
