@@ -24,7 +24,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from model import BASE_MODEL_PATH, PAD, Generator, ModelFile, encode_turns, load
+from model import BASE_MODEL_PATH, PAD, ModelFile, encode_turns, load
+from model.generator import Generator
 
 REPLY_BYTES = 200
 PROMPT = ["Hello! How are you doing today?"]

@@ -143,10 +143,10 @@ def service_alone(args, repeats: int = 5) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.path.insert(0, str(ROOT))
     from bot.replies import ReplyService
-    from bot.service import REPLY_BATCH_BUCKETS
-    from model import BASE_MODEL_PATH, Generator, load
+    from model import BASE_MODEL_PATH, load
+    from model.generator import Generator
 
-    generator = Generator(load(args.model or BASE_MODEL_PATH), batch_buckets=REPLY_BATCH_BUCKETS)
+    generator = Generator(load(args.model or BASE_MODEL_PATH))
 
     async def burst(service: ReplyService, users: int) -> tuple[float, int]:
         start = time.monotonic()

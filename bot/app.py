@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from pathlib import Path
 
@@ -19,13 +18,15 @@ from telegram.ext import (
     filters,
 )
 
-from bot import handlers, texts
-from bot.service import Services, open_services
+from bot import commands, handlers
+from bot.retrainer import POINTER_CHECK, Retrainer
+from bot.services import Services, open_services
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
 
 OWNS_SERVICES = "owns_services"  # bot_data key: close the services at shutdown?
+RETRAIN_JOB = "retrain-check"  # JobQueue name of the scheduled retrain check
 RATE_LIMIT_RETRIES = 3  # a 429 from Telegram is waited out this many times before giving up
 # PTB holds one of these slots per update from before it waits for its chat's turn
 # (PTB's default is 256). The reply service's own queue bounds the work; an update
@@ -116,19 +117,21 @@ def build_application(
         )
         app.bot_data[OWNS_SERVICES] = owned
         opened = app.bot_data[handlers.SERVICES]
-        log.info("serving @%s with model %s", app.bot.username, opened.model.describe())
+        await opened.live.start()
+        log.info("serving @%s with model %s", app.bot.username, opened.live.info.describe())
         await register_commands(app.bot, settings.admin_ids)
         await start_retraining(app, settings, opened)
 
     async def post_shutdown(app: Application) -> None:
-        retrainer = app.bot_data.pop(handlers.RETRAINER, None)
-        if retrainer is not None:
-            await retrainer.stop()
         opened = app.bot_data.pop(handlers.SERVICES, None)
-        if opened is not None:
-            await opened.replies.stop()  # replies already asked for are answered first
-            if app.bot_data.pop(OWNS_SERVICES, False):
-                opened.close()
+        if opened is None:
+            return
+        if opened.retrainer is not None:
+            await opened.retrainer.stop()
+            opened.retrainer = None
+        await opened.live.stop()  # replies already asked for are answered first
+        if app.bot_data.pop(OWNS_SERVICES, False):
+            opened.close()
 
     builder = (
         ApplicationBuilder()
@@ -147,13 +150,11 @@ def build_application(
     groups = filters.ChatType.GROUPS
 
     # Commands (also as /temp@botname in groups); never stored as conversation.
-    app.add_handler(CommandHandler(["start", "help"], handlers.start, filters=new_messages))
-    app.add_handler(CommandHandler("temp", handlers.temperature, filters=new_messages))
-    app.add_handler(CommandHandler("learn", handlers.learn, filters=new_messages))
-    app.add_handler(CommandHandler("forget", handlers.forget, filters=new_messages))
-    app.add_handler(CommandHandler("status", handlers.status, filters=new_messages))
-    app.add_handler(CommandHandler("retrain", handlers.retrain, filters=new_messages))
-    app.add_handler(CommandHandler("rollback", handlers.rollback, filters=new_messages))
+    for command in commands.COMMANDS:
+        names = [command.name, *command.aliases]
+        app.add_handler(
+            CommandHandler(names, handlers.command_handler(command), filters=new_messages)
+        )
     unknown = new_messages & private & filters.COMMAND
     app.add_handler(MessageHandler(unknown, handlers.unknown_command))
 
@@ -178,7 +179,6 @@ def build_application(
 
 async def start_retraining(app: Application, settings: Settings, services: Services) -> None:
     """The Retrainer, the scheduled retrain check and the watch on the live-model pointer."""
-    from bot.retraining import POINTER_CHECK, Retrainer
 
     async def notify(admin_id: int | None, text: str, plot: Path | None) -> None:
         for chat_id in [admin_id] if admin_id is not None else sorted(settings.admin_ids):
@@ -189,26 +189,29 @@ async def start_retraining(app: Application, settings: Settings, services: Servi
             except TelegramError as exc:
                 log.warning("could not report the retraining run to %s: %s", chat_id, exc)
 
-    retrainer = await asyncio.to_thread(Retrainer, settings, services, notify)
+    retrainer = Retrainer(settings, services.db, services.live, notify)
     await asyncio.to_thread(retrainer.close_stale_runs)
-    app.bot_data[handlers.RETRAINER] = retrainer
+    services.retrainer = retrainer
 
     async def check(_context) -> None:
         await retrainer.scheduled_check()
 
     async def watch(_context) -> None:
-        with contextlib.suppress(Exception):  # logged by swap_to_live; not retried
-            await retrainer.swap_to_live(retry=False)
-        await retrainer.report_pending()  # runs that ended while no bot was watching
+        await retrainer.watch()
 
     interval = settings.retrain_interval
-    app.job_queue.run_repeating(check, interval=interval, first=interval, name=handlers.RETRAIN_JOB)
+    app.job_queue.run_repeating(check, interval=interval, first=interval, name=RETRAIN_JOB)
     app.job_queue.run_repeating(watch, interval=POINTER_CHECK, first=POINTER_CHECK, name="pointer")
+
+    def next_check():
+        jobs = app.job_queue.get_jobs_by_name(RETRAIN_JOB)
+        return jobs[0].next_t if jobs else None
+
+    services.next_check = next_check
 
 
 def command_menu(*, admin: bool) -> list[BotCommand]:
-    entries = texts.PUBLIC_COMMANDS + (texts.ADMIN_COMMANDS if admin else ())
-    return [BotCommand(name, description) for name, description in entries]
+    return [BotCommand(c.name, c.menu) for c in commands.COMMANDS if admin or not c.admin]
 
 
 async def register_commands(bot: Bot, admin_ids: frozenset[int]) -> None:

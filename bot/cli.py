@@ -1,22 +1,29 @@
 """The `charbot` command: run, chat, status, pretrain, eval, train.
 
-Settings are loaded here, once, and passed down. TensorFlow is imported only by the
-subcommands that need it, so `charbot --help` and configuration errors are instant.
+Settings are loaded here, once, and passed down. This is the one module that imports
+inside functions: each subcommand imports the modules it runs when it runs, because the
+bot, training and evaluation load TensorFlow (seconds) while `charbot --help`,
+configuration errors and `charbot status` need none of it and answer at once.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import os
 import re
 import sys
 import tempfile
+import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 
-from bot.settings import Settings, SettingsError, load_settings
+from bot.datadir import open_database_for, open_store, run_lock
+from bot.model_info import ModelInfo
+from bot.reports import describe_run, result_line, status_lines, status_text
+from bot.settings import SettingsError, load_settings
+from model import ModelFileError
+from model.store import MODEL_FILE, StoreError
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # What TensorFlow's native code prints at import below TF_CPP_MIN_LOG_LEVEL=1 all the same:
@@ -48,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="A Telegram chat bot whose replies are written byte by byte by a small "
         "recurrent network. Configured by environment variables (or a .env file): "
         "TELEGRAM_BOT_TOKEN, CHARBOT_TELEGRAM_BASE_URL, CHARBOT_ADMIN_IDS, CHARBOT_DATA_DIR, "
-        "CHARBOT_DATABASE_URL, CHARBOT_RETRAIN_INTERVAL, CHARBOT_MODEL_PATH.",
+        "CHARBOT_DATABASE_URL, CHARBOT_RETRAIN_INTERVAL, CHARBOT_RETRAIN_MIN_MESSAGES, "
+        "CHARBOT_RETRAIN_EPOCHS, CHARBOT_MODEL_PATH.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = sub.add_parser("run", help="run the bot on Telegram (needs TELEGRAM_BOT_TOKEN)")
@@ -87,22 +95,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = load_settings()
     token = settings.require_token()
     configure_logging(logging.INFO, secrets=[token])
-    import_model()
+    import_tensorflow()
     from telegram.error import InvalidToken, NetworkError
 
     from bot.app import run
-    from model import ModelFileError
 
     try:
         run(settings, max_batch=args.max_batch, rate_limit=args.rate_limit)
-    except ModelFileError as exc:
+    except (ModelFileError, StoreError) as exc:
         raise CommandError(model_hint(exc)) from None
     except InvalidToken:
         raise CommandError(
             "Telegram refused TELEGRAM_BOT_TOKEN (check it with @BotFather)"
         ) from None
     except NetworkError as exc:
-        detail = str(exc).replace(token, "<token>")  # httpx errors may quote the URL
+        detail = redact(str(exc), [token])  # httpx errors may quote the URL
         raise CommandError(f"could not reach the Telegram Bot API: {detail}") from None
     return 0
 
@@ -110,9 +117,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_chat(args: argparse.Namespace) -> int:
     settings = load_settings()
     configure_logging(logging.WARNING)
-    services = open_services_or_fail(settings)
+    import_tensorflow()
+    from bot.services import open_services
     from bot.terminal import chat
 
+    try:
+        services = open_services(settings)
+    except (ModelFileError, StoreError) as exc:
+        raise CommandError(model_hint(exc)) from None
     with contextlib.suppress(AttributeError):  # undecodable input never stops the chat
         sys.stdin.reconfigure(errors="replace")
     try:
@@ -122,25 +134,19 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    """What /status shows, without TensorFlow: the model file is read, not loaded."""
     settings = load_settings()
     configure_logging(logging.WARNING)
-    import_model()
-    from bot.commands import status_text
-    from bot.service import load_model_info, open_database_for
-    from model import ModelFileError
-
     try:
-        model = load_model_info(settings)
-    except ModelFileError as exc:
+        store = open_store(settings)
+        version, model = store.load_live()
+    except (ModelFileError, StoreError) as exc:
         raise CommandError(model_hint(exc)) from None
-    from bot.retraining import open_store, run_lock, status_lines
-
     db = open_database_for(settings)
     try:
-        extra = status_lines(
-            settings, db, open_store(settings), running=run_lock(settings).is_running()
-        )
-        print(status_text(db, model, uptime=None, extra=extra))
+        extra = status_lines(settings, db, store, running=run_lock(settings).is_running())
+        info = ModelInfo.of_version(store, version, model)
+        print(status_text(db, info, uptime=None, extra=extra))
     finally:
         db.dispose()
     return 0
@@ -149,7 +155,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_pretrain(args: argparse.Namespace) -> int:
     settings = load_settings()
     configure_logging(logging.INFO)
-    import_model()
+    import_tensorflow()
     from model.pretrain import pretrain
 
     pretrain(log_dir=settings.data_dir / "runs" / "pretrain")
@@ -159,11 +165,15 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     settings = load_settings()
     configure_logging(logging.INFO)
-    import_model()
-    from bot.service import live_model
+    import_tensorflow()
     from model.evaluate import main_report
 
-    main_report(args.model_path or live_model(settings)[1])
+    if args.model_path:
+        path = args.model_path
+    else:
+        store = open_store(settings)
+        path = store.path(store.load_live()[0]) / MODEL_FILE
+    main_report(path)
     return 0
 
 
@@ -173,9 +183,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     configure_logging(logging.INFO)
     with contextlib.suppress(OSError):
         os.nice(10)  # the bot answering on the same cores comes first
-    import_model()
-    from bot.retraining import AlreadyRunning, describe_run, train_once
-    from bot.service import open_database_for
+    import_tensorflow()
+    from bot.train_job import AlreadyRunning, train_once
 
     db = open_database_for(settings)
     try:
@@ -189,22 +198,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         db.dispose()
     print(describe_run(run))
     if args.json:
-        print(json.dumps({"run_id": run.id, "status": run.status}))
+        print(result_line(run))
     return 0 if run.status != "failed" else 1
 
 
 # -- helpers ----------------------------------------------------------------------------
-
-
-def open_services_or_fail(settings: Settings):
-    import_model()
-    from bot.service import open_services
-    from model import ModelFileError
-
-    try:
-        return open_services(settings)
-    except ModelFileError as exc:
-        raise CommandError(model_hint(exc)) from None
 
 
 def model_hint(exc: Exception) -> str:
@@ -222,28 +220,41 @@ def configure_logging(level: int, secrets: Sequence[str] = ()) -> None:
 
 
 class RedactingFormatter(logging.Formatter):
-    """A formatter that replaces secrets (the bot token) wherever they appear."""
+    """A formatter that replaces secrets (the bot token) wherever they appear (redact)."""
 
     def __init__(self, fmt: str, secrets: Sequence[str] = ()):
         super().__init__(fmt)
         self.secrets = [s for s in secrets if s]
 
     def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        for secret in self.secrets:
-            text = text.replace(secret, "<token>")
+        return redact(super().format(record), self.secrets)
+
+
+def redact(text: str, secrets: Sequence[str]) -> str:
+    """`text` with every form of each secret replaced by "<token>": in any letter case
+    (python-telegram-bot capitalises some error texts, which lower-cases the rest),
+    URL-encoded, and the part after "123456:" alone."""
+    forms = set()
+    for secret in filter(None, secrets):
+        forms |= {secret, urllib.parse.quote(secret, safe="")}
+        _, colon, key = secret.partition(":")
+        if colon and key:
+            forms.add(key)
+    if not forms:
         return text
+    pattern = "|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True))
+    return re.sub(pattern, "<token>", text, flags=re.IGNORECASE)
 
 
-def import_model() -> None:
-    """Import the model package (TensorFlow) without its import-time INFO chatter on stderr."""
+def import_tensorflow() -> None:
+    """Import TensorFlow without its import-time INFO chatter on stderr."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     if os.environ["TF_CPP_MIN_LOG_LEVEL"].strip() in ("", "0"):
-        import model  # the user asked for everything
+        import tensorflow  # the user asked for everything
 
         return
     with filtered_stderr(_is_tensorflow_chatter):
-        import model  # noqa: F401
+        import tensorflow  # noqa: F401
 
 
 def _is_tensorflow_chatter(line: str) -> bool:

@@ -1,23 +1,30 @@
-"""What each command means, for both front ends (Telegram handlers and the terminal).
+"""The command table, and what each command means, for both front ends.
 
-Each function is one unit of work on the database and returns the text to answer with.
-They block (SQL), so the Telegram handlers run them in a worker thread.
+`COMMANDS` is the one list of commands: name, who may run it, its menu entry and /help
+line, and the function that answers it. The Telegram handlers, the command menus, /help
+and the terminal are all built from it, so a command exists everywhere or nowhere.
+
+Each command is `async def (request) -> str`: it runs its database work in a worker
+thread (SQL blocks) and returns the text to answer with.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 from bot import texts
-from bot.service import ModelInfo
+from bot.reports import status_lines, status_text
+from bot.services import Services
+from model.store import StoreError
 from storage import (
     DEFAULT_TEMPERATURE,
     MAX_TEMPERATURE,
     MIN_TEMPERATURE,
     Database,
-    count_messages,
     forget_user,
     get_user,
     set_learning,
@@ -30,15 +37,122 @@ _TEMPERATURE = re.compile(r"(?:[0-9]+(?:[.,][0-9]*)?|[.,][0-9]+)", re.ASCII)
 _SHOWN_MAX = 40  # characters of a rejected value echoed back
 
 
+@dataclass(frozen=True)
+class Request:
+    """A command as a front end received it."""
+
+    services: Services
+    user_id: int
+    args: Sequence[str] = ()
+    admin: bool = False  # the sender is one of the bot's admins
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    menu: str  # its entry in Telegram's command menu
+    line: str  # its line in /help
+    run: Callable[[Request], Awaitable[str]]
+    admin: bool = False  # only the bot's admins may run it
+    personal: bool = False  # about its sender: refused to anonymous senders (one shared id)
+    aliases: tuple[str, ...] = ()
+
+
+async def answer(command: Command, request: Request) -> str:
+    """What `command` answers to `request` (the admin check included)."""
+    if command.admin and not request.admin:
+        return texts.STATUS_REFUSED
+    return await command.run(request)
+
+
+def find(name: str) -> Command | None:
+    """The command called `name` (or an alias of it), None if there is none."""
+    return next((c for c in COMMANDS if name == c.name or name in c.aliases), None)
+
+
 def help_text(*, admin: bool) -> str:
     """What the bot is and every command the user may run."""
     lines = [texts.INTRO, ""]
-    lines += [texts.COMMAND_HELP[name] for name, _ in texts.PUBLIC_COMMANDS]
+    lines += [c.line for c in COMMANDS if not c.admin]
     lines += ["", texts.GROUPS]
     if admin:
         lines += ["", texts.ADMIN_HEADER]
-        lines += [texts.COMMAND_HELP[name] for name, _ in texts.ADMIN_COMMANDS]
+        lines += [c.line for c in COMMANDS if c.admin]
     return "\n".join(lines)
+
+
+# -- the commands ---------------------------------------------------------------------
+
+
+async def show_help(request: Request) -> str:
+    return help_text(admin=request.admin)
+
+
+async def temperature(request: Request) -> str:
+    return await asyncio.to_thread(
+        temperature_command, request.services.db, request.user_id, request.args
+    )
+
+
+async def learn(request: Request) -> str:
+    return await asyncio.to_thread(
+        learn_command, request.services.db, request.user_id, request.args
+    )
+
+
+async def forget(request: Request) -> str:
+    return await asyncio.to_thread(forget_command, request.services.db, request.user_id)
+
+
+async def status(request: Request) -> str:
+    services = request.services
+    retrainer = services.retrainer
+    extra = []
+    if retrainer is not None:
+        extra = await asyncio.to_thread(
+            status_lines,
+            services.settings,
+            services.db,
+            services.live.store,
+            running=retrainer.running(),
+            next_check=services.next_check(),
+        )
+    return await asyncio.to_thread(
+        status_text, services.db, services.live.info, services.uptime(), extra
+    )
+
+
+async def retrain(request: Request) -> str:
+    started = await request.services.retrainer.start("admin", requested_by=request.user_id)
+    return texts.RETRAIN_STARTED if started else texts.RETRAIN_RUNNING
+
+
+async def rollback(request: Request) -> str:
+    live = request.services.live
+    try:
+        swap = await live.rollback()
+    except StoreError as exc:
+        return texts.ROLLBACK_IMPOSSIBLE.format(reason=exc)
+    except Exception:  # the store rolled back, but the version did not load (logged)
+        now_live = await asyncio.to_thread(live.store.live_version)
+        return texts.ROLLBACK_NOT_LOADED.format(live=now_live, served=live.version)
+    old = swap.old if swap else live.version
+    return texts.ROLLED_BACK.format(new=live.version, old=old)
+
+
+# The order is the order of /help and of the menus.
+COMMANDS = (
+    Command("help", texts.HELP_MENU, texts.HELP_LINE, show_help, aliases=("start",)),
+    Command("temp", texts.TEMP_MENU, texts.TEMP_LINE, temperature, personal=True),
+    Command("learn", texts.LEARN_MENU, texts.LEARN_LINE, learn, personal=True),
+    Command("forget", texts.FORGET_MENU, texts.FORGET_LINE, forget, personal=True),
+    Command("status", texts.STATUS_MENU, texts.STATUS_LINE, status, admin=True),
+    Command("retrain", texts.RETRAIN_MENU, texts.RETRAIN_LINE, retrain, admin=True),
+    Command("rollback", texts.ROLLBACK_MENU, texts.ROLLBACK_LINE, rollback, admin=True),
+)
+
+
+# -- the database work behind them ------------------------------------------------------
 
 
 def format_temperature(value: float) -> str:
@@ -96,38 +210,3 @@ def forget_command(db: Database, user_id: int) -> str:
     with db.begin() as session:
         deleted = forget_user(session, user_id)
     return texts.FORGET_DONE.format(messages=texts.plural(deleted, "message"))
-
-
-def status_text(
-    db: Database, model: ModelInfo, uptime: float | None, extra: Sequence[str] = ()
-) -> str:
-    """What /status shows: model version, message counts, uptime (None: not the running bot).
-
-    `extra` lines (retraining: live version, last run, schedule) are added at the end.
-    """
-    with db.read() as session:
-        counts = count_messages(session)
-    running = "not running here (this is `charbot status`)" if uptime is None else _span(uptime)
-    return "\n".join(
-        [
-            f"Model: {model.describe()}",
-            f"Messages: {counts['total']} ({counts['human']} from people, "
-            f"{counts['bot']} from the bot)",
-            f"Users: {counts['users']}, chats: {counts['chats']}",
-            f"Uptime: {running}",
-            *extra,
-        ]
-    )
-
-
-def _span(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    days, hours = divmod(hours, 24)
-    if days:
-        return f"{days} d {hours} h {minutes} min"
-    if hours:
-        return f"{hours} h {minutes} min"
-    if minutes:
-        return f"{minutes} min {secs} s"
-    return f"{secs} s"

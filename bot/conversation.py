@@ -6,15 +6,15 @@ fails); the reply is stored afterwards as a bot turn, in its own short transacti
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from storage import Database, add_message, get_or_create_chat, get_or_create_user
+from model import FALLBACK_REPLY
+from storage import Database, add_message, get_or_create_chat, get_or_create_user, recent_turns
 
 MAX_MESSAGE_UTF16 = 4096  # Telegram's limit on a message's text, in UTF-16 code units
-EMPTY_REPLY = "…"  # sent instead of a reply that is blank after trimming (never expected)
+CONTEXT_TURNS = 8  # the chat's last turns the model reads before answering
 
 
 @dataclass(frozen=True)
@@ -41,18 +41,29 @@ def record_human_turn(db: Database, incoming: Incoming) -> float | None:
 
 
 def record_and_read(
-    db: Database, incoming: Incoming, read_context: Callable[[Session, int], list[str]]
+    db: Database, incoming: Incoming, max_bytes: int
 ) -> tuple[float, list[str]] | None:
     """Store the message and read the chat's context for the reply, in one transaction.
 
-    Returns (the author's reply temperature, `read_context(session, chat_id)`), which
-    sees the new message; None for a redelivered update, as record_human_turn.
+    Returns (the author's reply temperature, the chat's last turns up to `max_bytes`,
+    the new message included); None for a redelivered update, as record_human_turn.
     """
     with db.begin() as session:
         temperature = _store_human_turn(session, incoming)
         if temperature is None:
             return None
-        return temperature, read_context(session, incoming.chat_id)
+        return temperature, _context(session, incoming.chat_id, max_bytes)
+
+
+def read_context(db: Database, chat_id: int, max_bytes: int) -> list[str]:
+    """The chat's last turns, oldest first, up to `max_bytes` of text."""
+    with db.read() as session:
+        return _context(session, chat_id, max_bytes)
+
+
+def _context(session: Session, chat_id: int, max_bytes: int) -> list[str]:
+    turns = recent_turns(session, chat_id, max_turns=CONTEXT_TURNS, max_bytes=max_bytes)
+    return [text for text, _ in turns]
 
 
 def _store_human_turn(session: Session, incoming: Incoming) -> float | None:
@@ -102,4 +113,4 @@ def telegram_text(text: str, limit: int = MAX_MESSAGE_UTF16) -> str:
     if utf16_len(text) > limit:
         units = text.encode("utf-16-le")[: 2 * limit]
         text = units.decode("utf-16-le", errors="ignore").rstrip()  # drops a half pair
-    return text or EMPTY_REPLY
+    return text or FALLBACK_REPLY

@@ -1,7 +1,8 @@
 """Telegram handlers: thin, no SQL and no TensorFlow here.
 
-Each one reads the update, calls the shared command and conversation functions (in a
-worker thread: they block on the database) or the reply engine, and answers.
+Each one reads the update, calls the command table's functions (bot/commands.py) or the
+conversation functions (in a worker thread: they block on the database) and the live
+model, and answers.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from telegram.ext import ContextTypes
 from bot import commands, texts
 from bot.conversation import (
     Incoming,
+    read_context,
     record_and_read,
     record_bot_turn,
     record_human_turn,
@@ -26,13 +28,11 @@ from bot.conversation import (
     user_temperature,
 )
 from bot.replies import Busy
-from bot.service import Services
+from bot.services import Services
 
 log = logging.getLogger(__name__)
 
 SERVICES = "services"  # bot_data key of the Services
-RETRAINER = "retrainer"  # bot_data key of the Retrainer (runs, schedule, swaps)
-RETRAIN_JOB = "retrain-check"  # JobQueue name of the scheduled retrain check
 TYPING_DELAY = 0.5  # seconds; a reply ready sooner is sent without "typing…" first
 TYPING_RENEWAL = 4.0  # seconds; Telegram shows "typing…" for about 5 s per action
 TYPING_GRACE = 2.0  # seconds the reply waits for a typing action still on its way
@@ -46,118 +46,26 @@ def services_of(context: ContextTypes.DEFAULT_TYPE) -> Services:
 # -- commands -------------------------------------------------------------------------
 
 
-async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """Say what the bot is and list every command, when /start or /help is issued."""
-    services = services_of(context)
-    admin = services.settings.is_admin(update.effective_user.id)
-    await update.effective_message.reply_text(commands.help_text(admin=admin))
+def command_handler(command: commands.Command):
+    """The handler that answers `command` (an entry of commands.COMMANDS)."""
 
-
-async def refused_anonymous(update: Update) -> bool:
-    """Refuse a per-user command sent on behalf of a channel or group (anonymous admins).
-
-    Telegram puts one placeholder account in `from` for all such senders, so a setting
-    changed or a /forget done there would hit everybody who posts that way.
-    """
-    if update.effective_message.sender_chat is None:
-        return False
-    await update.effective_message.reply_text(texts.ANONYMOUS)
-    return True
-
-
-async def temperature(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """Show the user's temperature, or set it, when /temp [t] is issued."""
-    if await refused_anonymous(update):
-        return
-    db = services_of(context).db
-    answer = await asyncio.to_thread(
-        commands.temperature_command, db, update.effective_user.id, context.args or []
-    )
-    await update.effective_message.reply_text(answer)
-
-
-async def learn(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """Show or change whether the bot may learn from the user, when /learn [on|off] is issued."""
-    if await refused_anonymous(update):
-        return
-    db = services_of(context).db
-    answer = await asyncio.to_thread(
-        commands.learn_command, db, update.effective_user.id, context.args or []
-    )
-    await update.effective_message.reply_text(answer)
-
-
-async def forget(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """Delete everything stored about the user when /forget is issued."""
-    if await refused_anonymous(update):
-        return
-    db = services_of(context).db
-    answer = await asyncio.to_thread(commands.forget_command, db, update.effective_user.id)
-    await update.effective_message.reply_text(answer)
-
-
-async def status(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """Show the model, message counts and uptime to an admin when /status is issued."""
-    services = services_of(context)
-    if not services.settings.is_admin(update.effective_user.id):
-        await update.effective_message.reply_text(texts.STATUS_REFUSED)
-        return
-    retrainer = context.bot_data.get(RETRAINER)
-    extra = []
-    if retrainer is not None:
-        from bot.retraining import status_lines
-
-        jobs = context.job_queue.get_jobs_by_name(RETRAIN_JOB) if context.job_queue else ()
-        extra = await asyncio.to_thread(
-            status_lines,
-            services.settings,
-            services.db,
-            retrainer.store,
-            running=retrainer.running(),
-            next_check=jobs[0].next_t if jobs else None,
+    async def handle(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        # Telegram puts one placeholder account in `from` for everyone who posts as a
+        # channel or an anonymous admin: a setting changed or a /forget done there would
+        # hit all of them.
+        if command.personal and message.sender_chat is not None:
+            await message.reply_text(texts.ANONYMOUS)
+            return
+        services = services_of(context)
+        user_id = update.effective_user.id
+        request = commands.Request(
+            services, user_id, context.args or [], admin=services.settings.is_admin(user_id)
         )
-    answer = await asyncio.to_thread(
-        commands.status_text, services.db, services.model, services.uptime(), extra
-    )
-    await update.effective_message.reply_text(answer)
+        await message.reply_text(await commands.answer(command, request))
 
-
-async def retrain(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """Start a retraining run when an admin issues /retrain; report when it ends."""
-    services = services_of(context)
-    user = update.effective_user
-    if not services.settings.is_admin(user.id):
-        await update.effective_message.reply_text(texts.STATUS_REFUSED)
-        return
-    started = await context.bot_data[RETRAINER].start("admin", requested_by=user.id)
-    await update.effective_message.reply_text(
-        texts.RETRAIN_STARTED if started else texts.RETRAIN_RUNNING
-    )
-
-
-async def rollback(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """Make the previous model version live when an admin issues /rollback."""
-    from model.store import StoreError
-
-    services = services_of(context)
-    if not services.settings.is_admin(update.effective_user.id):
-        await update.effective_message.reply_text(texts.STATUS_REFUSED)
-        return
-    retrainer = context.bot_data[RETRAINER]
-    try:
-        swap = await retrainer.rollback()
-    except StoreError as exc:
-        await update.effective_message.reply_text(texts.ROLLBACK_IMPOSSIBLE.format(reason=exc))
-        return
-    except Exception:  # the store rolled back, but the version did not load (logged)
-        live = await asyncio.to_thread(retrainer.store.live_version)
-        await update.effective_message.reply_text(
-            texts.ROLLBACK_NOT_LOADED.format(live=live, served=services.model.version)
-        )
-        return
-    version = services.model.version
-    old = swap.old if swap else version
-    await update.effective_message.reply_text(texts.ROLLED_BACK.format(new=version, old=old))
+    handle.__doc__ = f"Answer /{command.name}."
+    return handle
 
 
 async def unknown_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -174,12 +82,14 @@ async def converse(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     message = update.effective_message
     chat, user = update.effective_chat, update.effective_user
     addressed, text = addressed_text(message, context.bot)
-    turns = None  # the chat's context, when read along with storing the message
     if not text:  # only a mention: nothing to store, answer from the chat so far
         if not addressed:
             return
         temperature = await asyncio.to_thread(
             user_temperature, services.db, user.id, user.full_name, (chat.id, chat.type, chat.title)
+        )
+        turns = await asyncio.to_thread(
+            read_context, services.db, chat.id, services.live.max_prompt_bytes
         )
     else:
         incoming = Incoming(
@@ -194,7 +104,7 @@ async def converse(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         )
         if addressed:  # one transaction stores the message and reads the reply's context
             stored = await asyncio.to_thread(
-                record_and_read, services.db, incoming, services.replies.read_context
+                record_and_read, services.db, incoming, services.live.max_prompt_bytes
             )
             temperature, turns = stored if stored is not None else (None, None)
         else:
@@ -208,7 +118,7 @@ async def converse(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     async with typing(context.bot, chat.id):
         failure = texts.REPLY_FAILED
         try:
-            reply = await services.replies.reply(chat.id, temperature, turns)
+            reply = await services.live.reply(turns, temperature)
         except Busy:
             log.warning("too many replies waiting: update %s gets 'busy'", update.update_id)
             reply, failure = None, texts.BUSY

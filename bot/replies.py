@@ -36,6 +36,7 @@ class ReplyModel(Protocol):
     """What the service needs of a generator (model.Generator has it)."""
 
     max_batch: int
+    max_prompt_bytes: int  # bytes of context it reads
 
     def reply(self, contexts: Sequence[Sequence[str]], temperatures: Sequence[float]) -> list: ...
 
@@ -86,9 +87,6 @@ class ReplyService:
         """Serve the next batches with `generator` (batches already running finish as they are)."""
         old, self._generator = self._generator, generator
         return old
-
-    def pending(self) -> int:
-        return self._queue.qsize()
 
     async def start(self) -> None:
         if self._worker is None:

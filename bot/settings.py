@@ -18,12 +18,13 @@ from dotenv import dotenv_values
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
+from storage import sqlite_url
+
 DEFAULT_BASE_URL = "https://api.telegram.org/bot"  # the token is appended to it
 DEFAULT_DATA_DIR = Path("data")
 DEFAULT_RETRAIN_INTERVAL = 6 * 60 * 60  # seconds between scheduled retrain checks
 DEFAULT_RETRAIN_MIN_MESSAGES = 200  # new human messages a scheduled run waits for
 MAX_RETRAIN_INTERVAL = 366 * 24 * 60 * 60  # a year: more overflows the scheduler's timers
-DATABASE_FILE = "charbot.sqlite3"  # the default SQLite file inside the data dir
 
 _TOKEN = re.compile(r"[0-9]+:[A-Za-z0-9_-]+", re.ASCII)  # what @BotFather hands out
 _USER_ID = re.compile(r"[0-9]+", re.ASCII)
@@ -48,8 +49,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         if not self.database_url:
-            default = f"sqlite:///{(Path(self.data_dir) / DATABASE_FILE).resolve()}"
-            object.__setattr__(self, "database_url", default)
+            object.__setattr__(self, "database_url", sqlite_url(Path(self.data_dir)))
 
     def __repr__(self) -> str:
         """Every field but the token, with any database password hidden."""

@@ -1,19 +1,25 @@
 """`charbot chat`: the same bot in the terminal, with no token.
 
-Same storage, same commands (through bot.commands, like the Telegram handlers), one
-local user who counts as an admin, in a chat of type "terminal". Reads lines from
-stdin (a pipe works: one answer per line, exit at end of input).
+Same storage, same command table (bot.commands: every command /help lists, the admins'
+included), the same live model and reply service, one local user who counts as an
+admin, in a chat of type "terminal". Reads lines from stdin (a pipe works: one answer
+per line; at end of input a retraining run still going is waited for, then it exits).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import sys
+import threading
+from pathlib import Path
 from typing import TextIO
 
 from bot import commands, texts
-from bot.conversation import Incoming, record_bot_turn, record_human_turn, telegram_text
-from bot.service import Services
+from bot.conversation import Incoming, record_and_read, record_bot_turn, telegram_text
+from bot.retrainer import Retrainer
+from bot.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -23,42 +29,38 @@ CHAT_TYPE = "terminal"
 PROMPT = "you> "
 ANSWER = "bot> "
 WELCOME = "charbot in the terminal: write a message, /help lists the commands, Ctrl-D leaves."
+WAITING = "(waiting for the retraining run to end; Ctrl-C stops it)"
 
 
-def respond(services: Services, line: str) -> str | None:
+async def respond(services: Services, line: str) -> str | None:
     """The bot's answer to one line: a command's result or a generated reply (None: blank)."""
     line = line.strip()
     if not line:
         return None
     if line.startswith("/"):
-        return run_command(services, line)
+        return await run_command(services, line)
     incoming = Incoming(LOCAL_CHAT_ID, CHAT_TYPE, LOCAL_USER_ID, line, user_name="terminal")
-    temperature = record_human_turn(services.db, incoming)
+    temperature, turns = await asyncio.to_thread(
+        record_and_read, services.db, incoming, services.live.max_prompt_bytes
+    )
     try:
-        reply = services.replies.reply_sync(LOCAL_CHAT_ID, temperature)
+        reply = await services.live.reply(turns, temperature)
     except Exception:
         log.exception("generating a reply failed")
         return texts.REPLY_FAILED
     answer = telegram_text(reply.text)
-    record_bot_turn(services.db, LOCAL_CHAT_ID, answer)
+    await asyncio.to_thread(record_bot_turn, services.db, LOCAL_CHAT_ID, answer)
     return answer
 
 
-def run_command(services: Services, line: str) -> str:
+async def run_command(services: Services, line: str) -> str:
     name, *args = line.split()
     name = name[1:].split("@", 1)[0].lower()  # "/Temp@charbot" -> "temp"
-    db = services.db
-    if name in ("start", "help"):
-        return commands.help_text(admin=True)
-    if name == "temp":
-        return commands.temperature_command(db, LOCAL_USER_ID, args)
-    if name == "learn":
-        return commands.learn_command(db, LOCAL_USER_ID, args)
-    if name == "forget":
-        return commands.forget_command(db, LOCAL_USER_ID)
-    if name == "status":
-        return commands.status_text(db, services.model, services.uptime())
-    return texts.UNKNOWN_COMMAND
+    command = commands.find(name)
+    if command is None:
+        return texts.UNKNOWN_COMMAND
+    request = commands.Request(services, LOCAL_USER_ID, args, admin=True)
+    return await commands.answer(command, request)
 
 
 def format_answer(answer: str) -> str:
@@ -70,24 +72,71 @@ def chat(services: Services, stdin: TextIO | None = None, stdout: TextIO | None 
     """Answer every line of `stdin` until end of input or Ctrl-C; returns the exit status."""
     stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout
-    interactive = stdin.isatty() and stdout.isatty()
-    if interactive:
-        print(WELCOME, file=stdout)
     try:
-        while True:
-            if interactive:
-                try:
-                    line = input(PROMPT)  # line editing and history when readline is there
-                except EOFError:
-                    print(file=stdout)
-                    break
-            else:
-                line = stdin.readline()
-                if not line:
-                    break
-            answer = respond(services, line)
-            if answer is not None:
-                print(format_answer(answer), file=stdout, flush=True)
+        asyncio.run(_chat(services, stdin, stdout))
     except KeyboardInterrupt:
         print(file=stdout)
     return 0
+
+
+async def _chat(services: Services, stdin: TextIO, stdout: TextIO) -> None:
+    interactive = stdin.isatty() and stdout.isatty()
+    if interactive:
+        print(WELCOME, file=stdout)
+
+    async def notify(_admin: int | None, text: str, plot: Path | None) -> None:
+        if plot is not None:
+            text += f"\n(loss plot: {plot})"
+        print(format_answer(text), file=stdout, flush=True)
+
+    services.retrainer = Retrainer(services.settings, services.db, services.live, notify)
+    await services.live.start()
+    answered = threading.Event()  # the next prompt waits for the answer to the last line
+    lines = _lines(stdin, stdout, interactive, answered)
+    try:
+        while (line := await lines.get()) is not None:
+            answer = await respond(services, line)
+            if answer is not None:
+                print(format_answer(answer), file=stdout, flush=True)
+            answered.set()
+        if services.retrainer.running():
+            print(WAITING, file=stdout, flush=True)
+            await services.retrainer.wait()
+    finally:
+        await services.retrainer.stop()
+        await services.live.stop()
+
+
+def _lines(
+    stdin: TextIO, stdout: TextIO, interactive: bool, answered: threading.Event
+) -> asyncio.Queue[str | None]:
+    """Lines of `stdin`, each read once the last one is `answered`, then None. A daemon
+    thread reads them, so a pending read never keeps the process from exiting (Ctrl-C)."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[str | None] = asyncio.Queue()
+
+    def put(line: str | None) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed: the chat has ended
+            loop.call_soon_threadsafe(queue.put_nowait, line)
+
+    def read() -> None:
+        try:
+            while True:
+                if interactive:
+                    try:
+                        line = input(PROMPT)  # line editing and history with readline
+                    except EOFError:
+                        print(file=stdout)
+                        break
+                else:
+                    line = stdin.readline()
+                    if not line:
+                        break
+                put(line)
+                answered.wait()
+                answered.clear()
+        finally:
+            put(None)
+
+    threading.Thread(target=read, name="terminal-input", daemon=True).start()
+    return queue

@@ -2,37 +2,30 @@
 
 from __future__ import annotations
 
-# (command, menu description): the order is the order of /help and of the menu.
-PUBLIC_COMMANDS = (
-    ("help", "What this bot is and every command"),
-    ("temp", "Show or set how adventurous replies are (0–2)"),
-    ("learn", "Allow or stop learning from your messages (on/off)"),
-    ("forget", "Delete everything stored about you"),
-)
-ADMIN_COMMANDS = (
-    ("status", "Model version, message counts, uptime, retraining"),
-    ("retrain", "Retrain the model on the stored conversations now"),
-    ("rollback", "Make the previous model version live again"),
-)
-
 INTRO = (
     "I'm charbot. Every reply I write is made up byte by byte by a small recurrent "
     "neural network, and I keep learning from the people who talk to me, so expect odd "
     "answers. Just write to me."
 )
 
-COMMAND_HELP = {
-    "help": "/help — this message (/start shows it too)",
-    "temp": (
-        "/temp — show your reply temperature; /temp 0.6 sets it: 0 = always the likeliest "
-        "letter, 2 = wild (kept across chats)"
-    ),
-    "learn": "/learn on | /learn off — whether I may learn from your messages",
-    "forget": "/forget — delete everything I stored about you (messages and settings)",
-    "status": "/status — model version, message counts, uptime, retraining",
-    "retrain": "/retrain — retrain on the stored conversations now; I report the outcome",
-    "rollback": "/rollback — make the previous model version live again",
-}
+# Each command's menu entry and /help line (the table is bot.commands.COMMANDS).
+HELP_MENU = "What this bot is and every command"
+HELP_LINE = "/help — this message (/start shows it too)"
+TEMP_MENU = "Show or set how adventurous replies are (0–2)"
+TEMP_LINE = (
+    "/temp — show your reply temperature; /temp 0.6 sets it: 0 = always the likeliest "
+    "letter, 2 = wild (kept across chats)"
+)
+LEARN_MENU = "Allow or stop learning from your messages (on/off)"
+LEARN_LINE = "/learn on | /learn off — whether I may learn from your messages"
+FORGET_MENU = "Delete everything stored about you"
+FORGET_LINE = "/forget — delete everything I stored about you (messages and settings)"
+STATUS_MENU = "Model version, message counts, uptime, retraining"
+STATUS_LINE = "/status — model version, message counts, uptime, retraining"
+RETRAIN_MENU = "Retrain the model on the stored conversations now"
+RETRAIN_LINE = "/retrain — retrain on the stored conversations now; I report the outcome"
+ROLLBACK_MENU = "Make the previous model version live again"
+ROLLBACK_LINE = "/rollback — make the previous model version live again"
 
 GROUPS = "In groups I answer when you mention me or reply to one of my messages."
 ADMIN_HEADER = "For admins:"

@@ -1,38 +1,51 @@
 """Everything TensorFlow: the byte codec, the network, the generator, training, model files.
 
-No Telegram and no SQL here; `bot/` passes text in and gets text back.
+No Telegram and no SQL here; `bot/` passes text in and gets text back. This package
+and its light modules (codec, modelfile, store, run_result) import without
+TensorFlow; the network, the generator, scoring and training import it:
+
+    from model.generator import Generator     # TensorFlow
+    from model.store import ModelStore        # NumPy only
 """
 
-from model.codec import PAD, SEP, VOCAB_SIZE, Turn, decode, encode_prompt, encode_turns
-from model.generator import FALLBACK_REPLY, MAX_TEMPERATURE, Generator, Reply
-from model.modelfile import ModelFile, ModelFileError, load, save
-from model.network import ModelConfig, build_network
-from model.pretrain import BASE_MODEL_PATH
-
-
-def load_generator(path=None, **kwargs) -> Generator:
-    """A warmed-up Generator for the model file at `path` (the shipped base model by default)."""
-    return Generator(load(path or BASE_MODEL_PATH), **kwargs)
-
+from model.codec import (
+    FALLBACK_REPLY,
+    MAX_PROMPT_BYTES,
+    PAD,
+    SEP,
+    VOCAB_SIZE,
+    Encoded,
+    Turn,
+    decode,
+    encode_prompt,
+    encode_turns,
+)
+from model.modelfile import (
+    BASE_MODEL_PATH,
+    MIX_KEY,
+    ModelConfig,
+    ModelFile,
+    ModelFileError,
+    load,
+    save,
+)
 
 __all__ = [
     "BASE_MODEL_PATH",
     "FALLBACK_REPLY",
-    "MAX_TEMPERATURE",
+    "MAX_PROMPT_BYTES",
+    "MIX_KEY",
     "PAD",
     "SEP",
     "VOCAB_SIZE",
-    "Generator",
+    "Encoded",
     "ModelConfig",
     "ModelFile",
     "ModelFileError",
-    "Reply",
     "Turn",
-    "build_network",
     "decode",
     "encode_prompt",
     "encode_turns",
     "load",
-    "load_generator",
     "save",
 ]

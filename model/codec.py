@@ -14,8 +14,11 @@ import numpy as np
 SEP = 256  # end of a turn (and start of a conversation)
 PAD = 257  # filler in batches; never a training target, never sampled
 VOCAB_SIZE = 258
+MAX_PROMPT_BYTES = 512  # context the model reads before a reply: the chat's last turns
+FALLBACK_REPLY = "…"  # said instead of a reply with nothing printable in it
 
 Turn = tuple[str, bool]  # (text, written by a human); bot turns are context, never targets
+Encoded = tuple[np.ndarray, np.ndarray]  # (ids, target mask) of one conversation
 
 
 def encode_text(text: str) -> list[int]:
@@ -52,7 +55,7 @@ def encode_prompt(turns: Sequence[str], max_bytes: int) -> list[int]:
     return tail
 
 
-def encode_transcript(turns: Sequence[Turn]) -> tuple[np.ndarray, np.ndarray]:
+def encode_transcript(turns: Sequence[Turn]) -> Encoded:
     """(ids, target mask) for one conversation.
 
     ids = SEP t1 SEP t2 SEP ...; mask[i] says whether ids[i] is a training target,

@@ -7,16 +7,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from model.codec import encode_turns
 from model.corpus import base_split
-from model.generator import MAX_PROMPT_BYTES, Generator
-from model.mixture import fit_mix, mix_settings
-from model.modelfile import ModelFile, load
+from model.generator import Generator
+from model.modelfile import BASE_MODEL_PATH, ModelFile, load
+from model.network import network_of
 from model.ngram import best_ngram
-from model.pretrain import BASE_MODEL_PATH
-from model.training import conversation_ids, target_probs
+from model.scoring import fit_mix, target_scores
+from model.training import conversation_ids
 
 NGRAM_ORDERS = range(3, 10)
 PROMPTS = [
@@ -57,18 +55,17 @@ def evaluate(model: ModelFile, *, samples: bool = True, seed: int = 0) -> EvalRe
     """Score `model` and the n-gram baseline on the base corpus' held-out conversations."""
     start = time.monotonic()
     train, heldout = base_split()
-    net = model.build()
+    net = network_of(model)
     order, ngram_bits, all_orders = best_ngram(
         [encode_turns(c) for c in train], [encode_turns(c) for c in heldout], NGRAM_ORDERS
     )
-    mix = mix_settings(model.meta)
-    if mix is None:
-        p = target_probs(net, [conversation_ids(c) for c in heldout], max_len=MAX_PROMPT_BYTES)
-        bits = float(-np.log2(p).mean())
+    encoded = [conversation_ids(c) for c in heldout]
+    if model.mix is None:
+        bits = target_scores(net, encoded).bits()
         report = EvalReport(bits, order, ngram_bits, all_orders, network_bits=bits)
     else:
-        mix_order, weight = mix
-        fitted = fit_mix(net, [conversation_ids(c) for c in heldout], mix_order)
+        mix_order, weight = model.mix
+        fitted = fit_mix(net, encoded, mix_order)
         report = EvalReport(
             fitted.at(weight),
             order,

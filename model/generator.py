@@ -23,18 +23,14 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from model.codec import PAD, SEP, decode, encode_prompt
-from model.mixture import CompiledNGram, base_ngram, initial_contexts, mix_settings
-from model.modelfile import ModelFile
-from model.network import weight_names
+from model.codec import FALLBACK_REPLY, MAX_PROMPT_BYTES, PAD, SEP, decode, encode_prompt
+from model.mixture import CompiledNGram, base_ngram, initial_contexts
+from model.modelfile import ModelFile, weight_names
 from model.ngram import ByteNGram
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32)  # compiled batch sizes; a request is padded up
-MAX_PROMPT_BYTES = 512  # context the model sees: the last turns of the chat
 MAX_REPLY_BYTES = 300  # cap on one reply: 99% of corpus turns are shorter (259 bytes);
 # a batch runs as long as its longest row, so a runaway loop must not run for long
-FALLBACK_REPLY = "…"  # said when sampling keeps giving nothing printable
-MAX_TEMPERATURE = 2.0
 
 
 @dataclass(frozen=True)
@@ -113,7 +109,7 @@ class Generator:
             raise ValueError("one temperature per context")
         prompts = [encode_prompt(turns, self.max_prompt_bytes) for turns in contexts]
         cap = self.max_reply_bytes if max_bytes is None else min(max_bytes, self.max_reply_bytes)
-        temps = [clamp_temperature(t) for t in temperatures]
+        temps = [checked_temperature(t) for t in temperatures]
         rows = self.generate_ids(prompts, temps, max_new=cap, seed=seed)
         texts = [printable(decode(r)) for r in rows]
         replies = [Reply(t) if t else None for t in texts]
@@ -212,7 +208,7 @@ class Generator:
         self._out_bias = tf.constant(w["logits/bias"], tf.float32)
 
     def _load_ngram(self, model: ModelFile, ngram: ByteNGram | None) -> None:
-        mix = mix_settings(model.meta)
+        mix = model.mix
         self._ngram = self._compiled_ngram = None
         self.network_weight = 1.0
         self._context_width = 1
@@ -312,10 +308,11 @@ def printable(text: str) -> str:
     return "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch) != "Cc").strip()
 
 
-def clamp_temperature(t: float) -> float:
+def checked_temperature(t: float) -> float:
+    """`t` if it is a temperature (finite, >= 0); the caller chooses the upper bound."""
     if not np.isfinite(t) or t < 0:
-        raise ValueError(f"temperature must be a number from 0 to {MAX_TEMPERATURE}, got {t}")
-    return float(min(t, MAX_TEMPERATURE))
+        raise ValueError(f"temperature must be a finite number >= 0, got {t}")
+    return float(t)
 
 
 @functools.lru_cache(maxsize=2)

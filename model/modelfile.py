@@ -1,13 +1,17 @@
 """One self-describing file per model: the config that built it, its weights, metadata.
 
 The file is a NumPy `.npz` archive (no pickle): `config` (JSON of ModelConfig), `meta`
-(free JSON: losses, provenance) and one array per weight named as in
-`network.weight_names`. Loading checks every shape against the config and says in
-one sentence what does not fit, instead of surfacing Keras internals.
+(free JSON: losses, provenance, the mixture entry) and one array per weight named as in
+`weight_names`. Loading checks every shape against the config and says in one sentence
+what does not fit, instead of surfacing Keras internals.
+
+Only NumPy here, no TensorFlow: the model store, `charbot status` and the bot's reports
+read model files without loading the network (model.network builds it).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import zipfile
@@ -17,31 +21,80 @@ from pathlib import Path
 import numpy as np
 
 from model.codec import VOCAB_SIZE
-from model.mixture import mix_settings
-from model.network import ModelConfig, build_network, weight_names
 
 FORMAT = "charbot-model/1"
+BASE_MODEL_PATH = Path(__file__).with_name("base") / "base.npz"  # shipped; `charbot pretrain`
+# The meta entry that mixes the network with the base corpus' byte n-gram (model.mixture):
+# {"ngram_order": n, "network_weight": a}. Without it a model is the network alone.
+MIX_KEY = "mix"
+MAX_MIX_ORDER = 12
 
 
 class ModelFileError(ValueError):
     """A model file that cannot be used: unreadable, foreign, or of another shape."""
 
 
+@dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int = VOCAB_SIZE  # bytes + SEP + PAD; fixed, so fine-tunes never change shapes
+    embed_dim: int = 64  # bytes carry little meaning alone; the GRU does the work
+    units: int = 512  # GRU width: the main quality/speed lever
+    layers: int = 1  # stacked GRUs
+    dropout: float = 0.0  # on GRU outputs while training only
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelConfig:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        data = json.loads(text)
+        unknown = set(data) - fields
+        if unknown:
+            raise ValueError(f"unknown model config fields: {sorted(unknown)}")
+        return cls(**data)
+
+
+def weight_names(config: ModelConfig) -> list[str]:
+    """Stable names of the network's weights, in Keras' `model.get_weights()` order."""
+    names = ["embedding/embeddings"]
+    for i in range(config.layers):
+        names += [f"gru_{i}/kernel", f"gru_{i}/recurrent_kernel", f"gru_{i}/bias"]
+    return [*names, "logits/kernel", "logits/bias"]
+
+
 @dataclass
 class ModelFile:
     config: ModelConfig
-    weights: list[np.ndarray]  # in network.weight_names(config) order
+    weights: list[np.ndarray]  # in weight_names(config) order
     meta: dict = field(default_factory=dict)
-
-    def build(self):
-        """A Keras model with these weights."""
-        net = build_network(self.config)
-        net.set_weights(self.weights)
-        return net
 
     @classmethod
     def from_network(cls, net, config: ModelConfig, meta: dict | None = None) -> ModelFile:
+        """The weights of a Keras network (anything with `get_weights()`)."""
         return cls(config, [np.asarray(w) for w in net.get_weights()], dict(meta or {}))
+
+    @property
+    def mix(self) -> tuple[int, float] | None:
+        """(n-gram order, network weight) of the mixture it is served as; None: network alone."""
+        return mix_settings(self.meta)
+
+
+def mix_settings(meta: dict) -> tuple[int, float] | None:
+    """(n-gram order, network weight) from a model file's meta, None if it does not mix."""
+    mix = meta.get(MIX_KEY)
+    if not mix:
+        return None
+    try:
+        order, weight = int(mix["ngram_order"]), float(mix["network_weight"])
+    except (KeyError, TypeError, ValueError):
+        order, weight = 0, -1.0
+    if not 1 <= order <= MAX_MIX_ORDER or not 0.0 <= weight <= 1.0:
+        raise ValueError(
+            f"bad mixture settings in the model file: {mix!r} (needs ngram_order "
+            f"1..{MAX_MIX_ORDER} and network_weight 0..1)"
+        )
+    return order, weight
 
 
 def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:

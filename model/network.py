@@ -2,34 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
-from dataclasses import dataclass
-
 import keras
 
-from model.codec import VOCAB_SIZE
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    vocab_size: int = VOCAB_SIZE  # bytes + SEP + PAD; fixed, so fine-tunes never change shapes
-    embed_dim: int = 64  # bytes carry little meaning alone; the GRU does the work
-    units: int = 512  # GRU width: the main quality/speed lever
-    layers: int = 1  # stacked GRUs
-    dropout: float = 0.0  # on GRU outputs while training only
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> ModelConfig:
-        fields = {f.name for f in dataclasses.fields(cls)}
-        data = json.loads(text)
-        unknown = set(data) - fields
-        if unknown:
-            raise ValueError(f"unknown model config fields: {sorted(unknown)}")
-        return cls(**data)
+from model.modelfile import ModelConfig, ModelFile
 
 
 def build_network(config: ModelConfig) -> keras.Model:
@@ -45,9 +20,8 @@ def build_network(config: ModelConfig) -> keras.Model:
     return keras.Model(ids, logits, name="charbot")
 
 
-def weight_names(config: ModelConfig) -> list[str]:
-    """Stable names of the network's weights, in `model.get_weights()` order."""
-    names = ["embedding/embeddings"]
-    for i in range(config.layers):
-        names += [f"gru_{i}/kernel", f"gru_{i}/recurrent_kernel", f"gru_{i}/bias"]
-    return [*names, "logits/kernel", "logits/bias"]
+def network_of(model: ModelFile) -> keras.Model:
+    """The Keras network of a model file, with its weights."""
+    net = build_network(model.config)
+    net.set_weights(model.weights)
+    return net

@@ -8,12 +8,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from model.corpus import BASE_SEED, base_split
-from model.mixture import MIX_KEY, fit_mix
-from model.modelfile import ModelFile, save
-from model.network import ModelConfig, build_network
-from model.training import TrainConfig, bits_per_byte, conversation_ids, fit
-
-BASE_MODEL_PATH = Path(__file__).with_name("base") / "base.npz"
+from model.mixture import MIX_ORDER
+from model.modelfile import BASE_MODEL_PATH, MIX_KEY, ModelConfig, ModelFile, save
+from model.network import build_network
+from model.scoring import fit_mix
+from model.training import LN2, TrainConfig, conversation_ids, fit
 
 BASE_CONFIG = ModelConfig(
     embed_dim=64,
@@ -54,19 +53,19 @@ def pretrain(
     )
 
     def on_epoch(epoch: int, logs: dict) -> None:
-        bits = logs.get("val_loss", float("nan")) / 0.6931471805599453
+        bits = logs.get("val_loss", float("nan")) / LN2
         report(f"epoch {epoch}: held-out {bits:.3f} bits/byte (windows)")
 
     net = build_network(config)
     result = fit(
         net, train_ids, heldout_ids, train_config, log_dir, verbose=verbose, on_epoch=on_epoch
     )
-    heldout_bits = bits_per_byte(net, heldout_ids)
+    mix = fit_mix(net, heldout_ids, MIX_ORDER)
+    heldout_bits = mix.network_bits
     report(
         f"done: {result.epochs} epochs in {result.seconds:.0f} s, best epoch {result.best_epoch}, "
         f"held-out {heldout_bits:.3f} bits/byte"
     )
-    mix = fit_mix(net, heldout_ids)
     report(
         f"mixed with the base {mix.ngram_order}-gram at network weight {mix.network_weight}: "
         f"held-out {mix.mixture_bits:.3f} bits/byte (n-gram alone {mix.ngram_bits:.3f})"

@@ -1,4 +1,4 @@
-"""The model store: numbered versions on disk, one of them live, and the retraining run lock.
+"""The model store: numbered versions on disk, one of them live.
 
     <root>/v0001/model.npz, info.json   one folder per published version, never changed
     <root>/LIVE                         {"live": 3, "history": [1, 2], "last": 3}
@@ -29,11 +29,11 @@ import os
 import re
 import secrets
 import shutil
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from model.atomic import TMP_PREFIX, fsync_dir, write_atomically
 from model.modelfile import ModelFile, ModelFileError, load, save
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,6 @@ MODEL_FILE = "model.npz"
 INFO_FILE = "info.json"
 POINTER_FILE = "LIVE"
 STORE_LOCK_FILE = ".lock"
-TMP_PREFIX = ".tmp-"  # anything named so is unfinished work of a writer that died
 HISTORY_LIMIT = 100  # live versions remembered for rollback
 VERSION_NAME = re.compile(r"^v(\d{4,})$")
 
@@ -56,30 +55,6 @@ class Pointer:
     live: int | None = None
     history: list[int] = field(default_factory=list)  # earlier live versions, oldest first
     last: int = 0  # highest version number ever given out: numbers are never reused
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename or unlink inside `path` durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Replace `path` with `data`: readers see the old or the new content, never a mix."""
-    tmp = path.with_name(f"{TMP_PREFIX}{path.name}-{secrets.token_hex(4)}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
 
 
 def version_name(version: int) -> str:
@@ -352,89 +327,3 @@ class ModelStore:
     def _check_loadable(self, version: int) -> None:
         self.load(version)
         self.info(version)
-
-
-LOCK_ATTEMPTS = 5  # RunLock.acquire tries this often before it says a run is going
-LOCK_RETRY_SECONDS = 0.05
-
-
-class RunLock:
-    """One retraining run at a time, across processes: an exclusive `flock` on `path`.
-
-    The operating system drops the lock when its holder exits in any way, kill -9
-    included, so a crashed run never leaves it stuck. The file holds the holder's
-    pid and start time for status reports; it is never deleted.
-    """
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        self._file = None
-
-    def acquire(self) -> bool:
-        """Take the lock without waiting; False if another run holds it."""
-        if self._file is not None:
-            raise RuntimeError(f"{self.path}: this RunLock is held already")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        f = open(self.path, "a+")  # noqa: SIM115 (kept open while held)
-        for attempt in range(LOCK_ATTEMPTS):
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                # A holder, or only is_running()'s brief shared probe: look again shortly.
-                if attempt == LOCK_ATTEMPTS - 1:
-                    f.close()
-                    return False
-                time.sleep(LOCK_RETRY_SECONDS)
-        f.seek(0)
-        f.truncate()
-        now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        f.write(json.dumps({"pid": os.getpid(), "since": now}) + "\n")
-        f.flush()
-        self._file = f
-        return True
-
-    def release(self) -> None:
-        if self._file is not None:
-            fcntl.flock(self._file, fcntl.LOCK_UN)
-            self._file.close()
-            self._file = None
-
-    @property
-    def held(self) -> bool:
-        """Whether this object holds the lock."""
-        return self._file is not None
-
-    def is_running(self) -> bool:
-        """Whether a run (in this or any other process) holds the lock now."""
-        if self._file is not None:
-            return True
-        try:
-            f = open(self.path)  # noqa: SIM115
-        except FileNotFoundError:
-            return False
-        with f:
-            try:
-                # A shared probe: it fails only while some run holds the lock exclusively.
-                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-            fcntl.flock(f, fcntl.LOCK_UN)
-            return False
-
-    def holder(self) -> dict | None:
-        """{"pid": ..., "since": ...} of the run holding the lock, or None when none runs."""
-        if not self.is_running():
-            return None
-        try:
-            return json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
-
-    def __enter__(self) -> RunLock:
-        if not self.acquire():
-            raise StoreError(f"{self.path}: another retraining run is going")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()

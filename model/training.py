@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from model.codec import PAD, SEP, VOCAB_SIZE, Turn, encode_transcript
+from model.codec import PAD, Encoded, Turn, encode_transcript
 
 LN2 = math.log(2.0)
 CHECKPOINT_FILE = "best.weights.h5"  # ModelCheckpoint's file in the log dir
@@ -41,7 +41,7 @@ class TrainConfig:
 @dataclass
 class FitResult:
     epochs: int  # epochs run
-    best_epoch: int  # 1-based epoch whose weights were kept
+    best_epoch: int  # 1-based epoch whose weights were kept; 0: none was kept
     best_val_loss: float  # nats per target byte
     history: dict[str, list[float]] = field(default_factory=dict)
     seconds: float = 0.0
@@ -53,12 +53,12 @@ class FitResult:
 
 def encode_transcripts(
     transcripts: Sequence[Sequence[Turn]],
-) -> list[tuple[np.ndarray, np.ndarray]]:
+) -> list[Encoded]:
     return [encode_transcript(t) for t in transcripts]
 
 
 def pack_windows(
-    encoded: Sequence[tuple[np.ndarray, np.ndarray]], window: int, *, drop_empty: bool = True
+    encoded: Sequence[Encoded], window: int, *, drop_empty: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
     """Concatenate conversations and cut (x, y) windows; y is PAD where nothing is learned.
 
@@ -82,9 +82,7 @@ def pack_windows(
     return x[keep], y[keep]
 
 
-def training_dataset(
-    encoded: Sequence[tuple[np.ndarray, np.ndarray]], config: TrainConfig
-) -> tf.data.Dataset:
+def training_dataset(encoded: Sequence[Encoded], config: TrainConfig) -> tf.data.Dataset:
     """Windows re-packed from a fresh conversation order every epoch (seeded)."""
     rng = np.random.default_rng(config.seed)
     window = config.window
@@ -103,14 +101,12 @@ def training_dataset(
     return ds.shuffle(4096, seed=config.seed).batch(config.batch_size).prefetch(2)
 
 
-def fixed_dataset(
-    encoded: Sequence[tuple[np.ndarray, np.ndarray]], config: TrainConfig
-) -> tf.data.Dataset:
+def fixed_dataset(encoded: Sequence[Encoded], config: TrainConfig) -> tf.data.Dataset:
     x, y = pack_windows(encoded, config.window)
     return tf.data.Dataset.from_tensor_slices((x, y)).batch(config.batch_size)
 
 
-def target_bytes(encoded: Sequence[tuple[np.ndarray, np.ndarray]]) -> int:
+def target_bytes(encoded: Sequence[Encoded]) -> int:
     return int(sum(m[1:].sum() for _, m in encoded))
 
 
@@ -167,35 +163,37 @@ class EpochCallback(keras.callbacks.Callback):
 
 def fit(
     net: keras.Model,
-    train: Sequence[tuple[np.ndarray, np.ndarray]],
-    val: Sequence[tuple[np.ndarray, np.ndarray]],
+    train: Sequence[Encoded],
+    val: Sequence[Encoded],
     config: TrainConfig,
     log_dir: str | Path,
     *,
     verbose: int = 0,
     on_epoch: Callable[[int, dict], None] | None = None,
     extra_callbacks: Sequence[keras.callbacks.Callback] = (),
+    keep: str = "val_loss",
 ) -> FitResult:
-    """Fit `net` in place and leave it with its best weights (lowest val_loss).
+    """Fit `net` in place and leave it with the weights of the kept epoch.
 
-    Writes under log_dir: best.weights.h5 (ModelCheckpoint, save_best_only),
-    history.csv (CSVLogger) and tensorboard/ (TensorBoard).
+    One rule picks that epoch: ModelCheckpoint saves the epoch with the lowest `keep`
+    value in the logs (an extra callback may write that key; an infinite value is never
+    kept), and its file is loaded after the fit, however the fit ended. With no epoch
+    kept the net keeps its last weights and `best_epoch` is 0. EarlyStopping watches
+    val_loss. Writes under log_dir: best.weights.h5, history.csv (CSVLogger) and
+    tensorboard/ (TensorBoard).
     """
     log_dir = Path(log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = log_dir / CHECKPOINT_FILE
+    checkpoint.unlink(missing_ok=True)  # an earlier fit's best epoch is not this one's
     keras.utils.set_random_seed(config.seed)
     compile_network(net, config)
     callbacks = [
-        *extra_callbacks,  # first, so what they add to the logs reaches the CSV and history
+        *extra_callbacks,  # first, so what they add to the logs reaches the others
         keras.callbacks.ModelCheckpoint(
-            log_dir / CHECKPOINT_FILE,
-            monitor="val_loss",
-            save_best_only=True,
-            save_weights_only=True,
+            checkpoint, monitor=keep, mode="min", save_best_only=True, save_weights_only=True
         ),
-        keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=config.patience, restore_best_weights=True
-        ),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience),
         keras.callbacks.ReduceLROnPlateau(
             monitor="val_loss", factor=0.5, patience=config.reduce_lr_patience, min_lr=1e-5
         ),
@@ -215,126 +213,22 @@ def fit(
         shuffle=False,  # the dataset shuffles itself
         verbose=verbose,
     ).history
+    kept = np.asarray(history.get(keep, [math.inf]), dtype=np.float64)
+    kept = np.where(np.isfinite(kept), kept, math.inf)  # as ModelCheckpoint compares them
+    best = int(np.argmin(kept)) if np.isfinite(kept).any() else -1
+    if best >= 0:
+        net.load_weights(checkpoint)
     val_losses = history.get("val_loss", [math.inf])
-    best = int(np.argmin(val_losses))
-    if len(val_losses) > 1 and best != len(val_losses) - 1:
-        # EarlyStopping restores the best weights only when it stops the run itself;
-        # the checkpoint holds them whichever way the run ended.
-        net.load_weights(log_dir / CHECKPOINT_FILE)
     return FitResult(
         epochs=len(val_losses),
         best_epoch=best + 1,
-        best_val_loss=float(val_losses[best]),
+        best_val_loss=float(val_losses[best]) if best >= 0 else math.inf,
         history={k: [float(v) for v in vs] for k, vs in history.items()},
         seconds=time.monotonic() - start,
         train_bytes=target_bytes(train),
     )
 
 
-# -- evaluation -----------------------------------------------------------------------
-
-
-def _pieces(
-    encoded: Sequence[tuple[np.ndarray, np.ndarray]], max_len: int
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(x, y) per piece: each conversation read from its start in consecutive pieces of
-    max_len bytes, y the next byte where it is a target and PAD elsewhere. Pieces without
-    a target are left out; conversations stay in order, and so do their pieces."""
-    rows = []
-    for ids, mask in encoded:
-        targets = np.where(mask, ids, PAD)
-        for start in range(0, len(ids) - 1, max_len):
-            y = targets[start + 1 : start + max_len + 1]
-            x = ids[start : start + max_len][: len(y)]
-            if (y != PAD).any():
-                rows.append((x, y))
-    if not rows:
-        raise ValueError("no target bytes to evaluate")
-    return rows
-
-
-def _batches(rows: list[tuple[np.ndarray, np.ndarray]], batch_size: int):
-    """(row indices, x, y) batches of `rows`, shortest first, padded with PAD."""
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))
-    for i in range(0, len(order), batch_size):
-        chunk = order[i : i + batch_size]
-        width = max(len(rows[j][0]) for j in chunk)
-        x = np.full((len(chunk), width), PAD, np.int32)
-        y = np.full((len(chunk), width), PAD, np.int32)
-        for k, j in enumerate(chunk):
-            xr, yr = rows[j]
-            x[k, : len(xr)] = xr
-            y[k, : len(yr)] = yr
-        yield chunk, x, y
-
-
-def bits_per_byte(
-    net: keras.Model,
-    encoded: Sequence[tuple[np.ndarray, np.ndarray]],
-    *,
-    max_len: int = 1024,
-    batch_size: int = 32,
-) -> float:
-    """Held-out bits per target byte, each conversation read from its start.
-
-    This is how the generator uses the model (fresh state, whole turns as context);
-    conversations longer than max_len are read in consecutive pieces.
-    """
-    # One traced graph for every batch shape: several times faster than eager calls on CPU.
-    spec = tf.TensorSpec([None, None], tf.int32)
-    forward = tf.function(lambda x: net(x, training=False), input_signature=[spec])
-    total_nats = 0.0
-    total = 0
-    for _, x, y in _batches(_pieces(encoded, max_len), batch_size):
-        logits = forward(tf.constant(x))
-        n = int((y != PAD).sum())
-        total_nats += float(masked_loss(y, logits)) * n
-        total += n
-    return total_nats / total / LN2
-
-
-def target_probs(
-    net: keras.Model,
-    encoded: Sequence[tuple[np.ndarray, np.ndarray]],
-    *,
-    max_len: int = 1024,
-    batch_size: int = 32,
-) -> np.ndarray:
-    """P(target) for every target byte, conversation by conversation, in order.
-
-    Read as `bits_per_byte` reads, and as the generator samples: PAD is never a
-    candidate, so its share is spread over the other symbols.
-    """
-    rows = _pieces(encoded, max_len)
-    spec = tf.TensorSpec([None, None], tf.int32)
-    no_pad = tf.one_hot(PAD, VOCAB_SIZE, on_value=-1e9, off_value=0.0)
-    forward = tf.function(  # log space: a confident miss is tiny, never zero
-        lambda x: tf.nn.log_softmax(net(x, training=False) + no_pad), input_signature=[spec]
-    )
-    pieces: list[np.ndarray] = [np.zeros(0)] * len(rows)
-    for chunk, x, y in _batches(rows, batch_size):
-        log_probs = forward(tf.constant(x)).numpy()
-        for k, j in enumerate(chunk):
-            where = np.flatnonzero(y[k] != PAD)
-            pieces[j] = log_probs[k, where, y[k, where]]
-    return np.exp(np.concatenate(pieces).astype(np.float64))
-
-
-def conversation_ids(turns: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+def conversation_ids(turns: Sequence[str]) -> Encoded:
     """A corpus conversation, every turn a target (the base corpus has no bot turns)."""
     return encode_transcript([(t, True) for t in turns])
-
-
-__all__ = [
-    "SEP",
-    "FitResult",
-    "TrainConfig",
-    "bits_per_byte",
-    "compile_network",
-    "conversation_ids",
-    "encode_transcripts",
-    "fit",
-    "masked_loss",
-    "pack_windows",
-    "target_probs",
-]

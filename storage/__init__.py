@@ -25,7 +25,6 @@ from storage.models import (
 )
 from storage.repository import (
     Transcript,
-    Turn,
     add_message,
     count_human_messages_since,
     count_messages,
@@ -70,7 +69,6 @@ __all__ = [
     "Message",
     "TrainingRun",
     "Transcript",
-    "Turn",
     "User",
     "add_message",
     "alembic_config",

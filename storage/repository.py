@@ -21,8 +21,7 @@ from sqlalchemy.orm import Session
 
 from storage.models import MAX_TEMPERATURE, MIN_TEMPERATURE, Chat, Message, User
 
-Turn = tuple[str, bool]  # (text, from_human)
-Transcript = list[Turn]  # one chat's turns, oldest first
+Transcript = list[tuple[str, bool]]  # one chat's turns, oldest first: (text, from a human)
 
 
 _UPSERT_INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
@@ -149,7 +148,7 @@ def add_message(
 
 def recent_turns(
     session: Session, chat_id: int, max_turns: int = 8, max_bytes: int = 1024
-) -> list[Turn]:
+) -> Transcript:
     """The chat's last turns, oldest first, as (text, from_human) pairs.
 
     At most `max_turns` turns whose texts total at most `max_bytes` UTF-8 bytes,
@@ -163,7 +162,7 @@ def recent_turns(
         .order_by(Message.id.desc())
         .limit(max_turns)
     ).all()
-    turns: list[Turn] = []
+    turns: Transcript = []
     size = 0
     for text, from_bot in rows:
         size += len(text.encode("utf-8"))

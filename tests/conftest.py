@@ -20,7 +20,8 @@ def tiny_model_path(tmp_path_factory) -> Path:
     """An untrained GRU-32 model file (replies are noise, but never empty)."""
     import keras
 
-    from model import ModelConfig, ModelFile, build_network, save
+    from model import ModelConfig, ModelFile, save
+    from model.network import build_network
 
     keras.utils.set_random_seed(3)
     config = ModelConfig(units=32, embed_dim=16)
@@ -32,10 +33,10 @@ def tiny_model_path(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def generator(tiny_model_path):
     """One warmed generator for the tiny model, shared by every bot the tests start."""
-    from bot.service import REPLY_BATCH_BUCKETS
-    from model import Generator, load
+    from model import load
+    from model.generator import Generator
 
-    return Generator(load(tiny_model_path), batch_buckets=REPLY_BATCH_BUCKETS)
+    return Generator(load(tiny_model_path))
 
 
 @pytest.fixture

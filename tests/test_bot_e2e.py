@@ -21,7 +21,7 @@ import pytest
 
 from bot import texts
 from bot.app import build_application
-from bot.service import ReplyEngine, open_services
+from bot.services import open_services
 from bot.settings import load_settings
 
 try:
@@ -77,11 +77,10 @@ def settings(env):
 
 
 @contextlib.asynccontextmanager
-async def running_bot(settings, generator, *, engine=None):
-    """Start the bot the way `charbot run` does, but inside this event loop."""
-    services = open_services(settings, generator=generator)
-    if engine is not None:
-        services.replies = engine(services.db, generator)
+async def running_bot(settings, generator, *, wrap=None):
+    """Start the bot the way `charbot run` does, but inside this event loop; `wrap` puts a
+    hook (a HookedGenerator class below) around the generator."""
+    services = open_services(settings, generator=generator if wrap is None else wrap(generator))
     app = build_application(settings, services)
     try:
         async with app:
@@ -322,7 +321,7 @@ def test_a_slow_reply_shows_typing_first(stub, settings, generator):
     async def body(app):
         return await say(stub, "take your time")
 
-    assert run(settings, generator, body, engine=SlowEngine).strip()
+    assert run(settings, generator, body, wrap=SlowGenerator).strip()
     [sent] = stub.sent_messages(USER)
     actions = stub.chat_actions(USER)
     assert actions and {a["action"] for a in actions} == {"typing"}
@@ -340,7 +339,7 @@ def test_the_model_reads_the_chat_so_far_with_the_new_message(stub, settings, ge
         in_group = await say(stub, f"@{BOT_NAME} what now?", user=OTHER, **group)
         return first, second, in_group
 
-    first, _, _ = run(settings, generator, body, engine=RecordingEngine)
+    first, _, _ = run(settings, generator, body, wrap=RecordingGenerator)
     assert RecordingGenerator.contexts == [
         ["first of all"],
         ["first of all", first, "and then"],
@@ -593,22 +592,6 @@ class GatedGenerator(HookedGenerator):
         assert self.gate.wait(30)
 
 
-def SlowEngine(db, generator):
-    return ReplyEngine(db, SlowGenerator(generator))
-
-
-def RecordingEngine(db, generator):
-    return ReplyEngine(db, RecordingGenerator(generator))
-
-
-def BrokenOnceEngine(db, generator):
-    return ReplyEngine(db, BrokenOnceGenerator(generator))
-
-
-def GatedEngine(db, generator):
-    return ReplyEngine(db, GatedGenerator(generator))
-
-
 def test_a_slow_reply_holds_up_nobody_else(stub, settings, generator):
     async def body(app):
         stub.push_message("a slow one", user_id=USER)
@@ -617,7 +600,7 @@ def test_a_slow_reply_holds_up_nobody_else(stub, settings, generator):
         await say(stub, "/temp", user=OTHER)  # a command while the reply is generating
         return time.monotonic() - started
 
-    assert run(settings, generator, body, engine=SlowEngine) < SlowGenerator.delay
+    assert run(settings, generator, body, wrap=SlowGenerator) < SlowGenerator.delay
 
 
 def test_replies_waiting_for_the_model_do_not_starve_commands(stub, settings, generator):
@@ -636,12 +619,12 @@ def test_replies_waiting_for_the_model_do_not_starve_commands(stub, settings, ge
             await stub.await_messages(user, 1)
         return answer
 
-    assert run(settings, generator, body, engine=GatedEngine).startswith("Your temperature is")
+    assert run(settings, generator, body, wrap=GatedGenerator).startswith("Your temperature is")
 
 
 def test_stopping_finishes_replies_in_flight(stub, settings, data_dir, generator):
     async def main():
-        async with running_bot(settings, generator, engine=SlowEngine) as app:
+        async with running_bot(settings, generator, wrap=SlowGenerator) as app:
             stub.push_message("answer me before you go", user_id=USER)
             await stub.await_until(lambda: stub.chat_actions(USER), what="typing")
             # What run_polling does on SIGTERM: stop fetching, then wait for handlers.
@@ -663,7 +646,7 @@ def test_a_failed_generation_gets_an_apology_and_the_bot_carries_on(stub, settin
         fine = await say(stub, "second")
         return sorry, fine
 
-    sorry, fine = run(settings, generator, body, engine=BrokenOnceEngine)
+    sorry, fine = run(settings, generator, body, wrap=BrokenOnceGenerator)
     assert sorry == texts.REPLY_FAILED
     assert fine.strip() and fine != texts.REPLY_FAILED
 

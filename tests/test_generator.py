@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from toy_model import TOY_DIALOGS, greedy_reference, toy_model, untrained_model
 
-from model import FALLBACK_REPLY, SEP, Generator, ModelFile, encode_turns
+from model import FALLBACK_REPLY, SEP, ModelFile, encode_turns
+from model.generator import Generator
 
 
 @pytest.fixture(scope="module")

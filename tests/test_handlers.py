@@ -6,6 +6,8 @@ import asyncio
 import datetime as dt
 import logging
 import os
+import sys
+import urllib.parse
 from types import SimpleNamespace
 
 import pytest
@@ -218,17 +220,34 @@ def test_errors_are_logged_with_the_update_id(caplog):
     assert network.levelno == logging.WARNING and "timed out" in network.getMessage()
 
 
-def test_the_token_is_redacted_from_logs():
-    token = "123:SECRET"
+@pytest.mark.parametrize(
+    "leak",
+    [
+        "POST https://api.telegram.org/bot{token}/getMe failed",
+        # PTB capitalises "Bad Request: ..." descriptions, lower-casing the rest
+        "talking to Telegram failed: Invalid url /bot{lower}/getupdates",
+        "GET /bot{upper}/X",
+        "quoted: https%3A%2F%2Fx%2Fbot{quoted}",
+        "the secret part alone: {secret}",
+    ],
+)
+def test_the_token_is_redacted_from_logs_in_every_form(leak):
+    token = "123456:Test-Token_abcdefGHIJ"
     formatter = RedactingFormatter("%(message)s", secrets=[token])
+    text = leak.format(
+        token=token,
+        lower=token.lower(),
+        upper=token.upper(),
+        quoted=urllib.parse.quote(token, safe=""),
+        secret=token.split(":")[1],
+    )
     try:
-        raise RuntimeError(f"POST https://api.telegram.org/bot{token}/getMe failed")
+        raise RuntimeError(text)
     except RuntimeError:
-        import sys
-
-        record = logging.LogRecord("x", logging.ERROR, "f", 1, "url %s", (token,), sys.exc_info())
-    text = formatter.format(record)
-    assert token not in text and "<token>" in text
+        record = logging.LogRecord("x", logging.ERROR, "f", 1, "%s", (text,), sys.exc_info())
+    shown = formatter.format(record)
+    assert "<token>" in shown
+    assert "test-token_abcdefghij" not in shown.lower()
 
 
 def test_tensorflow_import_chatter_is_dropped_but_warnings_stay(capfd):

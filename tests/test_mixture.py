@@ -9,20 +9,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from toy_model import greedy_reference, untrained_model
 
-from model import SEP, Generator, encode_turns
-from model.codec import PAD, encode_transcript
-from model.evaluate import evaluate
-from model.mixture import (
-    MIX_KEY,
-    CompiledNGram,
-    base_ngram,
-    best_weight,
-    initial_contexts,
-    mix_settings,
-    mixture_bits,
-)
+from model import MIX_KEY, PAD, SEP, encode_turns
+from model.corpus import base_split
+from model.generator import Generator
+from model.mixture import CompiledNGram, base_ngram, initial_contexts
+from model.modelfile import mix_settings
 from model.ngram import ByteNGram
-from model.training import bits_per_byte, conversation_ids, target_probs
 
 A, B, C = ord("a"), ord("b"), ord("c")
 symbols = st.sampled_from([A, B, C, 0, 255, SEP])
@@ -111,86 +103,9 @@ def test_a_wrong_order_or_bad_settings_are_refused():
             mix_settings({MIX_KEY: bad})
 
 
-def test_target_probs_are_the_networks_without_pad_in_order():
-    model = untrained_model(units=16)
-    net = model.build()
-    encoded = [
-        conversation_ids(["hello", "hi"]),
-        encode_transcript([("bot turn", False), ("你好 human", True)]),
-    ]
-    got = target_probs(net, encoded, max_len=5)  # pieces of 5: the state restarts each piece
-    expected = []
-    for ids, mask in encoded:
-        for start in range(0, len(ids) - 1, 5):
-            x = ids[start : start + 5][: len(ids) - 1 - start]
-            logits = net(x[None])[0].numpy().astype(np.float64)
-            logits[:, PAD] = -np.inf
-            p = np.exp(logits - logits.max(axis=1, keepdims=True))
-            p /= p.sum(axis=1, keepdims=True)
-            for i in range(len(x)):
-                if mask[start + 1 + i]:
-                    expected.append(p[i, ids[start + 1 + i]])
-    np.testing.assert_allclose(got, expected, rtol=1e-4)
-    assert len(got) == sum(int(mask[1:].sum()) for _, mask in encoded)
-    # the same targets bits_per_byte averages (it leaves PAD's tiny share in)
-    assert -np.log2(got).mean() == pytest.approx(bits_per_byte(net, encoded, max_len=5), abs=0.02)
-
-
-def test_best_weight_and_mixture_bits():
-    net = np.array([0.9, 0.9, 0.1, 0.1])
-    ngram = np.array([0.1, 0.1, 0.9, 0.9])
-    assert mixture_bits(net, ngram, 1.0) == pytest.approx(-math.log2(0.9 * 0.1) / 2)
-    assert mixture_bits(net, ngram, 0.5) == pytest.approx(1.0)  # every p is 0.5
-    assert best_weight(net, ngram) == (0.5, pytest.approx(1.0))  # symmetric: the middle
-    weight, bits = best_weight(np.array([0.8, 0.8, 0.8, 0.1]), ngram)
-    assert weight > 0.5 and bits < 1.0
-
-
-def test_eval_scores_the_model_as_the_generator_samples_it():
-    model = untrained_model(units=16)
-    model.meta[MIX_KEY] = {"ngram_order": 9, "network_weight": 0.3}
-    report = evaluate(model, samples=False)
-    heldout = _heldout()
-    # By hand: the network's probability of each held-out byte and the 9-gram's, mixed.
-    p_net = target_probs(model.build(), [conversation_ids(c) for c in heldout], max_len=512)
-    p_ngram = base_ngram(9).target_probs([encode_turns(c) for c in heldout])
-    expected = float(-np.log2(0.3 * p_net + 0.7 * p_ngram).mean())
-    assert report.model_bits == pytest.approx(expected)
-    assert report.network_bits == pytest.approx(float(-np.log2(p_net).mean()))
-    assert report.ngram_order == 9
-    assert report.ngram_bits == pytest.approx(float(-np.log2(p_ngram).mean()))
-    # an untrained network is noise: the mixture leans on the n-gram and beats the network
-    assert report.best_weight <= 0.1
-    assert report.ngram_bits < report.model_bits < report.network_bits
-    assert report.ratio == pytest.approx(report.model_bits / report.ngram_bits)
-
-
-def _heldout():
-    from model.corpus import base_split
-
-    return base_split()[1]
-
-
 def test_the_base_ngram_is_fitted_on_the_training_split_only():
-    from model.corpus import base_split
-
     train, heldout = base_split()
     ngram = base_ngram(9)
     assert ngram is base_ngram(9)  # once per process
     assert ngram.bits_per_byte([encode_turns(c) for c in train[:50]]) < 1.0
     assert ngram.bits_per_byte([encode_turns(c) for c in heldout]) > 1.5
-
-
-def test_status_names_the_mixture():
-    from pathlib import Path
-
-    from bot.service import ModelInfo
-
-    meta = {"kind": "base", MIX_KEY: {"ngram_order": 9, "network_weight": 0.35}}
-    assert ModelInfo(Path("m.npz"), meta, 512, 1, 3).describe() == (
-        "version 3 (base, GRU 512 units, 1 layer, "
-        "mixed with the base corpus' 9-gram at network weight 0.35)"
-    )
-    assert ModelInfo(Path("m.npz"), {"kind": "toy"}, 48, 1).describe() == (
-        "m.npz (toy, GRU 48 units, 1 layer)"
-    )

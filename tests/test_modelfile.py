@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from model import ModelConfig, ModelFile, ModelFileError, build_network, load, save
+from model import ModelConfig, ModelFile, ModelFileError, load, save
 from model.modelfile import FORMAT
+from model.network import build_network, network_of
 
 
 def _tiny(units=16, layers=1):
@@ -21,9 +22,9 @@ def test_round_trip_keeps_config_weights_and_meta(tmp_path):
     assert len(loaded.weights) == len(model.weights)
     for a, b in zip(loaded.weights, model.weights, strict=True):
         np.testing.assert_array_equal(a, b)
-    net = loaded.build()
+    net = network_of(loaded)
     x = np.array([[256, 104, 105, 256]])
-    np.testing.assert_allclose(net(x), model.build()(x), rtol=1e-6)
+    np.testing.assert_allclose(net(x), network_of(model)(x), rtol=1e-6)
     assert not list(tmp_path.glob("*.tmp"))  # written atomically, nothing left behind
 
 

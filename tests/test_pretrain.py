@@ -4,10 +4,9 @@ from dataclasses import replace
 
 import pytest
 
-from model.mixture import MIX_KEY, WEIGHT_GRID, mix_settings
-from model.modelfile import load
-from model.network import ModelConfig
+from model.modelfile import MIX_KEY, ModelConfig, load, mix_settings
 from model.pretrain import PRETRAIN, pretrain
+from model.scoring import WEIGHT_GRID
 
 
 def test_pretrain_saves_a_model_that_knows_its_mixture(tmp_path):

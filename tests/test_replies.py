@@ -7,7 +7,7 @@ import pytest
 from toy_model import TOY_DIALOGS, toy_model
 
 from bot.replies import Busy, GenerationFailed, ReplyService
-from model import Generator
+from model.generator import Generator
 
 
 @pytest.fixture(scope="module")

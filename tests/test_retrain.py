@@ -19,25 +19,26 @@ import numpy as np
 import pytest
 from toy_model import untrained_model
 
+from model import MIX_KEY
 from model.codec import PAD, SEP
-from model.mixture import MIX_KEY, choose_weight
+from model.gate import gate, judge, score
 from model.modelfile import ModelFile, load
+from model.network import network_of
 from model.retrain import (
     CANDIDATE_FILE,
+    KEPT,
     PLOT_FILE,
-    Losses,
+    KeepAdmissible,
     NotEnoughData,
     RetrainConfig,
-    RunResult,
     base_eval_slice,
     chunk_transcripts,
-    gate,
-    inference,
-    judge_mixed,
     prepare,
     retrain,
 )
-from model.training import bits_per_byte, pack_windows, training_dataset
+from model.run_result import Losses, RunResult
+from model.scoring import choose_weight, target_scores
+from model.training import conversation_ids, pack_windows, training_dataset
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PIRATE = ["arr", "matey", "ahoy", "yo ho", "avast", "grog", "the plank", "me hearty"]
@@ -193,19 +194,31 @@ def test_a_mixed_network_that_forgets_cannot_hide_behind_the_ngram():
 
 def test_re_weighting_alone_never_passes_the_gate(live):
     data = prepare(pirate_chats(40), FAST, BASE)
-    net = inference(live.build())
-    network_base = bits_per_byte(net, data.base_eval)
-    mix, losses, credited = judge_mixed(net, net, (3, 0.2), data, FAST.gate_margin, network_base)
+    scored = score(network_of(live), data.heldout, data.base_eval, 3)
+    verdict = judge(scored, scored, (3, 0.2), FAST.gate_margin)
+    credited = verdict.live_weight_credited
     # The same network does better on these chats at another weight than at 0.2 ...
-    served = judge_mixed(net, net, (3, credited), data, 0.0, network_base)[1]
-    assert credited != 0.2 and mix["network_weight"] == credited
+    served = judge(scored, scored, (3, credited), 0.0).losses
+    assert credited != 0.2 and verdict.mix == {"ngram_order": 3, "network_weight": credited}
     # ... but the live model is credited with its best admissible weight too.
+    losses = verdict.losses
     assert losses.candidate_chat == pytest.approx(losses.live_chat)
-    assert not gate(losses, FAST.gate_margin)[0]
-    assert losses.live_base_network == network_base
+    assert not verdict.accepted and not gate(losses, FAST.gate_margin)[0]
+    network_base = target_scores(network_of(live), data.base_eval).bits()
+    assert losses.live_base_network == pytest.approx(network_base)
     assert losses.candidate_base_network == pytest.approx(network_base)
-    assert mix["ngram_order"] == 3
     assert served.live_chat == pytest.approx(losses.live_chat)
+
+
+def test_an_unmixed_model_is_judged_on_the_same_path_at_weight_one(live):
+    data = prepare(pirate_chats(10), FAST, BASE)
+    scored = score(network_of(live), data.heldout, data.base_eval, None)
+    verdict = judge(scored, scored, None, FAST.gate_margin)
+    assert verdict.mix is None and verdict.live_weight_credited is None
+    assert verdict.losses.live_chat == pytest.approx(scored.chat.bits())
+    assert verdict.losses.candidate_base == pytest.approx(scored.base.bits())
+    assert not verdict.losses.mixed  # the network-alone check is the served one
+    assert not verdict.accepted and "no better on the held-out chats" in verdict.reason
 
 
 def test_the_weight_is_the_best_on_chats_within_the_base_limit():
@@ -220,7 +233,7 @@ def test_the_weight_is_the_best_on_chats_within_the_base_limit():
 def test_a_diverged_run_is_described_without_crashing():
     from types import SimpleNamespace
 
-    from bot.retraining import describe_run
+    from bot.reports import describe_run
 
     run = SimpleNamespace(
         id=3,
@@ -297,33 +310,22 @@ def test_the_real_base_corpus_is_used_by_default():
     assert data.examples.base_bytes >= config.base_mix * data.examples.train_bytes
 
 
-def test_the_traced_network_measures_what_the_eager_one_does(live):
-    data = prepare(pirate_chats(6), FAST, BASE)
-    net = live.build()
-    eager = bits_per_byte(net, data.heldout + data.base_eval)
-    assert bits_per_byte(inference(net), data.heldout + data.base_eval) == pytest.approx(eager)
-
-
 def test_an_epoch_that_forgets_the_base_is_never_kept_however_good_on_chats():
-    from model.retrain import KeepAdmissible
-    from model.training import bits_per_byte, conversation_ids
-
-    net = untrained_model(units=16).build()
+    net = network_of(untrained_model(units=16))
     base = [conversation_ids(["hello there", "hi, how are you?"])]
-    now = bits_per_byte(net, base)
+    now = target_scores(net, base).bits()
     keeper = KeepAdmissible(base, base_limit=now + 0.05, patience=2)
     keeper.set_model(net)
     net.stop_training = False
     logs = {"val_loss": 3.0}
     keeper.on_epoch_end(0, logs)
-    assert keeper.epoch == 1 and logs["base_bits"] == pytest.approx(now)
-    kept = [w.copy() for w in keeper.weights]
+    assert logs[KEPT] == 3.0 and logs["base_bits"] == pytest.approx(now)
     weights = net.get_weights()
     weights[-1] = weights[-1] + np.random.default_rng(0).normal(0, 5, weights[-1].shape)
     net.set_weights(weights)  # now far worse on the base slice...
-    keeper.on_epoch_end(1, {"val_loss": 1.0})  # ...though better on the chats
-    assert keeper.epoch == 1
-    np.testing.assert_array_equal(keeper.weights[-1], kept[-1])
+    logs = {"val_loss": 1.0}  # ...though better on the chats
+    keeper.on_epoch_end(1, logs)
+    assert logs[KEPT] == math.inf and logs["base_bits"] > now + 0.05  # never the kept epoch
     assert not net.stop_training  # one epoch over the margin: training goes on
     keeper.on_epoch_end(2, {"val_loss": 0.5})
-    assert net.stop_training and keeper.epoch == 1  # two in a row: the run stops
+    assert net.stop_training  # two in a row: the run stops

@@ -14,10 +14,17 @@ import pytest
 from test_bot_e2e import ADMIN, USER, data_dir, running_bot, say, sql, stub
 
 from bot import texts
-from bot.retraining import Retrainer, new_messages
-from bot.service import open_database_for, open_services
+from bot.commands import forget_command, learn_command
+from bot.conversation import read_context
+from bot.datadir import MIXED_BASE_CHECKED, adopt_shipped_base, open_database_for, open_store
+from bot.reports import STALE_RUN, new_messages
+from bot.retrainer import Retrainer
+from bot.services import open_services
 from bot.settings import load_settings
-from model import load
+from bot.train_job import train_once
+from model import MIX_KEY, ModelConfig, ModelFile, load, save
+from model.network import build_network
+from model.retrain import RetrainConfig
 from storage import (
     add_message,
     finish_run,
@@ -126,27 +133,30 @@ def test_the_swap_under_a_stream_of_replies_fails_none(settings, generator, tiny
     async def notify(admin, text, plot):
         notes.append(text)
 
+    live = services.live
+
     async def main():
-        retrainer = Retrainer(settings, services, notify)
+        await live.start()
         other = load(tiny_model_path)
         other.weights[-1] = other.weights[-1] + np.float32(0.5)  # a different version
         done = asyncio.Event()
         replies = []
 
         async def user(chat_id):
+            turns = read_context(services.db, chat_id, live.max_prompt_bytes)
             while not done.is_set():
-                replies.append(await services.replies.reply(chat_id, 0.7))
+                replies.append(await live.reply(turns, 0.7))
 
         streams = [asyncio.create_task(user(5000 + i % 4)) for i in range(12)]
         await asyncio.sleep(0.3)
         before = len(replies)
-        await asyncio.to_thread(retrainer.store.publish, other, {"note": "test"})
-        swap = await retrainer.swap_to_live()  # loads and warms while the streams go on
+        await asyncio.to_thread(live.store.publish, other, {"note": "test"})
+        swap = await live.swap_to_live()  # loads and warms while the streams go on
         during = len(replies) - before
         await asyncio.sleep(0.3)
         done.set()
         await asyncio.gather(*streams)  # any failed reply would raise here
-        await services.replies.stop()
+        await live.stop()
         return swap, before, during, replies
 
     try:
@@ -154,7 +164,7 @@ def test_the_swap_under_a_stream_of_replies_fails_none(settings, generator, tiny
     finally:
         services.close()
     assert (swap.old, swap.new) == (1, 2)
-    assert services.model.version == 2 and services.replies.generator is not generator
+    assert live.version == 2 and live.generator is not generator
     assert before > 0 and during > 0  # replies kept coming while the new model loaded
     assert all(r.text for r in replies)
     assert notes == []
@@ -170,7 +180,7 @@ def test_scheduled_checks_wait_for_new_messages_and_remember_the_last_run(settin
         notes.append((admin, text))
 
     async def check():
-        return await Retrainer(settings, services, notify).scheduled_check()
+        return await Retrainer(settings, services.db, services.live, notify).scheduled_check()
 
     try:
         assert asyncio.run(check()) is False  # 3 < 5
@@ -185,9 +195,9 @@ def test_scheduled_checks_wait_for_new_messages_and_remember_the_last_run(settin
         assert new_messages(restarted) == 5
 
         async def run_due():
-            retrainer = Retrainer(settings, services, notify)
+            retrainer = Retrainer(settings, services.db, services.live, notify)
             assert await retrainer.scheduled_check() is True
-            await retrainer._task  # the child run ends and reports
+            await retrainer.wait()  # the child run ends and reports
             return retrainer
 
         asyncio.run(run_due())
@@ -206,10 +216,6 @@ def test_scheduled_checks_wait_for_new_messages_and_remember_the_last_run(settin
 
 def test_a_user_who_withdraws_during_the_run_stops_the_publish(settings, data_dir):
     """/forget or /learn off landing while a run trains: its candidate is deleted, unpublished."""
-    from bot.commands import forget_command, learn_command
-    from bot.retraining import open_store, train_once
-    from model.retrain import RetrainConfig
-
     write_chats(settings, chats=12, turns=6)
     db = open_database_for(settings)
     withdrawn = []
@@ -233,9 +239,6 @@ def test_a_user_who_withdraws_during_the_run_stops_the_publish(settings, data_di
 
 def test_a_candidate_from_a_version_no_longer_live_is_not_published(settings, data_dir):
     """A /rollback (or any publish) while a run trains: publishing would undo it."""
-    from bot.retraining import open_store, train_once
-    from model.retrain import RetrainConfig
-
     write_chats(settings, chats=12, turns=6)
     db = open_database_for(settings)
     store = open_store(settings)
@@ -259,21 +262,23 @@ def test_a_version_that_fails_to_load_keeps_the_old_one_serving(settings, genera
     async def notify(admin, text, plot):
         pass
 
+    live = services.live
+
     async def main():
-        retrainer = Retrainer(settings, services, notify)
-        retrainer.store.publish(retrainer.store.load(1), {"note": "fails to load"})
+        await live.start()
+        live.store.publish(live.store.load(1), {"note": "fails to load"})
         loads = []
 
         def broken(version):
             loads.append(version)
             raise OSError("disk read error")
 
-        retrainer.store.load = broken
+        live.store.load = broken
         with pytest.raises(OSError, match="disk read error"):
-            await retrainer.swap_to_live()
-        assert await retrainer.swap_to_live(retry=False) is None  # the watch does not retry
-        reply = await services.replies.reply(5000, 0.0)
-        await services.replies.stop()
+            await live.swap_to_live()
+        assert await live.swap_to_live(retry=False) is None  # the watch does not retry
+        reply = await live.reply(["hello"], 0.0)
+        await live.stop()
         return loads, reply
 
     try:
@@ -281,16 +286,16 @@ def test_a_version_that_fails_to_load_keeps_the_old_one_serving(settings, genera
     finally:
         services.close()
     assert loads == [2]
-    assert services.model.version == 1 and services.replies.generator is generator
+    assert live.version == 1 and live.generator is generator
     assert reply.text
 
 
 def test_a_hung_run_is_stopped_and_reported_even_if_reporting_fails(
     settings, generator, monkeypatch
 ):
-    import bot.retraining
+    import bot.retrainer
 
-    monkeypatch.setattr(bot.retraining, "CHILD_TIMEOUT", 1)  # the child is still importing
+    monkeypatch.setattr(bot.retrainer, "CHILD_TIMEOUT", 1)  # the child is still importing
     services = open_services(settings, generator=generator)
     notes = []
 
@@ -299,9 +304,9 @@ def test_a_hung_run_is_stopped_and_reported_even_if_reporting_fails(
         raise RuntimeError("the HTTP client is closed")  # as during shutdown
 
     async def main():
-        retrainer = Retrainer(settings, services, notify)
+        retrainer = Retrainer(settings, services.db, services.live, notify)
         assert await retrainer.start("admin", requested_by=ADMIN)
-        await retrainer._task  # must not raise
+        await retrainer.wait()
         return retrainer.running()
 
     try:
@@ -313,7 +318,6 @@ def test_a_hung_run_is_stopped_and_reported_even_if_reporting_fails(
 
 
 def test_runs_that_ended_while_no_bot_watched_are_reported_once(settings, generator):
-    from bot.retraining import STALE_RUN
     from storage import mark_stale_runs_failed
 
     services = open_services(settings, generator=generator)
@@ -330,7 +334,7 @@ def test_runs_that_ended_while_no_bot_watched_are_reported_once(settings, genera
         finish_run(session, cli.id, status="rejected", error="rejected: no better")
 
     async def main():
-        retrainer = Retrainer(settings, services, notify)
+        retrainer = Retrainer(settings, services.db, services.live, notify)
         return await retrainer.report_pending(), await retrainer.report_pending()
 
     try:
@@ -344,11 +348,7 @@ def test_runs_that_ended_while_no_bot_watched_are_reported_once(settings, genera
     assert notes[1][1].startswith("Retraining run 2 (cli): rejected")
 
 
-def test_an_install_from_before_the_mixture_adopts_the_mixed_base(settings, tmp_path):
-    from bot.retraining import adopt_shipped_base, open_store
-    from model import ModelConfig, ModelFile, build_network, save
-    from model.mixture import MIX_KEY
-
+def test_an_install_from_before_the_mixture_adopts_the_mixed_base_once(settings, tmp_path):
     config = ModelConfig(units=16, embed_dim=8)
     old = ModelFile.from_network(build_network(config), config, {"kind": "base"})
     save(old, tmp_path / "old.npz")
@@ -360,23 +360,31 @@ def test_an_install_from_before_the_mixture_adopts_the_mixed_base(settings, tmp_
     )
     save(shipped, tmp_path / "new.npz")
     after = dataclasses.replace(settings, model_path=tmp_path / "new.npz")
-    assert adopt_shipped_base(after) == 2
     store = open_store(after)
+    assert adopt_shipped_base(after, store) == 2
     assert store.live_version() == 2 and store.load(2).meta[MIX_KEY]["network_weight"] == 0.4
     assert store.info(2)["replaces"] == 1
-    assert adopt_shipped_base(after) is None  # once
+    assert (store.root / MIXED_BASE_CHECKED).exists()
+    store.load_live = None  # the next starts do not look at the model files again
+    assert adopt_shipped_base(after, store) is None
 
-    store.rollback()  # an admin prefers the old one: the next start respects that
-    assert adopt_shipped_base(after) is None and store.live_version() == 1
+    # An admin preferred the old one (after an earlier charbot, which left no marker,
+    # adopted the new one): the check respects that.
+    store = open_store(after)
+    store.rollback()
+    (store.root / MIXED_BASE_CHECKED).unlink()
+    assert adopt_shipped_base(after, store) is None and store.live_version() == 1
 
     # another network, or a fine-tune, is never replaced
     other = ModelFile(config, [w + 1 for w in old.weights], shipped.meta)
     save(other, tmp_path / "other.npz")
     fresh = dataclasses.replace(settings, data_dir=tmp_path / "d2", model_path=tmp_path / "old.npz")
-    open_store(fresh)
-    assert adopt_shipped_base(dataclasses.replace(fresh, model_path=tmp_path / "other.npz")) is None
+    store = open_store(fresh)
+    other_base = dataclasses.replace(fresh, model_path=tmp_path / "other.npz")
+    assert adopt_shipped_base(other_base, store) is None and store.versions() == [1]
     tuned = dataclasses.replace(settings, data_dir=tmp_path / "d3", model_path=tmp_path / "old.npz")
     store = open_store(tuned)
     store.publish(ModelFile(config, old.weights, {"kind": "retrain"}), {"kind": "retrain"})
-    assert adopt_shipped_base(dataclasses.replace(tuned, model_path=tmp_path / "new.npz")) is None
+    new_base = dataclasses.replace(tuned, model_path=tmp_path / "new.npz")
+    assert adopt_shipped_base(new_base, store) is None
     assert store.live_version() == 2 and MIX_KEY not in store.load(2).meta

@@ -69,11 +69,13 @@ def say(session, chat_id: int, user_id: int | None, text: str, **kw) -> Message 
 # -- database ---------------------------------------------------------------
 
 
-def test_sqlite_url_points_into_created_data_dir(tmp_path: Path):
+def test_sqlite_url_points_into_the_data_dir_which_opening_creates(tmp_path: Path):
     data_dir = tmp_path / "a" / "b"
     url = sqlite_url(data_dir)
-    assert data_dir.is_dir()
     assert url == f"sqlite:///{data_dir.resolve() / 'charbot.sqlite3'}"
+    assert not data_dir.exists()
+    open_database(url).dispose()
+    assert (data_dir / "charbot.sqlite3").is_file()
 
 
 @pytest.mark.parametrize("session_kind", ["read", "begin"])

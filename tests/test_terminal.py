@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import sqlite3
@@ -10,10 +11,10 @@ import time
 
 import pytest
 
-from bot import texts
-from bot.service import open_services
+from bot import commands, texts
+from bot.services import open_services
 from bot.settings import load_settings
-from bot.terminal import LOCAL_CHAT_ID, LOCAL_USER_ID, chat, format_answer, respond
+from bot.terminal import LOCAL_CHAT_ID, LOCAL_USER_ID, WAITING, chat, format_answer, respond
 
 
 def sql(data_dir, query, *args):
@@ -57,15 +58,49 @@ def test_multi_line_answers_are_indented():
     assert format_answer("one\ntwo") == "bot> one\n     two"
 
 
+def answers(services, *lines):
+    """respond() to each line in turn, with the live model serving."""
+
+    async def main():
+        await services.live.start()
+        try:
+            return [await respond(services, line) for line in lines]
+        finally:
+            await services.live.stop()
+
+    return asyncio.run(main())
+
+
 def test_the_local_user_is_an_admin_and_can_forget(services):
-    assert "/status" in respond(services, "/help")
-    respond(services, "something")
-    status = respond(services, "/status")
+    help_, _, status, forgot, temp, nope, blank = answers(
+        services, "/help", "something", "/status", "/forget", "/temp", "/nope", "   "
+    )
+    assert "/status" in help_
     assert status.startswith("Model: version 1") and "Messages: 2 (1 from people" in status
-    assert respond(services, "/forget") == texts.FORGET_DONE.format(messages="1 message")
-    assert respond(services, "/temp").startswith("Your temperature is 0.6 ")
-    assert respond(services, "/nope") == texts.UNKNOWN_COMMAND
-    assert respond(services, "   ") is None
+    assert forgot == texts.FORGET_DONE.format(messages="1 message")
+    assert temp.startswith("Your temperature is 0.6 ")
+    assert nope == texts.UNKNOWN_COMMAND
+    assert blank is None
+
+
+def test_the_terminal_runs_every_command_its_help_lists(services):
+    listed = [c for c in commands.COMMANDS if f"/{c.name}" in commands.help_text(admin=True)]
+    assert [c.name for c in listed] == [c.name for c in commands.COMMANDS]
+    safe = [f"/{c.name}" for c in listed if c.name not in ("retrain", "forget")]
+    replies = dict(zip(safe, answers(services, *safe), strict=True))
+    assert texts.UNKNOWN_COMMAND not in replies.values()
+    assert replies["/rollback"].startswith("Cannot roll back: ")  # one version only
+    assert replies["/help"] == commands.help_text(admin=True)
+
+
+def test_retrain_in_the_terminal_runs_and_reports_before_it_exits(services):
+    stdout = io.StringIO()
+    assert chat(services, io.StringIO("/retrain\n"), stdout) == 0
+    lines = stdout.getvalue().splitlines()
+    assert lines[:2] == ["bot> " + texts.RETRAIN_STARTED, WAITING]
+    # a real `charbot train` child: too little data to hold any out
+    assert lines[2].startswith("bot> Retraining run 1 (admin): skipped.")
+    assert any("not enough conversations" in line for line in lines[2:])
 
 
 # -- the real command, in a subprocess ---------------------------------------------------

@@ -3,15 +3,17 @@
 import csv
 import math
 
+import keras
 import numpy as np
 import pytest
 from toy_model import untrained_model
 
 from model import PAD, SEP
 from model.codec import encode_transcript
+from model.network import network_of
+from model.scoring import target_scores
 from model.training import (
     TrainConfig,
-    bits_per_byte,
     compile_network,
     encode_transcripts,
     fit,
@@ -42,7 +44,7 @@ BOT_STYLE = "zqzqzqzqzqzqzqzq"  # what the bot says: a pattern no human ever wri
 
 def _train(transcripts, tmp_path, name):
     model = untrained_model(units=32)
-    net = model.build()
+    net = network_of(model)
     encoded = encode_transcripts(transcripts)
     config = TrainConfig(window=48, batch_size=8, learning_rate=2e-2, epochs=12, patience=12)
     fit(net, encoded, encoded[:4], config, tmp_path / name)
@@ -56,17 +58,17 @@ def test_bot_turns_are_context_never_targets(tmp_path):
     control = _train(as_human, tmp_path, "control")
     # Score the bot's text as if it were a target, after a human turn.
     probe = [encode_transcript([(HUMAN[0], False), (BOT_STYLE, True)])]
-    learned = bits_per_byte(control, probe)
-    not_learned = bits_per_byte(masked, probe)
+    learned = target_scores(control, probe).bits()
+    not_learned = target_scores(masked, probe).bits()
     assert learned < 1.5  # the control model did learn the bot's style...
     assert not_learned > 4.0  # ...the masked one, trained on the same bytes, did not
     human_probe = [encode_transcript([(HUMAN[1], True)])]
-    assert bits_per_byte(masked, human_probe) < 3.0  # while it learned the human text
+    assert target_scores(masked, human_probe).bits() < 3.0  # while it learned the human text
 
 
 def test_fit_keeps_the_best_weights_and_writes_its_logs(tmp_path):
     encoded = encode_transcripts([[(h, True), (h[::-1], True)] for h in HUMAN] * 4)
-    net = untrained_model(units=32).build()
+    net = network_of(untrained_model(units=32))
     config = TrainConfig(window=32, batch_size=4, learning_rate=3e-2, epochs=6, patience=2)
     result = fit(net, encoded, encoded[:3], config, tmp_path)
     assert (tmp_path / "best.weights.h5").stat().st_size > 0
@@ -86,7 +88,7 @@ def test_fit_keeps_the_best_weights_and_writes_its_logs(tmp_path):
 def test_time_budget_and_frozen_layers(tmp_path):
     encoded = encode_transcripts([[(h, True)] for h in HUMAN] * 4)
     model = untrained_model(units=16)
-    net = model.build()
+    net = network_of(model)
     before = [w.copy() for w in net.get_weights()]
     config = TrainConfig(window=16, batch_size=4, epochs=5, frozen_layers=1, max_seconds=0.0)
     result = fit(net, encoded, encoded[:2], config, tmp_path)
@@ -98,6 +100,34 @@ def test_time_budget_and_frozen_layers(tmp_path):
 
 
 def test_untrained_network_scores_about_eight_bits_per_byte():
-    net = untrained_model(units=16).build()
-    bits = bits_per_byte(net, encode_transcripts([[("hello there", True), ("你好", True)]]))
-    assert abs(bits - math.log2(258)) < 0.3
+    net = network_of(untrained_model(units=16))
+    bits = target_scores(net, encode_transcripts([[("hello there", True), ("你好", True)]])).bits()
+    assert abs(bits - math.log2(257)) < 0.3  # PAD is never a candidate
+
+
+class OnlyFirstEpochs(keras.callbacks.Callback):
+    """Marks the first `n` epochs keepable (their val_loss) and the rest not (infinity)."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.n = n
+        self.weights = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["kept"] = logs["val_loss"] if epoch < self.n else math.inf
+        self.weights.append([w.copy() for w in self.model.get_weights()])
+
+
+@pytest.mark.parametrize("keepable", [1, 0])
+def test_fit_keeps_only_an_epoch_its_rule_allows(tmp_path, keepable):
+    encoded = encode_transcripts([[(h, True), (h[::-1], True)] for h in HUMAN] * 4)
+    net = network_of(untrained_model(units=32))
+    marker = OnlyFirstEpochs(keepable)
+    config = TrainConfig(window=32, batch_size=4, learning_rate=3e-2, epochs=4, patience=4)
+    result = fit(net, encoded, encoded[:3], config, tmp_path, extra_callbacks=[marker], keep="kept")
+    val = result.history["val_loss"]
+    assert result.epochs == 4 and min(val[1:]) < val[0]  # later epochs were better on val_loss
+    kept = marker.weights[0] if keepable else marker.weights[-1]  # none kept: the last ones
+    assert result.best_epoch == keepable
+    for now, then in zip(net.get_weights(), kept, strict=True):
+        np.testing.assert_allclose(now, then, rtol=1e-6)

@@ -7,7 +7,8 @@ import functools
 import keras
 import numpy as np
 
-from model import PAD, SEP, ModelConfig, ModelFile, build_network
+from model import PAD, SEP, ModelConfig, ModelFile
+from model.network import build_network, network_of
 from model.training import TrainConfig, conversation_ids, fit
 
 # Each prompt has one obvious answer; a trained toy model answers greedily with it.
@@ -43,7 +44,7 @@ def greedy_reference(model: ModelFile, prompt, n: int, ngram=None, weight: float
     """What the generator should write greedily: the Keras network re-run on the growing
     sequence (mixed by hand with `ngram` at network weight `weight`, if given), argmax
     step by step; never PAD, and no SEP first (a reply is never empty)."""
-    net = model.build()
+    net = network_of(model)
     ids = list(prompt)
     out = []
     for step in range(n):

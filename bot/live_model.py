@@ -1,0 +1,155 @@
+"""The live model: the one owner of the version that answers.
+
+`LiveModel` holds the data dir's model store, the `Generator` of the live version, the
+reply service that batches every chat's requests onto it (bot/replies.py) and the
+`ModelInfo` that /status shows. Every change of version goes through `swap_to_live`
+(after a retraining run, the pointer watch, `/rollback`): the new version is loaded
+and warmed up beside the current one, which keeps answering, and then one reference is
+flipped between two batches; no reply waits for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from bot.model_info import ModelInfo
+from bot.replies import Busy, ReplyModel, ReplyService
+from model import ModelFile
+from model.generator import Generator, Reply
+from model.store import ModelStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SwapResult:
+    old: int | None
+    new: int
+
+
+class LiveModel:
+    """The live version's generator and reply service; swaps versions (module docstring)."""
+
+    def __init__(
+        self,
+        store: ModelStore,
+        generator: ReplyModel,
+        info: ModelInfo,
+        *,
+        max_batch: int | None = None,
+    ):
+        self.store = store
+        self.info = info
+        self.max_batch = max_batch  # None: the generator's largest batch; 1 turns batching off
+        self._generator = generator
+        self._service: ReplyService | None = None
+        self._swap_lock = asyncio.Lock()
+        self._unloadable: int | None = None  # a version whose load failed: not retried
+
+    @classmethod
+    def open(
+        cls, store: ModelStore, *, generator: ReplyModel | None = None, max_batch=None
+    ) -> LiveModel:
+        """Load and warm up the store's live version (seconds). `generator` stands in for
+        it when given (tests share one between bot restarts). Raises ModelFileError or
+        StoreError when no version loads."""
+        version, model = store.load_live()
+        if generator is None:
+            generator = Generator(model)
+        return cls(
+            store, generator, ModelInfo.of_version(store, version, model), max_batch=max_batch
+        )
+
+    @property
+    def version(self) -> int | None:
+        return self.info.version
+
+    @property
+    def generator(self) -> ReplyModel:
+        return self._generator
+
+    @property
+    def max_prompt_bytes(self) -> int:
+        return self._generator.max_prompt_bytes
+
+    # -- answering ----------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the batching worker on the running event loop."""
+        if self._service is None:
+            self._service = ReplyService(self._generator, max_batch=self.max_batch)
+            await self._service.start()
+
+    async def stop(self) -> None:
+        """Answer every reply already asked for, then stop the batching worker."""
+        if self._service is None:
+            return
+        await self._service.stop()
+        st = self._service.stats
+        log.info(
+            "reply service: %d replies in %d batches (largest %d), %d busy, %d failed batches",
+            st.requests,
+            st.batches,
+            st.largest_batch,
+            st.busy,
+            st.failed_batches,
+        )
+        self._service = None
+
+    async def reply(self, turns: Sequence[str], temperature: float) -> Reply:
+        """The reply to a chat's last turns (oldest first), batched with other chats'.
+
+        Raises replies.Busy when too many replies are waiting (or before start()),
+        replies.GenerationFailed when the batch failed.
+        """
+        if self._service is None:
+            raise Busy("the reply service is not running")
+        return await self._service.reply(turns, temperature)
+
+    # -- changing version -----------------------------------------------------------
+
+    async def swap_to_live(self, *, retry: bool = True) -> SwapResult | None:
+        """Serve the store's live version if it is not the one served; None if it is.
+
+        A version that failed to load raises, and is not tried again with retry=False
+        (the pointer watch) until the live version changes.
+        """
+        async with self._swap_lock:
+            version = await asyncio.to_thread(self.store.live_version)
+            old = self.version
+            if version is None or version == old:
+                return None
+            if not retry and version == self._unloadable:
+                return None
+            try:
+                model = await asyncio.to_thread(self.store.load, version)
+                generator = await asyncio.to_thread(self._generator_like_current, model)
+            except Exception:
+                self._unloadable = version
+                log.exception("loading model version %s failed; still serving %s", version, old)
+                raise
+            self._generator = generator
+            if self._service is not None:
+                self._service.swap(generator)
+            self.info = ModelInfo.of_version(self.store, version, model)
+            log.info("now serving model version %s (was %s)", version, old)
+            return SwapResult(old, version)
+
+    async def rollback(self) -> SwapResult | None:
+        """Make the previous version live (StoreError if there is none) and serve it."""
+        async with self._swap_lock:
+            await asyncio.to_thread(self.store.rollback)
+        return await self.swap_to_live()
+
+    def _generator_like_current(self, model: ModelFile) -> Generator:
+        """A warmed-up generator for `model`, shaped as the one serving now."""
+        current = self._generator
+        return Generator(
+            model,
+            batch_buckets=current.batch_buckets,
+            max_prompt_bytes=current.max_prompt_bytes,
+            max_reply_bytes=current.max_reply_bytes,
+        )

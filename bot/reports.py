@@ -1,0 +1,175 @@
+"""What admins read: /status, a retraining run's outcome, and the one-line result a
+`charbot train` child prints for its parent.
+
+No TensorFlow here (`charbot status` uses it too): a run's stored report is read back
+as model.run_result.RunResult.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from bot.model_info import ModelInfo
+from bot.settings import Settings
+from model.run_result import RunResult
+from model.store import ModelStore
+from storage import (
+    Database,
+    TrainingRun,
+    count_human_messages_since,
+    count_messages,
+    count_trainable_messages,
+    last_finished_run,
+    last_run,
+    run_result,
+)
+
+STALE_RUN = "the process running it stopped before it finished"
+COUNTED_RUNS = ("published", "rejected", "skipped")  # runs that used up the messages they saw
+RUN_ID_KEY = "run_id"  # the key of the child's last stdout line (`charbot train --json`)
+
+
+def status_text(
+    db: Database, model: ModelInfo, uptime: float | None, extra: Sequence[str] = ()
+) -> str:
+    """What /status shows: model version, message counts, uptime (None: not the running bot).
+
+    `extra` lines (retraining: live version, last run, schedule) are added at the end.
+    """
+    with db.read() as session:
+        counts = count_messages(session)
+    running = "not running here (this is `charbot status`)" if uptime is None else _span(uptime)
+    return "\n".join(
+        [
+            f"Model: {model.describe()}",
+            f"Messages: {counts['total']} ({counts['human']} from people, "
+            f"{counts['bot']} from the bot)",
+            f"Users: {counts['users']}, chats: {counts['chats']}",
+            f"Uptime: {running}",
+            *extra,
+        ]
+    )
+
+
+def _span(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days} d {hours} h {minutes} min"
+    if hours:
+        return f"{hours} h {minutes} min"
+    if minutes:
+        return f"{minutes} min {secs} s"
+    return f"{secs} s"
+
+
+def new_messages(db: Database) -> int:
+    """Human messages since the last run that used its data (survives restarts)."""
+    with db.read() as session:
+        run = last_finished_run(session, COUNTED_RUNS)
+        return count_human_messages_since(session, run.last_message_id if run else 0)
+
+
+def _bits(value: float | None) -> str:
+    """A stored loss for people: a run that diverged stores none."""
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def stored_result(run: TrainingRun | None) -> RunResult | None:
+    data = run_result(run) if run is not None else None
+    return RunResult.from_dict(data) if data else None
+
+
+def describe_run(run: TrainingRun | None) -> str:
+    """What an admin reads about a run: outcome, losses before/after, epochs, time, data."""
+    if run is None:
+        return "No retraining run yet."
+    who = f"asked by {run.requested_by}" if run.requested_by else run.trigger
+    head = f"Retraining run {run.id} ({who}): {run.status}"
+    if run.status == "published":
+        head += f", now version {run.new_version}"
+    lines = [head + "."]
+    if run.live_chat_bits is not None:
+        lines.append(
+            f"Held-out chat: {_bits(run.live_chat_bits)} → {_bits(run.candidate_chat_bits)} "
+            f"bits/byte; base corpus: {_bits(run.live_base_bits)} → "
+            f"{_bits(run.candidate_base_bits)}."
+        )
+    result = stored_result(run)
+    if result is not None:
+        ex = result.examples
+        lines.append(
+            f"{result.epochs} epochs (best {result.best_epoch}) "
+            f"in {result.seconds:.0f} s; {ex.train_chunks} conversations "
+            f"({ex.train_bytes} bytes) trained, {ex.heldout_chunks} held out, "
+            f"{ex.base_bytes} bytes of the base corpus mixed in."
+        )
+    if run.error and run.status != "published":
+        lines.append(f"Reason: {run.error}")
+    return "\n".join(lines)
+
+
+def plot_of(run: TrainingRun | None) -> Path | None:
+    result = stored_result(run)
+    path = Path(result.plot_path) if result is not None and result.plot_path else None
+    return path if path is not None and path.is_file() else None
+
+
+def status_lines(
+    settings: Settings,
+    db: Database,
+    store: ModelStore,
+    *,
+    running: bool = False,
+    next_check: dt.datetime | None = None,
+) -> list[str]:
+    """What /status adds about retraining: live version, last run, schedule, data."""
+    version = store.live_version()
+    losses = store.info(version).get("losses") or {} if version else {}
+    live = f"Live version: {version} of {len(store.versions())} kept"
+    if losses.get("candidate_chat") is not None:
+        live += (
+            f" (held-out chat {losses['candidate_chat']:.3f}, "
+            f"base {losses['candidate_base']:.3f} bits/byte)"
+        )
+    with db.read() as session:
+        last = last_run(session)
+        trainable = count_trainable_messages(session)
+    new = new_messages(db)
+    if last is None:
+        last_line = "Last run: none yet"
+    else:
+        when = (last.finished_at or last.started_at).strftime("%Y-%m-%d %H:%M UTC")
+        last_line = f"Last run: {last.id}, {last.status}, {when}"
+        if last.status == "published":
+            last_line += f" (version {last.new_version})"
+    if running:
+        schedule = "Retraining: a run is going now"
+    else:
+        when = next_check.strftime("%Y-%m-%d %H:%M UTC") if next_check else "while the bot runs"
+        schedule = (
+            f"Next scheduled check: {when}, every {settings.retrain_interval} s "
+            f"(starts a run at {settings.retrain_min_messages} new messages; {new} so far)"
+        )
+    return [live, last_line, schedule, f"Messages available for training: {trainable}"]
+
+
+# -- the child's answer to its parent ---------------------------------------------------
+
+
+def result_line(run: TrainingRun) -> str:
+    """The last line `charbot train --json` prints: which run it was and how it ended."""
+    return json.dumps({RUN_ID_KEY: run.id, "status": run.status})
+
+
+def run_id_from(stdout: bytes) -> int | None:
+    """The run id from the last result line a `charbot train --json` child printed."""
+    for line in reversed(stdout.decode(errors="replace").splitlines()):
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            return int(json.loads(line)[RUN_ID_KEY])
+    return None

@@ -1,0 +1,51 @@
+"""What the handlers work with: settings, the database, the live model, the retrainer.
+
+services = open_services(settings)   # migrates the database, loads and warms the model
+await services.live.start()          # on the event loop that will ask for replies
+...
+await services.live.stop(); services.close()
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from bot.datadir import adopt_shipped_base, open_database_for, open_store
+from bot.live_model import LiveModel
+from bot.replies import ReplyModel
+from bot.retrainer import Retrainer
+from bot.settings import Settings
+from storage import Database
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    live: LiveModel
+    retrainer: Retrainer | None = None  # set once the bot's retraining is started
+    next_check: Callable[[], dt.datetime | None] = lambda: None  # the scheduled retrain check
+    started: float = field(default_factory=time.monotonic)  # for uptime
+
+    def uptime(self) -> float:
+        return time.monotonic() - self.started
+
+    def close(self) -> None:
+        self.db.dispose()
+
+
+def open_services(
+    settings: Settings, *, generator: ReplyModel | None = None, max_batch: int | None = None
+) -> Services:
+    """Open the database (migrating it) and load and warm the live model. Blocks for seconds.
+
+    Pass `generator` to reuse one already loaded (tests share one between bot restarts).
+    Raises model.ModelFileError or model.store.StoreError when no model version loads.
+    """
+    store = open_store(settings)
+    adopt_shipped_base(settings, store)
+    live = LiveModel.open(store, generator=generator, max_batch=max_batch)
+    return Services(settings, open_database_for(settings), live)

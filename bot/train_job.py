@@ -1,0 +1,215 @@
+"""One retraining run, child side: what `charbot train` does, begin to end.
+
+    begin    take the run lock, record the run as running
+    train    fine-tune the live version on the stored chats (model.retrain), gated
+    decide   publish the candidate, unless a user withdrew their text or the live
+             version changed during the run
+    record   the outcome, losses and report in the run's row
+
+The bot starts this in its own process (bot/retrainer.py), low priority, one thread,
+and reads the run id from the last line it prints (bot/run_report.result_line).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from bot.datadir import open_store, run_dir, run_lock
+from bot.reports import STALE_RUN
+from bot.settings import Settings
+from bot.texts import plural
+from model import load
+from model.retrain import CANDIDATE_FILE, NotEnoughData, RetrainConfig, retrain
+from model.run_result import RunResult
+from model.store import ModelStore
+from model.training import CHECKPOINT_FILE
+from storage import (
+    Database,
+    TrainingRun,
+    finish_run,
+    get_run,
+    last_message_id,
+    learning_user_ids,
+    mark_stale_runs_failed,
+    start_run,
+    training_transcripts,
+)
+
+log = logging.getLogger(__name__)
+
+KEEP_VERSIONS = 5  # published versions kept on disk (the live one and its predecessor always)
+
+
+class AlreadyRunning(Exception):
+    """Another retraining run holds the lock."""
+
+
+def retrain_config(settings: Settings) -> RetrainConfig:
+    """The run's settings: model.retrain's defaults and what the operator configured."""
+    config = RetrainConfig()
+    if settings.retrain_epochs is not None:
+        config = dataclasses.replace(config, epochs=settings.retrain_epochs)
+    return config
+
+
+def train_once(
+    settings: Settings,
+    db: Database,
+    *,
+    trigger: str = "cli",
+    requested_by: int | None = None,
+    config: RetrainConfig | None = None,
+    report: Callable[[str], None] = print,
+) -> TrainingRun:
+    """One retraining run, exactly as the scheduler starts it; returns its record.
+
+    Raises AlreadyRunning when another run holds the lock. Failures are recorded
+    (status "failed") and re-raised.
+    """
+    lock = run_lock(settings)
+    if not lock.acquire():
+        holder = lock.holder() or {}
+        raise AlreadyRunning(f"another retraining run is going (since {holder.get('since', '?')})")
+    try:
+        run_id = begin(db, trigger, requested_by)
+        try:
+            return _train(settings, db, run_id, trigger, config or retrain_config(settings), report)
+        except Exception as exc:
+            with db.begin() as session:
+                finish_run(session, run_id, status="failed", error=f"{type(exc).__name__}: {exc}")
+            raise
+    finally:
+        lock.release()
+
+
+def begin(db: Database, trigger: str, requested_by: int | None) -> int:
+    """Record a new run (call with the run lock held); earlier runs still "running" died."""
+    with db.begin() as session:
+        if stale := mark_stale_runs_failed(session, STALE_RUN):
+            log.warning("%d earlier run(s) had died; marked failed", stale)
+        seen = last_message_id(session)
+        return start_run(
+            session, trigger=trigger, requested_by=requested_by, last_message_id=seen
+        ).id
+
+
+def _train(
+    settings: Settings,
+    db: Database,
+    run_id: int,
+    trigger: str,
+    config: RetrainConfig,
+    report: Callable[[str], None],
+) -> TrainingRun:
+    store = open_store(settings)
+    live_version, live = store.load_live()
+    with db.read() as session:
+        transcripts = training_transcripts(session)
+        contributors = learning_user_ids(session)
+    folder = run_dir(settings, run_id)
+    report(f"run {run_id}: fine-tuning version {live_version} on {len(transcripts)} chats")
+
+    def on_epoch(epoch: int, logs: dict) -> None:
+        report(
+            f"epoch {epoch}: train {logs.get('loss_bits', float('nan')):.3f}, "
+            f"held-out {logs.get('val_loss_bits', float('nan')):.3f} bits/byte"
+        )
+
+    try:
+        result = retrain(live, transcripts, config, folder, on_epoch=on_epoch)
+    except NotEnoughData as exc:
+        with db.begin() as session:
+            finish_run(session, run_id, status="skipped", live_version=live_version, error=str(exc))
+        report(f"skipped: {exc}")
+        return _reload(db, run_id)
+    result, new_version = decide(db, store, result, contributors, live_version, run_id, trigger)
+    record(db, run_id, result, live_version, new_version, folder)
+    report(f"{'published' if result.accepted else 'rejected'}: {result.reason}")
+    return _reload(db, run_id)
+
+
+def decide(
+    db: Database,
+    store: ModelStore,
+    result: RunResult,
+    contributors: set[int],
+    live_version: int,
+    run_id: int,
+    trigger: str,
+) -> tuple[RunResult, int | None]:
+    """(the result as it stands after the last checks, the version published or None)."""
+    new_version = None
+    # BEGIN IMMEDIATE: no /forget or /learn off can land between the check and the
+    # publish; one that landed during training withdraws the candidate.
+    with db.begin() as session:
+        withdrawn = contributors - learning_user_ids(session)
+        now_live = store.live_version()
+        if withdrawn:
+            result = withdraw(result, len(withdrawn), Path(result.candidate_path).parent)
+        elif now_live != live_version:
+            reason = (
+                f"rejected: the live version changed from {live_version} to {now_live} "
+                f"during the run (a /rollback?); a candidate fine-tuned from version "
+                f"{live_version} would undo that"
+            )
+            result = dataclasses.replace(result, accepted=False, reason=reason)
+        elif result.accepted:
+            info = {"run": run_id, "trigger": trigger, "losses": result.to_dict()["losses"]}
+            new_version = store.publish(load(result.candidate_path), info)
+    if new_version is not None:
+        try:
+            store.prune(KEEP_VERSIONS)
+        except OSError:  # the run succeeded; old versions wait for the next prune
+            log.exception("pruning old model versions failed")
+    return result, new_version
+
+
+def withdraw(result: RunResult, users: int, folder: Path) -> RunResult:
+    """`result` rejected because `users` users withdrew their text during the run.
+
+    The candidate and the checkpoint were trained on that text: both are deleted.
+    """
+    for name in (CANDIDATE_FILE, CHECKPOINT_FILE):
+        (folder / name).unlink(missing_ok=True)
+    reason = (
+        f"rejected: {plural(users, 'user')} whose messages it was trained on asked to be "
+        "forgotten or turned learning off during the run; the candidate was deleted"
+    )
+    log.info("%s", reason)
+    return dataclasses.replace(result, accepted=False, reason=reason, candidate_path="")
+
+
+def record(
+    db: Database,
+    run_id: int,
+    result: RunResult,
+    live_version: int,
+    new_version: int | None,
+    folder: Path,
+) -> None:
+    """Store the run's outcome, losses and full report."""
+    losses = result.losses
+    with db.begin() as session:
+        finish_run(
+            session,
+            run_id,
+            status="published" if result.accepted else "rejected",
+            examples=result.examples.train_chunks,
+            epochs=result.epochs,
+            live_version=live_version,
+            new_version=new_version,
+            live_chat_bits=losses.live_chat,
+            candidate_chat_bits=losses.candidate_chat,
+            live_base_bits=losses.live_base,
+            candidate_base_bits=losses.candidate_base,
+            error=None if result.accepted else result.reason,
+            result={**result.to_dict(), "run_dir": str(folder)},
+        )
+
+
+def _reload(db: Database, run_id: int) -> TrainingRun:
+    with db.read() as session:
+        return get_run(session, run_id)
