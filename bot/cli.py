@@ -1,7 +1,7 @@
 """The `charbot` command: run, chat, status, pretrain, eval, train.
 
-Settings are loaded here, once, and passed down. This is the one module that imports
-inside functions: each subcommand imports the modules it runs when it runs, because the
+Settings are loaded here, once, and passed down. This is the one module of the bot that
+imports inside functions: each subcommand imports the modules it runs when it runs, as the
 bot, training and evaluation load TensorFlow (seconds) while `charbot --help`,
 configuration errors and `charbot status` need none of it and answer at once.
 """
@@ -18,12 +18,12 @@ import tempfile
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 
-from bot.datadir import open_database_for, open_store, run_lock
+from bot.datadir import open_database_for, open_store, pretrain_dir, run_lock
 from bot.model_info import ModelInfo
 from bot.reports import describe_run, result_line, status_lines, status_text
 from bot.settings import SettingsError, load_settings
 from model import ModelFileError
-from model.store import MODEL_FILE, StoreError
+from model.store import StoreError
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # What TensorFlow's native code prints at import below TF_CPP_MIN_LOG_LEVEL=1 all the same:
@@ -158,7 +158,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     import_tensorflow()
     from model.pretrain import pretrain
 
-    pretrain(log_dir=settings.data_dir / "runs" / "pretrain")
+    pretrain(log_dir=pretrain_dir(settings))
     return 0
 
 
@@ -172,7 +172,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         path = args.model_path
     else:
         store = open_store(settings)
-        path = store.path(store.load_live()[0]) / MODEL_FILE
+        path = store.model_path(store.live_version())
     main_report(path)
     return 0
 

@@ -123,7 +123,10 @@ async def status(request: Request) -> str:
 
 
 async def retrain(request: Request) -> str:
-    started = await request.services.retrainer.start("admin", requested_by=request.user_id)
+    retrainer = request.services.retrainer
+    if retrainer is None:
+        return texts.RETRAIN_UNAVAILABLE
+    started = await retrainer.start("admin", requested_by=request.user_id)
     return texts.RETRAIN_STARTED if started else texts.RETRAIN_RUNNING
 
 

@@ -56,6 +56,10 @@ def train_log(settings: Settings) -> Path:
     return settings.data_dir / RUNS_DIR / TRAIN_LOG
 
 
+def pretrain_dir(settings: Settings) -> Path:
+    return settings.data_dir / RUNS_DIR / "pretrain"
+
+
 def adopt_shipped_base(settings: Settings, store: ModelStore) -> int | None:
     """Once per data dir: publish the configured base model as a new version when the live
     version is that same network as an older charbot shipped it, without the mixture entry

@@ -56,9 +56,11 @@ class LiveModel:
         """Load and warm up the store's live version (seconds). `generator` stands in for
         it when given (tests share one between bot restarts). Raises ModelFileError or
         StoreError when no version loads."""
-        version, model = store.load_live()
         if generator is None:
+            version, model = store.load_live()
             generator = Generator(model)
+        else:
+            version, model = store.live_version(), generator.model
         return cls(
             store, generator, ModelInfo.of_version(store, version, model), max_batch=max_batch
         )

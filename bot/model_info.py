@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from model import MIX_KEY, ModelFile
-from model.store import MODEL_FILE, ModelStore
+from model.store import ModelStore
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class ModelInfo:
 
     @classmethod
     def of_version(cls, store: ModelStore, version: int, model: ModelFile) -> ModelInfo:
-        return cls.of(model, store.path(version) / MODEL_FILE, version)
+        return cls.of(model, store.model_path(version), version)
 
     def describe(self) -> str:
         details = [str(self.meta.get("kind", "unknown kind"))]

@@ -23,6 +23,7 @@ from storage import (
     count_human_messages_since,
     count_messages,
     count_trainable_messages,
+    get_run,
     last_finished_run,
     last_run,
     run_result,
@@ -80,9 +81,19 @@ def _bits(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
+def load_run(db: Database, run_id: int) -> TrainingRun | None:
+    with db.read() as session:
+        return get_run(session, run_id)
+
+
 def stored_result(run: TrainingRun | None) -> RunResult | None:
+    """The full report stored with `run`; None if there is none or it cannot be read
+    (a record an older charbot wrote)."""
     data = run_result(run) if run is not None else None
-    return RunResult.from_dict(data) if data else None
+    try:
+        return RunResult.from_dict(data) if data else None
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def describe_run(run: TrainingRun | None) -> str:

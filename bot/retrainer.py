@@ -18,12 +18,11 @@ from pathlib import Path
 
 from bot.datadir import run_lock, train_log
 from bot.live_model import LiveModel
-from bot.reports import STALE_RUN, describe_run, new_messages, plot_of, run_id_from
+from bot.reports import STALE_RUN, describe_run, load_run, new_messages, plot_of, run_id_from
 from bot.settings import Settings
 from storage import (
     Database,
     TrainingRun,
-    get_run,
     mark_reported,
     mark_stale_runs_failed,
     unreported_runs,
@@ -51,7 +50,12 @@ class Retrainer:
         self._child: asyncio.subprocess.Process | None = None
 
     def running(self) -> bool:
-        return (self._task is not None and not self._task.done()) or self.lock.is_running()
+        """Whether a run is going: this bot's, or any other process's."""
+        return self.running_here() or self.lock.is_running()
+
+    def running_here(self) -> bool:
+        """Whether a run this Retrainer started is still going (or being reported)."""
+        return self._task is not None and not self._task.done()
 
     async def start(self, trigger: str, requested_by: int | None = None) -> bool:
         """Start a run in the background; False (and nothing started) if one is going."""
@@ -119,7 +123,7 @@ class Retrainer:
                     )
                     raise
             run_id = run_id_from(out)
-            run = await asyncio.to_thread(self._load, run_id) if run_id else None
+            run = await asyncio.to_thread(load_run, self.db, run_id) if run_id else None
             if run is None:
                 code = self._child.returncode
                 text = f"Retraining did not finish (exit code {code}); see {log_path}."
@@ -182,10 +186,6 @@ class Retrainer:
                 mark_stale_runs_failed(session, reason)
         finally:
             self.lock.release()
-
-    def _load(self, run_id: int) -> TrainingRun | None:
-        with self.db.read() as session:
-            return get_run(session, run_id)
 
     def _unreported(self) -> list[TrainingRun]:
         with self.db.read() as session:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 import sys
+import termios
 import threading
 from pathlib import Path
 from typing import TextIO
@@ -72,11 +74,22 @@ def chat(services: Services, stdin: TextIO | None = None, stdout: TextIO | None 
     """Answer every line of `stdin` until end of input or Ctrl-C; returns the exit status."""
     stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout
+    tty = _tty_state(stdin)
     try:
         asyncio.run(_chat(services, stdin, stdout))
     except KeyboardInterrupt:
         print(file=stdout)
+    finally:
+        if tty is not None:  # readline reads in a thread: Ctrl-C may leave the tty raw
+            termios.tcsetattr(stdin, termios.TCSADRAIN, tty)
     return 0
+
+
+def _tty_state(stdin: TextIO) -> list | None:
+    try:
+        return termios.tcgetattr(stdin) if stdin.isatty() else None
+    except (termios.error, ValueError, io.UnsupportedOperation):
+        return None
 
 
 async def _chat(services: Services, stdin: TextIO, stdout: TextIO) -> None:
@@ -89,7 +102,9 @@ async def _chat(services: Services, stdin: TextIO, stdout: TextIO) -> None:
             text += f"\n(loss plot: {plot})"
         print(format_answer(text), file=stdout, flush=True)
 
-    services.retrainer = Retrainer(services.settings, services.db, services.live, notify)
+    retrainer = Retrainer(services.settings, services.db, services.live, notify)
+    services.retrainer = retrainer
+    await asyncio.to_thread(retrainer.close_stale_runs)
     await services.live.start()
     answered = threading.Event()  # the next prompt waits for the answer to the last line
     lines = _lines(stdin, stdout, interactive, answered)
@@ -99,11 +114,12 @@ async def _chat(services: Services, stdin: TextIO, stdout: TextIO) -> None:
             if answer is not None:
                 print(format_answer(answer), file=stdout, flush=True)
             answered.set()
-        if services.retrainer.running():
+        if retrainer.running_here():
             print(WAITING, file=stdout, flush=True)
-            await services.retrainer.wait()
+            await retrainer.wait()
     finally:
-        await services.retrainer.stop()
+        await retrainer.stop()  # Ctrl-C: the run is stopped, and recorded so
+        await asyncio.to_thread(retrainer.close_stale_runs)
         await services.live.stop()
 
 

@@ -64,6 +64,7 @@ RETRAIN_STARTED = (
     "Retraining started. I'll tell you how it went when it ends (usually a few minutes)."
 )
 RETRAIN_RUNNING = "A retraining run is already going; I'll report when it ends."
+RETRAIN_UNAVAILABLE = "Retraining is not available here; try again in a moment."
 ROLLBACK_NOT_LOADED = (
     "Version {live} is live in the model store now, but loading it failed (see the log): "
     "I still answer with version {served}. Check the file, then /rollback again or restart."

@@ -7,18 +7,19 @@
     record   the outcome, losses and report in the run's row
 
 The bot starts this in its own process (bot/retrainer.py), low priority, one thread,
-and reads the run id from the last line it prints (bot/run_report.result_line).
+and reads the run id from the last line it prints (bot/reports.result_line).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable
 from pathlib import Path
 
 from bot.datadir import open_store, run_dir, run_lock
-from bot.reports import STALE_RUN
+from bot.reports import STALE_RUN, load_run
 from bot.settings import Settings
 from bot.texts import plural
 from model import load
@@ -30,7 +31,6 @@ from storage import (
     Database,
     TrainingRun,
     finish_run,
-    get_run,
     last_message_id,
     learning_user_ids,
     mark_stale_runs_failed,
@@ -78,7 +78,8 @@ def train_once(
         try:
             return _train(settings, db, run_id, trigger, config or retrain_config(settings), report)
         except Exception as exc:
-            with db.begin() as session:
+            # Recorded if the database lets us; the run's own error is what gets raised.
+            with contextlib.suppress(Exception), db.begin() as session:
                 finish_run(session, run_id, status="failed", error=f"{type(exc).__name__}: {exc}")
             raise
     finally:
@@ -124,11 +125,13 @@ def _train(
         with db.begin() as session:
             finish_run(session, run_id, status="skipped", live_version=live_version, error=str(exc))
         report(f"skipped: {exc}")
-        return _reload(db, run_id)
-    result, new_version = decide(db, store, result, contributors, live_version, run_id, trigger)
+        return load_run(db, run_id)
+    result, new_version = decide(
+        db, store, result, contributors, live_version, run_id, trigger, folder
+    )
     record(db, run_id, result, live_version, new_version, folder)
     report(f"{'published' if result.accepted else 'rejected'}: {result.reason}")
-    return _reload(db, run_id)
+    return load_run(db, run_id)
 
 
 def decide(
@@ -139,6 +142,7 @@ def decide(
     live_version: int,
     run_id: int,
     trigger: str,
+    folder: Path,
 ) -> tuple[RunResult, int | None]:
     """(the result as it stands after the last checks, the version published or None)."""
     new_version = None
@@ -148,7 +152,7 @@ def decide(
         withdrawn = contributors - learning_user_ids(session)
         now_live = store.live_version()
         if withdrawn:
-            result = withdraw(result, len(withdrawn), Path(result.candidate_path).parent)
+            result = withdraw(result, len(withdrawn), folder)
         elif now_live != live_version:
             reason = (
                 f"rejected: the live version changed from {live_version} to {now_live} "
@@ -208,8 +212,3 @@ def record(
             error=None if result.accepted else result.reason,
             result={**result.to_dict(), "run_dir": str(folder)},
         )
-
-
-def _reload(db: Database, run_id: int) -> TrainingRun:
-    with db.read() as session:
-        return get_run(session, run_id)

@@ -1,4 +1,4 @@
-"""Everything TensorFlow: the byte codec, the network, the generator, training, model files.
+"""The model: the byte codec, the network, the generator, scoring, training, model files.
 
 No Telegram and no SQL here; `bot/` passes text in and gets text back. This package
 and its light modules (codec, modelfile, store, run_result) import without

@@ -13,7 +13,7 @@ from model.generator import Generator
 from model.modelfile import BASE_MODEL_PATH, ModelFile, load
 from model.network import network_of
 from model.ngram import best_ngram
-from model.scoring import fit_mix, target_scores
+from model.scoring import fit_mix, served_bits
 from model.training import conversation_ids
 
 NGRAM_ORDERS = range(3, 10)
@@ -61,7 +61,7 @@ def evaluate(model: ModelFile, *, samples: bool = True, seed: int = 0) -> EvalRe
     )
     encoded = [conversation_ids(c) for c in heldout]
     if model.mix is None:
-        bits = target_scores(net, encoded).bits()
+        bits = served_bits(net, encoded, None)
         report = EvalReport(bits, order, ngram_bits, all_orders, network_bits=bits)
     else:
         mix_order, weight = model.mix

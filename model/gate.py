@@ -69,6 +69,7 @@ def judge(
         candidate_base=cand_base[weight],
         live_base_network=live.base.bits(1.0) if mixed else math.nan,
         candidate_base_network=candidate.base.bits(1.0) if mixed else math.nan,
+        mixed=mixed,
     )
     accepted, reason = gate(losses, margin)
     return Verdict(

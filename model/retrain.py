@@ -30,7 +30,7 @@ from model.modelfile import MIX_KEY, ModelFile, save
 from model.network import network_of
 from model.plot import plot_losses
 from model.run_result import Examples, RunResult, json_safe
-from model.scoring import target_scores
+from model.scoring import served_bits
 from model.training import LN2, TrainConfig, conversation_ids, fit, target_bytes
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,9 @@ BaseCorpus = tuple[list[list[str]], list[list[str]]]  # (train, heldout) convers
 CANDIDATE_FILE = "candidate.npz"
 PLOT_FILE = "loss.png"
 KEPT = "admissible_val_loss"  # the log entry whose lowest value picks the kept epoch
+# Added to the val_loss of an epoch over the base margin: any admissible epoch is kept
+# before it, and among inadmissible ones (then the gate rejects) the best on the chats.
+INADMISSIBLE = 1e6
 
 
 @dataclass(frozen=True)
@@ -264,10 +267,10 @@ class KeepAdmissible(keras.callbacks.Callback):
 
     After each epoch it scores the base slice by the network alone, as served at weight 1
     (about 2 s at GRU-512), and adds it to the logs as `base_bits`, and KEPT: the epoch's
-    val_loss if the base slice stays within `base_limit`, infinity if not, so an epoch
-    that forgets more than the gate allows is never kept. Forgetting grows with training,
-    so after `patience` such epochs in a row it stops the run: later epochs would only be
-    thrown away.
+    val_loss if the base slice stays within `base_limit`, that plus INADMISSIBLE if not,
+    so an epoch that forgets more than the gate allows is kept only when every epoch did
+    (and the gate then rejects it). Forgetting grows with training, so after `patience`
+    such epochs in a row it stops the run: later epochs would only be thrown away.
     """
 
     def __init__(self, base_eval: Sequence[Encoded], base_limit: float, patience: int = 2):
@@ -279,10 +282,10 @@ class KeepAdmissible(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
-        base = target_scores(self.model, self.base_eval).bits()
+        base = served_bits(self.model, self.base_eval, None)
         admissible = base <= self.base_limit
         logs["base_bits"] = base
-        logs[KEPT] = logs.get("val_loss", math.inf) if admissible else math.inf
+        logs[KEPT] = logs.get("val_loss", math.inf) + (0.0 if admissible else INADMISSIBLE)
         self.over = 0 if admissible else self.over + 1
         if self.patience and self.over >= self.patience:
             log.info("stopping: %d epochs in a row forget more than the gate allows", self.over)

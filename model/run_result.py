@@ -35,10 +35,7 @@ class Losses:
     # within the margin (a network that forgot the base must not hide behind the n-gram).
     live_base_network: float = math.nan
     candidate_base_network: float = math.nan
-
-    @property
-    def mixed(self) -> bool:
-        return math.isfinite(self.live_base_network)
+    mixed: bool = False  # served mixed with the base n-gram (then the two above are set)
 
 
 @dataclass
@@ -65,8 +62,10 @@ class RunResult:
         """Read back `to_dict()`; keys it does not know (a record's extras) are ignored."""
         data = {f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data}
         data["examples"] = Examples(**data["examples"])
+        losses = dict(data["losses"])
+        mixed = bool(losses.pop("mixed", losses.get("live_base_network") is not None))
         data["losses"] = Losses(
-            **{k: math.nan if v is None else float(v) for k, v in data["losses"].items()}
+            **{k: math.nan if v is None else float(v) for k, v in losses.items()}, mixed=mixed
         )
         data["history"] = {
             k: [math.nan if v is None else v for v in vs] for k, vs in data["history"].items()

@@ -87,6 +87,10 @@ class ModelStore:
         """The folder of `version` (which may not exist)."""
         return self.root / version_name(version)
 
+    def model_path(self, version: int) -> Path:
+        """The model file of `version` (which may not exist)."""
+        return self.path(version) / MODEL_FILE
+
     def info(self, version: int) -> dict:
         """What was recorded when `version` was published (plus `version`, `published_at`)."""
         if not self.path(version).is_dir():

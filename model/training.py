@@ -191,7 +191,12 @@ def fit(
     callbacks = [
         *extra_callbacks,  # first, so what they add to the logs reaches the others
         keras.callbacks.ModelCheckpoint(
-            checkpoint, monitor=keep, mode="min", save_best_only=True, save_weights_only=True
+            checkpoint,
+            monitor=keep,
+            mode="min",
+            save_best_only=True,
+            save_weights_only=True,
+            initial_value_threshold=math.inf,  # an infinite or NaN value is never saved
         ),
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience),
         keras.callbacks.ReduceLROnPlateau(

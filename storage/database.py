@@ -32,7 +32,7 @@ BEGIN_OPTION = "charbot_sqlite_begin"  # execution option: "" (deferred) or "IMM
 
 
 def sqlite_url(data_dir: Path) -> str:
-    """The URL of the bot's SQLite file in `data_dir` (open_database makes the folder)."""
+    """The URL of the bot's SQLite file in `data_dir` (which must exist to open it)."""
     return f"sqlite:///{(Path(data_dir) / DATABASE_FILE).resolve()}"
 
 
@@ -64,8 +64,6 @@ class Database:
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = make_url(url)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
-        if self.is_sqlite and self.url.database not in (None, "", ":memory:"):
-            Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
         self.engine: Engine = create_engine(self.url, echo=echo)
         writer = self.engine
         if self.is_sqlite:

@@ -107,6 +107,11 @@ class Message(Base):
     __tablename__ = "messages"
     __table_args__ = (
         Index("ix_messages_chat_id_id", "chat_id", "id"),
+        # What identifies a message in Telegram: a redelivered update is stored once.
+        # (Update ids are no key: they start over for a new token or after a quiet week.)
+        Index(
+            "uq_messages_chat_id_telegram_message_id", "chat_id", "telegram_message_id", unique=True
+        ),
         # Ids only grow, even after the newest rows are deleted (/forget): training
         # remembers "everything up to message id N" and must not miss a reused id.
         {"sqlite_autoincrement": True},
@@ -120,9 +125,8 @@ class Message(Base):
     )
     from_bot: Mapped[bool]
     text: Mapped[str] = mapped_column(Text)
-    telegram_message_id: Mapped[int | None]
-    # A Telegram update redelivered after a crash or timeout is stored only once.
-    update_id: Mapped[int | None] = mapped_column(BigInteger, unique=True)
+    telegram_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    update_id: Mapped[int | None] = mapped_column(BigInteger)  # for the logs
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     def __repr__(self) -> str:
@@ -131,6 +135,23 @@ class Message(Base):
 
 
 # Who started a retraining run, and how it ended ("running" until it does).
+class PendingReply(Base):
+    """A stored message the bot owes an answer: written with the message, before Telegram
+    is told the update arrived, and deleted with the answer. What a crash leaves here is
+    answered at the next start."""
+
+    __tablename__ = "pending_replies"
+
+    chat_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    telegram_message_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    user_id: Mapped[int] = mapped_column(BigInteger, index=True)  # the asker (/forget)
+    context_until: Mapped[int]  # messages.id of the newest turn the reply may read
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"PendingReply(chat_id={self.chat_id}, message={self.telegram_message_id})"
+
+
 RUN_TRIGGERS = ("schedule", "admin", "cli")
 RUN_STATUSES = ("running", "published", "rejected", "failed", "skipped")
 

@@ -19,32 +19,32 @@ from sqlalchemy import Select, delete, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from storage.models import MAX_TEMPERATURE, MIN_TEMPERATURE, Chat, Message, User
+from storage.models import MAX_TEMPERATURE, MIN_TEMPERATURE, Chat, Message, PendingReply, User
 
 Transcript = list[tuple[str, bool]]  # one chat's turns, oldest first: (text, from a human)
 
 
 _UPSERT_INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
-M = TypeVar("M", User, Chat, Message)
+M = TypeVar("M", User, Chat, Message, PendingReply)
 
 
 def _insert_unless_taken(
-    session: Session, model: type[M], values: dict[str, Any], key: str
+    session: Session, model: type[M], values: dict[str, Any], *key: str
 ) -> M | None:
-    """Insert one row unless the unique column `key` already holds its value.
+    """Insert one row unless the unique column(s) `key` already hold its values.
 
     Returns the new object, or None when the row existed (or a racing writer won).
     """
     make_insert = _UPSERT_INSERTS.get(session.get_bind().dialect.name)
     if make_insert is None:  # other databases: check, then insert
-        taken = select(getattr(model, key)).where(getattr(model, key) == values[key])
-        if session.scalar(taken) is not None:
+        taken = select(model).where(*(getattr(model, k) == values[k] for k in key))
+        if session.scalars(taken).first() is not None:
             return None
         obj = model(**values)
         session.add(obj)
         session.flush()
         return obj
-    stmt = make_insert(model).values(values).on_conflict_do_nothing(index_elements=[key])
+    stmt = make_insert(model).values(values).on_conflict_do_nothing(index_elements=list(key))
     return session.scalars(stmt.returning(model)).first()
 
 
@@ -93,6 +93,11 @@ def forget_user(session: Session, user_id: int) -> int:
     """
     result = session.execute(delete(Message).where(Message.user_id == user_id))
     session.execute(delete(Message).where(Message.chat_id == user_id))
+    session.execute(
+        delete(PendingReply).where(
+            (PendingReply.user_id == user_id) | (PendingReply.chat_id == user_id)
+        )
+    )
     session.execute(delete(Chat).where(Chat.id == user_id))
     session.execute(delete(User).where(User.id == user_id))
     return result.rowcount
@@ -127,8 +132,8 @@ def add_message(
     """Store one turn: a human's (`user_id`) or the bot's (`user_id=None`).
 
     The chat and the user must exist already (`get_or_create_*`). Returns None and
-    stores nothing when a message with this `update_id` is stored already: Telegram
-    redelivered the update.
+    stores nothing when the chat holds a message with this `telegram_message_id`
+    already: Telegram redelivered the update.
     """
     values = {
         "chat_id": chat_id,
@@ -138,30 +143,33 @@ def add_message(
         "telegram_message_id": telegram_message_id,
         "update_id": update_id,
     }
-    if update_id is None:
+    if telegram_message_id is None:
         message = Message(**values)
         session.add(message)
         session.flush()
         return message
-    return _insert_unless_taken(session, Message, values, "update_id")
+    return _insert_unless_taken(session, Message, values, "chat_id", "telegram_message_id")
 
 
 def recent_turns(
-    session: Session, chat_id: int, max_turns: int = 8, max_bytes: int = 1024
+    session: Session,
+    chat_id: int,
+    max_turns: int = 8,
+    max_bytes: int = 1024,
+    until_id: int | None = None,
 ) -> Transcript:
-    """The chat's last turns, oldest first, as (text, from_human) pairs.
+    """The chat's last turns (up to message id `until_id`), oldest first, as
+    (text, from_human) pairs.
 
     At most `max_turns` turns whose texts total at most `max_bytes` UTF-8 bytes,
     except that the newest turn is always included, however long.
     """
     if max_turns <= 0:
         return []
-    rows = session.execute(
-        select(Message.text, Message.from_bot)
-        .where(Message.chat_id == chat_id)
-        .order_by(Message.id.desc())
-        .limit(max_turns)
-    ).all()
+    stmt = select(Message.text, Message.from_bot).where(Message.chat_id == chat_id)
+    if until_id is not None:
+        stmt = stmt.where(Message.id <= until_id)
+    rows = session.execute(stmt.order_by(Message.id.desc()).limit(max_turns)).all()
     turns: Transcript = []
     size = 0
     for text, from_bot in rows:
@@ -238,6 +246,45 @@ def _trainable(stmt: Select) -> Select:
     )
 
 
-def last_message_id(session: Session) -> int:
-    """The newest message's id, 0 when there are none."""
-    return session.scalar(select(func.max(Message.id))) or 0
+def last_message_id(session: Session, chat_id: int | None = None) -> int:
+    """The newest message's id (in `chat_id`, if given), 0 when there are none."""
+    stmt = select(func.max(Message.id))
+    if chat_id is not None:
+        stmt = stmt.where(Message.chat_id == chat_id)
+    return session.scalar(stmt) or 0
+
+
+# -- replies owed -------------------------------------------------------------
+
+
+def add_pending_reply(
+    session: Session, chat_id: int, telegram_message_id: int, user_id: int, context_until: int
+) -> None:
+    """Note that the bot owes an answer to this message (once: a redelivery adds nothing)."""
+    values = {
+        "chat_id": chat_id,
+        "telegram_message_id": telegram_message_id,
+        "user_id": user_id,
+        "context_until": context_until,
+    }
+    _insert_unless_taken(session, PendingReply, values, "chat_id", "telegram_message_id")
+
+
+def get_pending_reply(
+    session: Session, chat_id: int, telegram_message_id: int
+) -> PendingReply | None:
+    return session.get(PendingReply, (chat_id, telegram_message_id))
+
+
+def pending_replies(session: Session) -> list[PendingReply]:
+    """Every answer still owed, oldest first."""
+    stmt = select(PendingReply).order_by(PendingReply.created_at, PendingReply.chat_id)
+    return list(session.scalars(stmt))
+
+
+def delete_pending_reply(session: Session, chat_id: int, telegram_message_id: int) -> bool:
+    """The answer is no longer owed (sent, or given up); False if it was not owed."""
+    stmt = delete(PendingReply).where(
+        PendingReply.chat_id == chat_id, PendingReply.telegram_message_id == telegram_message_id
+    )
+    return session.execute(stmt).rowcount > 0

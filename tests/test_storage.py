@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
@@ -69,11 +70,11 @@ def say(session, chat_id: int, user_id: int | None, text: str, **kw) -> Message 
 # -- database ---------------------------------------------------------------
 
 
-def test_sqlite_url_points_into_the_data_dir_which_opening_creates(tmp_path: Path):
+def test_sqlite_url_points_into_the_data_dir(tmp_path: Path):
     data_dir = tmp_path / "a" / "b"
     url = sqlite_url(data_dir)
     assert url == f"sqlite:///{data_dir.resolve() / 'charbot.sqlite3'}"
-    assert not data_dir.exists()
+    data_dir.mkdir(parents=True)
     open_database(url).dispose()
     assert (data_dir / "charbot.sqlite3").is_file()
 
@@ -144,7 +145,7 @@ def test_migrations_are_idempotent_and_data_survives_reopening(tmp_path: Path):
 
     for _ in range(2):
         db = open_database(url)
-        assert db.revision() == "0003"
+        assert db.revision() == "0004"
         assert scalar(db, "SELECT count(*) FROM alembic_version") == 1
         with db.read() as session:
             assert recent_turns(session, GROUP) == [("你好 👋", True)]
@@ -162,7 +163,7 @@ def test_migrations_downgrade_and_upgrade_again(db: Database):
     assert db.revision() is None
     assert scalar(db, "SELECT count(*) FROM sqlite_master WHERE name = 'messages'") == 0
     db.upgrade()
-    assert db.revision() == "0003"
+    assert db.revision() == "0004"
     with db.begin() as session:
         assert say(session, GROUP, ANN, "back") is not None
 
@@ -216,20 +217,59 @@ def test_chats_keep_negative_ids_and_follow_title_and_type(db: Database):
 
 
 @pytest.mark.parametrize("upsert", [True, False], ids=["on-conflict", "check-then-insert"])
-def test_a_redelivered_update_is_stored_once(db: Database, monkeypatch, upsert: bool):
+def test_a_redelivered_message_is_stored_once(db: Database, monkeypatch, upsert: bool):
     if not upsert:  # the path other databases take
         monkeypatch.setattr(storage.repository, "_UPSERT_INSERTS", {})
     with db.begin() as session:
         first = say(session, GROUP, ANN, "hello", update_id=7, telegram_message_id=70)
         assert first is not None and first.id is not None and first.from_bot is False
-        assert say(session, GROUP, ANN, "hello", update_id=7) is None  # same transaction
+        again = say(session, GROUP, ANN, "hello", update_id=7, telegram_message_id=70)
+        assert again is None  # same transaction
     with db.begin() as session:
-        assert say(session, GROUP, ANN, "hello", update_id=7) is None  # a later one
-        assert say(session, GROUP, ANN, "other", update_id=8) is not None
-        assert say(session, GROUP, None, "reply") is not None  # no update id: always stored
+        assert say(session, GROUP, ANN, "hello", update_id=9, telegram_message_id=70) is None
+        assert say(session, GROUP, ANN, "other", update_id=8, telegram_message_id=71) is not None
+        assert say(session, GROUP, None, "reply") is not None  # no message id: always stored
         assert say(session, GROUP, None, "reply") is not None
-    assert scalar(db, "SELECT count(*) FROM messages WHERE update_id = 7") == 1
+    assert scalar(db, "SELECT count(*) FROM messages WHERE telegram_message_id = 70") == 1
     assert scalar(db, "SELECT count(*) FROM messages") == 4
+
+
+def test_update_ids_that_start_over_lose_no_message(db: Database):
+    """A new token on the same data dir, or a week without updates: ids begin again."""
+    with db.begin() as session:
+        assert say(session, GROUP, ANN, "before", update_id=5, telegram_message_id=10)
+        assert say(session, ANN, ANN, "private", update_id=6, telegram_message_id=10)
+        assert say(session, GROUP, ANN, "after", update_id=5, telegram_message_id=11)
+    assert scalar(db, "SELECT count(*) FROM messages WHERE update_id = 5") == 2
+
+
+def test_the_message_identity_migration_keeps_every_row(tmp_path: Path):
+    url = sqlite_url(tmp_path)
+    old = open_database(url)
+    old.downgrade("0003")
+    with contextlib.closing(sqlite3.connect(tmp_path / "charbot.sqlite3")) as conn, conn:
+        conn.execute("INSERT INTO chats (id, type) VALUES (1, 'private')")
+        conn.execute(
+            "INSERT INTO users (id, temperature, learning, created_at) "
+            "VALUES (1, 0.6, 1, '2026-01-01')"
+        )
+        rows = [(1, 1, 0, "a", 5, 1), (1, 1, 0, "b", 5, 2), (1, 1, 0, "c", 6, 3)]
+        conn.executemany(
+            "INSERT INTO messages (chat_id, user_id, from_bot, text, telegram_message_id, "
+            "update_id, created_at) VALUES (?, ?, ?, ?, ?, ?, '2026-01-01')",
+            rows,
+        )
+        conn.execute("DELETE FROM messages WHERE text = 'c'")  # the newest: its id stays used
+    old.dispose()
+    db = open_database(url)  # upgrades
+    assert db.revision() == "0004"
+    with db.begin() as session:
+        assert say(session, 1, 1, "d", telegram_message_id=5) is None  # (chat, 5) is taken
+        assert say(session, 1, 1, "d", telegram_message_id=7).id > 3  # never id 3 again
+    db.dispose()
+    with contextlib.closing(sqlite3.connect(tmp_path / "charbot.sqlite3")) as conn:
+        got = conn.execute("SELECT text, telegram_message_id FROM messages ORDER BY id").fetchall()
+    assert got == [("a", 5), ("b", None), ("d", 7)]  # the duplicate keeps its text
 
 
 TEXTS = [
@@ -465,6 +505,7 @@ def expect_line(proc: subprocess.Popen, word: str) -> str:
 
 
 def test_writes_never_fail_while_other_processes_read_and_write(tmp_path: Path):
+    (tmp_path / "fresh").mkdir()
     url = sqlite_url(tmp_path / "fresh")  # the children migrate a new file at the same time
     n = 150
     reader = start_worker("reader", url, 1.5)

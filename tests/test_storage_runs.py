@@ -57,7 +57,7 @@ def test_migration_0002_upgrades_a_0001_database_with_its_data(tmp_path: Path):
 
     db = open_database(url)
     try:
-        assert db.revision() == "0003"
+        assert db.revision() == "0004"
         with db.read() as session:
             assert recent_turns(session, 7) == [("héllo 👋", True), ("hi", False)]
             assert last_message_id(session) == 2
@@ -71,7 +71,7 @@ def test_migration_0002_upgrades_a_0001_database_with_its_data(tmp_path: Path):
         with db.read() as session:
             assert len(recent_turns(session, 7)) == 2
         db.upgrade()
-        assert db.revision() == "0003"
+        assert db.revision() == "0004"
     finally:
         db.dispose()
 
