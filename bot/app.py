@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 
 from telegram import Bot, BotCommand, BotCommandScopeChat, Update
@@ -17,8 +18,11 @@ from telegram.ext import (
     MessageHandler,
     filters,
 )
+from telegram.request import HTTPXRequest
 
-from bot import commands, handlers
+from bot import commands, handlers, texts
+from bot.answers import answer_at_start, answer_overdue
+from bot.inbox import CONVERSATION, Inbox, PollingBot
 from bot.retrainer import POINTER_CHECK, Retrainer
 from bot.services import Services, open_services
 from bot.settings import Settings
@@ -27,7 +31,9 @@ log = logging.getLogger(__name__)
 
 OWNS_SERVICES = "owns_services"  # bot_data key: close the services at shutdown?
 RETRAIN_JOB = "retrain-check"  # JobQueue name of the scheduled retrain check
+INBOX = "inbox"  # bot_data key of the Inbox
 RATE_LIMIT_RETRIES = 3  # a 429 from Telegram is waited out this many times before giving up
+CONNECTION_POOL = 256  # connections for sending (PTB's default); getUpdates has its own
 # PTB holds one of these slots per update from before it waits for its chat's turn
 # (PTB's default is 256). The reply service's own queue bounds the work; an update
 # waiting costs a few KB.
@@ -117,10 +123,15 @@ def build_application(
         )
         app.bot_data[OWNS_SERVICES] = owned
         opened = app.bot_data[handlers.SERVICES]
+        inbox.db = opened.db  # polling starts after this: nothing arrived before
+        inbox.on_refused = app.stop_running
         await opened.live.start()
         log.info("serving @%s with model %s", app.bot.username, opened.live.info.describe())
         await register_commands(app.bot, settings.admin_ids)
+        for notice in opened.live.store.notices:  # repairs the model store made: never silent
+            await notify_admins(app.bot, settings.admin_ids, texts.STORE_NOTICE.format(notice))
         await start_retraining(app, settings, opened)
+        await answer_at_start(app.bot, opened)
 
     async def post_shutdown(app: Application) -> None:
         opened = app.bot_data.pop(handlers.SERVICES, None)
@@ -133,21 +144,27 @@ def build_application(
         if app.bot_data.pop(OWNS_SERVICES, False):
             opened.close()
 
-    builder = (
+    inbox = Inbox()
+    bot = PollingBot(
+        settings.require_token(),
+        base_url=settings.telegram_base_url,
+        base_file_url=settings.telegram_base_file_url,
+        request=HTTPXRequest(connection_pool_size=CONNECTION_POOL),
+        get_updates_request=HTTPXRequest(connection_pool_size=1),
+        rate_limiter=RateLimiter(max_retries=RATE_LIMIT_RETRIES) if rate_limit else None,
+        inbox=inbox,
+    )
+    app = (
         ApplicationBuilder()
-        .token(settings.require_token())
-        .base_url(settings.telegram_base_url)
-        .base_file_url(settings.telegram_base_file_url)
+        .bot(bot)
         .concurrent_updates(ChatOrderedUpdates())  # a slow reply holds up only its own chat
         .post_init(post_init)
         .post_shutdown(post_shutdown)
+        .build()
     )
-    if rate_limit:
-        builder = builder.rate_limiter(RateLimiter(max_retries=RATE_LIMIT_RETRIES))
-    app = builder.build()
+    app.bot_data[INBOX] = inbox
     new_messages = filters.UpdateType.MESSAGE  # edits and channel posts are not conversation
     private = filters.ChatType.PRIVATE
-    groups = filters.ChatType.GROUPS
 
     # Commands (also as /temp@botname in groups); never stored as conversation.
     for command in commands.COMMANDS:
@@ -158,12 +175,9 @@ def build_application(
     unknown = new_messages & private & filters.COMMAND
     app.add_handler(MessageHandler(unknown, handlers.unknown_command))
 
-    # Conversation: private chats always get an answer; groups when the bot is addressed.
-    app.add_handler(
-        MessageHandler(
-            new_messages & (private | groups) & filters.TEXT & ~filters.COMMAND, handlers.converse
-        )
-    )
+    # Conversation, stored by the inbox as it arrived: private chats always get an answer;
+    # groups when the bot is addressed.
+    app.add_handler(MessageHandler(CONVERSATION, handlers.converse))
 
     # Stickers, photos, voice...: a short note in private chats, silence in groups.
     app.add_handler(
@@ -181,13 +195,8 @@ async def start_retraining(app: Application, settings: Settings, services: Servi
     """The Retrainer, the scheduled retrain check and the watch on the live-model pointer."""
 
     async def notify(admin_id: int | None, text: str, plot: Path | None) -> None:
-        for chat_id in [admin_id] if admin_id is not None else sorted(settings.admin_ids):
-            try:
-                await app.bot.send_message(chat_id, text)
-                if plot is not None:
-                    await app.bot.send_photo(chat_id, plot.read_bytes(), caption="Loss per epoch")
-            except TelegramError as exc:
-                log.warning("could not report the retraining run to %s: %s", chat_id, exc)
+        admins = {admin_id} if admin_id is not None else settings.admin_ids
+        await notify_admins(app.bot, admins, text, plot)
 
     retrainer = Retrainer(settings, services.db, services.live, notify)
     await asyncio.to_thread(retrainer.close_stale_runs)
@@ -198,6 +207,7 @@ async def start_retraining(app: Application, settings: Settings, services: Servi
 
     async def watch(_context) -> None:
         await retrainer.watch()
+        await answer_overdue(app.bot, services)
 
     interval = settings.retrain_interval
     app.job_queue.run_repeating(check, interval=interval, first=interval, name=RETRAIN_JOB)
@@ -208,6 +218,19 @@ async def start_retraining(app: Application, settings: Settings, services: Servi
         return jobs[0].next_t if jobs else None
 
     services.next_check = next_check
+
+
+async def notify_admins(
+    bot: Bot, admin_ids: Iterable[int], text: str, plot: Path | None = None
+) -> None:
+    """Send `text` (and the loss plot) to each admin; one who cannot be reached is logged."""
+    for chat_id in sorted(admin_ids):
+        try:
+            await bot.send_message(chat_id, text)
+            if plot is not None:
+                await bot.send_photo(chat_id, plot.read_bytes(), caption="Loss per epoch")
+        except TelegramError as exc:
+            log.warning("could not tell admin %s: %s", chat_id, exc)
 
 
 def command_menu(*, admin: bool) -> list[BotCommand]:
@@ -234,3 +257,6 @@ def run(settings: Settings, *, max_batch: int | None = None, rate_limit: bool = 
     """Long-poll Telegram until SIGINT/SIGTERM; replies in flight finish before exit."""
     app = build_application(settings, max_batch=max_batch, rate_limit=rate_limit)
     app.run_polling(allowed_updates=Update.ALL_TYPES, drop_pending_updates=False)
+    refusal = app.bot_data[INBOX].refusal
+    if refusal is not None:  # Telegram refused the token while polling: exit, not hang deaf
+        raise refusal

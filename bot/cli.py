@@ -18,12 +18,13 @@ import tempfile
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 
-from bot.datadir import open_database_for, open_store, pretrain_dir, run_lock
+from bot.datadir import DataDirError, open_database_for, open_store, pretrain_dir, run_lock
 from bot.model_info import ModelInfo
 from bot.reports import describe_run, result_line, status_lines, status_text
-from bot.settings import SettingsError, load_settings
+from bot.settings import Settings, SettingsError, load_settings
 from model import ModelFileError
 from model.store import StoreError
+from storage import DatabaseFileError
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # What TensorFlow's native code prints at import below TF_CPP_MIN_LOG_LEVEL=1 all the same:
@@ -44,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"charbot: {exc}", file=sys.stderr)
         return 2
-    except CommandError as exc:
+    except (CommandError, DataDirError, DatabaseFileError) as exc:
         print(f"charbot: {exc}", file=sys.stderr)
         return 1
 
@@ -95,6 +96,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = load_settings()
     token = settings.require_token()
     configure_logging(logging.INFO, secrets=[token])
+    preflight(settings)
     import_tensorflow()
     from telegram.error import InvalidToken, NetworkError
 
@@ -117,6 +119,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_chat(args: argparse.Namespace) -> int:
     settings = load_settings()
     configure_logging(logging.WARNING)
+    preflight(settings)
     import_tensorflow()
     from bot.services import open_services
     from bot.terminal import chat
@@ -137,12 +140,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     """What /status shows, without TensorFlow: the model file is read, not loaded."""
     settings = load_settings()
     configure_logging(logging.WARNING)
+    db = open_database_for(settings)
     try:
         store = open_store(settings)
         version, model = store.load_live()
     except (ModelFileError, StoreError) as exc:
+        db.dispose()
         raise CommandError(model_hint(exc)) from None
-    db = open_database_for(settings)
     try:
         extra = status_lines(settings, db, store, running=run_lock(settings).is_running())
         info = ModelInfo.of_version(store, version, model)
@@ -203,6 +207,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 # -- helpers ----------------------------------------------------------------------------
+
+
+def preflight(settings: Settings) -> None:
+    """Fail in a second, before TensorFlow loads, on a data dir or database the bot cannot
+    use (DataDirError, DatabaseFileError: one line each)."""
+    open_database_for(settings).dispose()
 
 
 def model_hint(exc: Exception) -> str:

@@ -1,17 +1,35 @@
 """Conversation turns in and out of storage, for both front ends.
 
-A human's message is stored before the bot answers (nothing is lost if the reply
-fails); the reply is stored afterwards as a bot turn, in its own short transaction.
+A human's message is stored before the bot answers; so is the reply it is owed, if it
+is meant for the bot (storage.PendingReply). The reply is stored as a bot turn, and
+the debt cleared, in one short transaction once it is sent: a crash in between leaves
+the debt, which the next start pays (bot/answers.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
 from model import FALLBACK_REPLY
-from storage import Database, add_message, get_or_create_chat, get_or_create_user, recent_turns
+from storage import (
+    DEFAULT_TEMPERATURE,
+    Database,
+    PendingReply,
+    add_message,
+    add_pending_reply,
+    delete_pending_reply,
+    get_chat,
+    get_or_create_chat,
+    get_or_create_user,
+    get_pending_reply,
+    get_user,
+    last_message_id,
+    pending_replies,
+    recent_turns,
+)
 
 MAX_MESSAGE_UTF16 = 4096  # Telegram's limit on a message's text, in UTF-16 code units
 CONTEXT_TURNS = 8  # the chat's last turns the model reads before answering
@@ -24,34 +42,93 @@ class Incoming:
     chat_id: int
     chat_type: str  # one of storage.CHAT_TYPES
     user_id: int
-    text: str
+    text: str  # "" for a message that only mentions the bot: answered, not stored
     user_name: str | None = None
     chat_title: str | None = None
-    message_id: int | None = None  # Telegram's message id in the chat
-    update_id: int | None = None  # Telegram's update id: a redelivery is stored once
+    message_id: int | None = None  # Telegram's message id in the chat: stored once
+    update_id: int | None = None  # Telegram's update id (for the logs)
 
 
-def record_human_turn(db: Database, incoming: Incoming) -> float | None:
-    """Store the message; return the author's reply temperature.
+@dataclass(frozen=True)
+class Owed:
+    """What answering a pending reply needs."""
 
-    None means the update was stored already (Telegram redelivered it): do not answer again.
-    """
+    chat_type: str
+    temperature: float  # the asker's
+    turns: list[str]  # the chat's last turns up to the message, oldest first
+
+
+def record_incoming(db: Database, messages: Sequence[tuple[Incoming, bool]]) -> None:
+    """Store (message, meant for the bot) pairs in their order, in one transaction, each
+    one meant for the bot with the reply it is owed. A message stored already (Telegram
+    sent it again) adds nothing."""
     with db.begin() as session:
-        return _store_human_turn(session, incoming)
+        for incoming, addressed in messages:
+            stored = _store(session, incoming)
+            if addressed and stored is not False:
+                until = stored or last_message_id(session, incoming.chat_id)
+                add_pending_reply(
+                    session, incoming.chat_id, incoming.message_id, incoming.user_id, until
+                )
 
 
-def record_and_read(
-    db: Database, incoming: Incoming, max_bytes: int
-) -> tuple[float, list[str]] | None:
-    """Store the message and read the chat's context for the reply, in one transaction.
+def _store(session: Session, incoming: Incoming) -> int | bool | None:
+    """The stored message's id; None when there is no text to store; False for a repeat."""
+    get_or_create_chat(session, incoming.chat_id, incoming.chat_type, incoming.chat_title)
+    get_or_create_user(session, incoming.user_id, incoming.user_name)
+    if not incoming.text:
+        return None
+    stored = add_message(
+        session,
+        chat_id=incoming.chat_id,
+        user_id=incoming.user_id,
+        text=incoming.text,
+        telegram_message_id=incoming.message_id,
+        update_id=incoming.update_id,
+    )
+    return False if stored is None else stored.id
 
-    Returns (the author's reply temperature, the chat's last turns up to `max_bytes`,
-    the new message included); None for a redelivered update, as record_human_turn.
-    """
-    with db.begin() as session:
-        temperature = _store_human_turn(session, incoming)
-        if temperature is None:
+
+def read_owed(db: Database, chat_id: int, message_id: int, max_bytes: int) -> Owed | None:
+    """What answering this message needs; None if no reply is owed to it (not meant for
+    the bot, or answered already)."""
+    with db.read() as session:
+        owed = get_pending_reply(session, chat_id, message_id)
+        if owed is None:
             return None
+        chat, user = get_chat(session, chat_id), get_user(session, owed.user_id)
+        turns = _context(session, chat_id, max_bytes, until_id=owed.context_until)
+        return Owed(
+            chat.type if chat else "private",
+            user.temperature if user else DEFAULT_TEMPERATURE,
+            turns,
+        )
+
+
+def settle_owed(
+    db: Database, chat_id: int, message_id: int, answer: str | None, sent_id: int | None
+) -> None:
+    """The reply to this message was sent (stored as the bot's turn when it is `answer`),
+    or given up (`answer` None): it is owed no more."""
+    with db.begin() as session:
+        if answer is not None:
+            add_message(session, chat_id=chat_id, text=answer, telegram_message_id=sent_id)
+        delete_pending_reply(session, chat_id, message_id)
+
+
+def owed_replies(db: Database) -> list[PendingReply]:
+    """Every reply still owed, oldest first."""
+    with db.read() as session:
+        return pending_replies(session)
+
+
+def record_and_read(db: Database, incoming: Incoming, max_bytes: int) -> tuple[float, list[str]]:
+    """Store the message and read the chat's context for the reply, in one transaction
+    (the terminal, where nothing arrives twice). Returns (the author's reply temperature,
+    the chat's last turns up to `max_bytes`, the new message included)."""
+    with db.begin() as session:
+        _store(session, incoming)
+        temperature = get_or_create_user(session, incoming.user_id).temperature
         return temperature, _context(session, incoming.chat_id, max_bytes)
 
 
@@ -61,37 +138,11 @@ def read_context(db: Database, chat_id: int, max_bytes: int) -> list[str]:
         return _context(session, chat_id, max_bytes)
 
 
-def _context(session: Session, chat_id: int, max_bytes: int) -> list[str]:
-    turns = recent_turns(session, chat_id, max_turns=CONTEXT_TURNS, max_bytes=max_bytes)
-    return [text for text, _ in turns]
-
-
-def _store_human_turn(session: Session, incoming: Incoming) -> float | None:
-    get_or_create_chat(session, incoming.chat_id, incoming.chat_type, incoming.chat_title)
-    user = get_or_create_user(session, incoming.user_id, incoming.user_name)
-    stored = add_message(
-        session,
-        chat_id=incoming.chat_id,
-        user_id=incoming.user_id,
-        text=incoming.text,
-        telegram_message_id=incoming.message_id,
-        update_id=incoming.update_id,
+def _context(session: Session, chat_id: int, max_bytes: int, until_id: int | None = None):
+    turns = recent_turns(
+        session, chat_id, max_turns=CONTEXT_TURNS, max_bytes=max_bytes, until_id=until_id
     )
-    return None if stored is None else user.temperature
-
-
-def user_temperature(
-    db: Database,
-    user_id: int,
-    name: str | None = None,
-    chat: tuple[int, str, str | None] | None = None,
-) -> float:
-    """The user's reply temperature (the user, and `chat` as (id, type, title), are created
-    with defaults if new, so the reply can be stored in that chat)."""
-    with db.begin() as session:
-        if chat is not None:
-            get_or_create_chat(session, *chat)
-        return get_or_create_user(session, user_id, name).temperature
+    return [text for text, _ in turns]
 
 
 def record_bot_turn(db: Database, chat_id: int, text: str, message_id: int | None = None) -> None:

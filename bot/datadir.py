@@ -10,6 +10,7 @@ data/train.lock             held while a run is going
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +18,8 @@ import numpy as np
 from bot.settings import Settings
 from model import BASE_MODEL_PATH, MIX_KEY, load
 from model.runlock import RunLock
-from model.store import ModelStore
-from storage import Database, open_database
+from model.store import ModelStore, StoreError
+from storage import Database, mark_stale_runs_failed, open_database
 
 log = logging.getLogger(__name__)
 
@@ -31,16 +32,62 @@ MIXED_BASE_CHECKED = ".mixed-base-checked"
 
 
 def open_store(settings: Settings) -> ModelStore:
-    """The data dir's model versions; a new data dir starts from the configured base model."""
+    """The data dir's model versions; a new data dir starts from the configured base model.
+
+    A store whose versions are all gone, or none of which loads, serves the base model
+    again as a new version; that, like any repair the store made, is in `store.notices`
+    for the admins. (The base model must load: else ModelFileError.)
+    """
     store = ModelStore(settings.data_dir / MODELS_DIR)
-    if store.live_version() is None:
-        store.bootstrap(settings.model_path or BASE_MODEL_PATH)
+    if store.live_version() is not None:
+        return store
+    base = settings.model_path or BASE_MODEL_PATH
+    found = list(store.notices)  # what publishing below notices is the repair itself
+    if store.versions():
+        version = store.publish(load(base), {"kind": "base", "source": str(base)})
+        store.notices[:] = found
+        store.notices.append(
+            f"no model version loads (versions {', '.join(map(str, store.versions()[:-1]))}); "
+            f"serving the base model again as version {version}"
+        )
+    elif store.published_before():
+        version = store.bootstrap(base)
+        store.notices[:] = found
+        store.notices.append(
+            f"every model version was gone from {store.root}; serving the base model again "
+            f"as version {version}"
+        )
+    else:
+        store.bootstrap(base)
     return store
 
 
+class DataDirError(RuntimeError):
+    """The data dir cannot be used; the message is one line with the fix."""
+
+
+def check_data_dir(settings: Settings) -> None:
+    """Make the data dir if it is new; DataDirError if it cannot be made or written."""
+    path = settings.data_dir
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataDirError(
+            f"CHARBOT_DATA_DIR {path}: cannot be created ({exc.strerror}): create it "
+            "yourself, or choose a folder the bot may write in"
+        ) from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise DataDirError(
+            f"CHARBOT_DATA_DIR {path}: not writable by this user: give it write access "
+            "(chown/chmod), or choose another folder"
+        )
+
+
 def open_database_for(settings: Settings) -> Database:
-    """The configured database, migrated to the newest schema (the data dir made if new)."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    """The configured database, migrated to the newest schema (the data dir made if new).
+
+    Raises DataDirError or storage.DatabaseFileError, one line each."""
+    check_data_dir(settings)
     return open_database(settings.database_url)
 
 
@@ -58,6 +105,22 @@ def train_log(settings: Settings) -> Path:
 
 def pretrain_dir(settings: Settings) -> Path:
     return settings.data_dir / RUNS_DIR / "pretrain"
+
+
+def close_stale_runs(db: Database, store: ModelStore, reason: str) -> int:
+    """Close the runs a dead process left "running" (call with the run lock held), each as
+    the store has it: published if it holds a version the run published before it died,
+    failed if not. Returns how many there were."""
+    published = {}
+    for version in store.versions():
+        try:
+            info = store.info(version)
+        except StoreError:
+            continue
+        if isinstance(info.get("run"), int):
+            published[info["run"]] = {"version": version, "losses": info.get("losses")}
+    with db.begin() as session:
+        return mark_stale_runs_failed(session, reason, published)
 
 
 def adopt_shipped_base(settings: Settings, store: ModelStore) -> int | None:

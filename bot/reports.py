@@ -120,7 +120,7 @@ def describe_run(run: TrainingRun | None) -> str:
             f"({ex.train_bytes} bytes) trained, {ex.heldout_chunks} held out, "
             f"{ex.base_bytes} bytes of the base corpus mixed in."
         )
-    if run.error and run.status != "published":
+    if run.error:
         lines.append(f"Reason: {run.error}")
     return "\n".join(lines)
 
@@ -156,7 +156,10 @@ def status_lines(
         last_line = "Last run: none yet"
     else:
         when = (last.finished_at or last.started_at).strftime("%Y-%m-%d %H:%M UTC")
-        last_line = f"Last run: {last.id}, {last.status}, {when}"
+        status = last.status
+        if status == "running" and not running:  # its process died; not yet recorded so
+            status = "interrupted (its process stopped before it finished)"
+        last_line = f"Last run: {last.id}, {status}, {when}"
         if last.status == "published":
             last_line += f" (version {last.new_version})"
     if running:

@@ -29,6 +29,8 @@ class Services:
     retrainer: Retrainer | None = None  # set once the bot's retraining is started
     next_check: Callable[[], dt.datetime | None] = lambda: None  # the scheduled retrain check
     started: float = field(default_factory=time.monotonic)  # for uptime
+    # (chat id, message id) of the replies being written now (bot.answers)
+    answering: set[tuple[int, int]] = field(default_factory=set)
 
     def uptime(self) -> float:
         return time.monotonic() - self.started
@@ -43,9 +45,15 @@ def open_services(
     """Open the database (migrating it) and load and warm the live model. Blocks for seconds.
 
     Pass `generator` to reuse one already loaded (tests share one between bot restarts).
-    Raises model.ModelFileError or model.store.StoreError when no model version loads.
+    Raises bot.datadir.DataDirError or storage.DatabaseFileError for a data dir or database
+    it cannot use, model.ModelFileError or model.store.StoreError when no model loads.
     """
-    store = open_store(settings)
-    adopt_shipped_base(settings, store)
-    live = LiveModel.open(store, generator=generator, max_batch=max_batch)
-    return Services(settings, open_database_for(settings), live)
+    db = open_database_for(settings)  # a bad data dir or database: said before the model loads
+    try:
+        store = open_store(settings)
+        adopt_shipped_base(settings, store)
+        live = LiveModel.open(store, generator=generator, max_batch=max_batch)
+    except BaseException:
+        db.dispose()
+        raise
+    return Services(settings, db, live)

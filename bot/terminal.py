@@ -104,6 +104,8 @@ async def _chat(services: Services, stdin: TextIO, stdout: TextIO) -> None:
 
     retrainer = Retrainer(services.settings, services.db, services.live, notify)
     services.retrainer = retrainer
+    for notice in services.live.store.notices:
+        print(format_answer(texts.STORE_NOTICE.format(notice)), file=stdout, flush=True)
     await asyncio.to_thread(retrainer.close_stale_runs)
     await services.live.start()
     answered = threading.Event()  # the next prompt waits for the answer to the last line

@@ -60,6 +60,11 @@ ANONYMOUS = (
 )
 
 STATUS_REFUSED = "This command is for the bot's admins."
+ADMIN_SENT_PRIVATELY = "I sent you the answer in our private chat."
+ADMIN_PRIVATE_FAILED = (
+    "Admin answers go to a private chat, and we have none yet: open a chat with me and "
+    "send /{name} there."
+)
 RETRAIN_STARTED = (
     "Retraining started. I'll tell you how it went when it ends (usually a few minutes)."
 )
@@ -69,6 +74,7 @@ ROLLBACK_NOT_LOADED = (
     "Version {live} is live in the model store now, but loading it failed (see the log): "
     "I still answer with version {served}. Check the file, then /rollback again or restart."
 )
+STORE_NOTICE = "The model store needed a repair at start: {}."
 ROLLED_BACK = "Rolled back: now serving model version {new} (was {old})."
 ROLLBACK_IMPOSSIBLE = "Cannot roll back: {reason}"
 UNKNOWN_COMMAND = "I don't know that command. /help lists the ones I know."

@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from bot.datadir import open_store, run_dir, run_lock
+from bot.datadir import close_stale_runs, open_store, run_dir, run_lock
 from bot.reports import STALE_RUN, load_run
 from bot.settings import Settings
 from bot.texts import plural
@@ -33,7 +33,6 @@ from storage import (
     finish_run,
     last_message_id,
     learning_user_ids,
-    mark_stale_runs_failed,
     start_run,
     training_transcripts,
 )
@@ -74,7 +73,7 @@ def train_once(
         holder = lock.holder() or {}
         raise AlreadyRunning(f"another retraining run is going (since {holder.get('since', '?')})")
     try:
-        run_id = begin(db, trigger, requested_by)
+        run_id = begin(db, open_store(settings), trigger, requested_by)
         try:
             return _train(settings, db, run_id, trigger, config or retrain_config(settings), report)
         except Exception as exc:
@@ -86,11 +85,11 @@ def train_once(
         lock.release()
 
 
-def begin(db: Database, trigger: str, requested_by: int | None) -> int:
+def begin(db: Database, store: ModelStore, trigger: str, requested_by: int | None) -> int:
     """Record a new run (call with the run lock held); earlier runs still "running" died."""
+    if stale := close_stale_runs(db, store, STALE_RUN):
+        log.warning("%d earlier run(s) had died; their records are closed", stale)
     with db.begin() as session:
-        if stale := mark_stale_runs_failed(session, STALE_RUN):
-            log.warning("%d earlier run(s) had died; marked failed", stale)
         seen = last_message_id(session)
         return start_run(
             session, trigger=trigger, requested_by=requested_by, last_message_id=seen
@@ -150,19 +149,20 @@ def decide(
     # publish; one that landed during training withdraws the candidate.
     with db.begin() as session:
         withdrawn = contributors - learning_user_ids(session)
-        now_live = store.live_version()
         if withdrawn:
             result = withdraw(result, len(withdrawn), folder)
-        elif now_live != live_version:
+        elif result.accepted:
+            info = {"run": run_id, "trigger": trigger, "losses": result.to_dict()["losses"]}
+            # Under the store's lock, only while the version it was tuned from is live.
+            new_version = store.publish_if_live(live_version, load(result.candidate_path), info)
+        now_live = store.live_version()
+        if new_version is None and not withdrawn and now_live != live_version:
             reason = (
                 f"rejected: the live version changed from {live_version} to {now_live} "
                 f"during the run (a /rollback?); a candidate fine-tuned from version "
                 f"{live_version} would undo that"
             )
             result = dataclasses.replace(result, accepted=False, reason=reason)
-        elif result.accepted:
-            info = {"run": run_id, "trigger": trigger, "losses": result.to_dict()["losses"]}
-            new_version = store.publish(load(result.candidate_path), info)
     if new_version is not None:
         try:
             store.prune(KEEP_VERSIONS)

@@ -70,6 +70,8 @@ class ModelStore:
         self._loadable_cache: dict[int, tuple[int, bool]] = {}  # version -> (mtime_ns, ok)
         self._warned: set[int] = set()  # broken live versions reported already
         self._pointer_warned = False
+        # What the store found wrong and worked around, one sentence each, for the admins.
+        self.notices: list[str] = []
         with self._writing():
             self._remove_leftovers()
 
@@ -117,13 +119,11 @@ class ModelStore:
         if pointer.live is not None and self._loadable(pointer.live):
             return pointer.live
         fallback = next((v for v in reversed(self.versions()) if self._loadable(v)), None)
-        if pointer.live is not None and pointer.live not in self._warned:
+        if pointer.live is not None and fallback is not None and pointer.live not in self._warned:
             self._warned.add(pointer.live)
-            log.warning(
-                "%s: the live version %s is missing or unreadable; using version %s",
-                self.root,
-                pointer.live,
-                fallback,
+            self._notice(
+                f"the live version {pointer.live} is missing or does not load; serving "
+                f"version {fallback}, the newest that does (/rollback to choose another)"
             )
         return fallback
 
@@ -140,6 +140,10 @@ class ModelStore:
             except (StoreError, ModelFileError):
                 self._loadable_cache.pop(version, None)
         raise StoreError(f"{self.root}: no loadable model version")
+
+    def published_before(self) -> bool:
+        """Whether a version was ever published here (even if none is left)."""
+        return self._read_pointer().last > 0
 
     def previous_version(self) -> int | None:
         """The version `rollback` would make live, or None (see the module docstring)."""
@@ -267,6 +271,10 @@ class ModelStore:
         self._point_to(pointer, version)
         return version
 
+    def _notice(self, text: str) -> None:
+        log.warning("%s: %s", self.root, text)
+        self.notices.append(text)
+
     def _remove_leftovers(self) -> None:
         """Delete what writers that died left behind (call with the write lock held)."""
         for path in self.root.iterdir():
@@ -289,7 +297,11 @@ class ModelStore:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             if not self._pointer_warned:
                 self._pointer_warned = True
-                log.warning("%s: unreadable pointer (%s); using the newest version", path, exc)
+                self._notice(
+                    f"the live pointer {path} is unreadable ({exc}); serving the newest "
+                    "version that loads, which may not be the one an admin chose "
+                    "(/rollback to choose another)"
+                )
         # No usable pointer: the newest version is live, the older ones its history.
         versions = self.versions()
         return Pointer(None, versions[:-1], max(versions, default=0))

@@ -9,7 +9,13 @@ with db.begin() as session:  # one unit of work; commits at the end
 Retraining runs are recorded with start_run / finish_run (storage.runs).
 """
 
-from storage.database import Database, alembic_config, open_database, sqlite_url
+from storage.database import (
+    Database,
+    DatabaseFileError,
+    alembic_config,
+    open_database,
+    sqlite_url,
+)
 from storage.models import (
     CHAT_TYPES,
     DEFAULT_TEMPERATURE,
@@ -33,6 +39,7 @@ from storage.repository import (
     count_trainable_messages,
     delete_pending_reply,
     forget_user,
+    get_chat,
     get_or_create_chat,
     get_or_create_user,
     get_pending_reply,
@@ -71,6 +78,7 @@ __all__ = [
     "Base",
     "Chat",
     "Database",
+    "DatabaseFileError",
     "Message",
     "PendingReply",
     "TrainingRun",
@@ -85,6 +93,7 @@ __all__ = [
     "delete_pending_reply",
     "finish_run",
     "forget_user",
+    "get_chat",
     "get_or_create_chat",
     "get_or_create_user",
     "get_pending_reply",

@@ -23,11 +23,15 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 DATABASE_FILE = "charbot.sqlite3"
-BUSY_TIMEOUT_MS = 30_000  # how long a writer waits for another process's write lock
+# How long a writer waits for another process's write lock (a backup, a `sqlite3` shell,
+# a slow disk) before it fails: long enough that a lock of up to five minutes delays
+# messages without losing any.
+BUSY_TIMEOUT_MS = 6 * 60 * 1000
 BEGIN_OPTION = "charbot_sqlite_begin"  # execution option: "" (deferred) or "IMMEDIATE"
 
 
@@ -150,12 +154,48 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return config
 
 
+class DatabaseFileError(RuntimeError):
+    """The database cannot be opened or migrated; the message is one line with the fix."""
+
+
+# What SQLite says -> what the operator should do about it.
+_FIXES = (
+    (
+        ("file is not a database", "malformed", "disk image"),
+        "the file is damaged: restore it from a backup (charbot backup), or move it away "
+        "and the bot starts with an empty one",
+    ),
+    (
+        ("readonly", "read-only", "unable to open", "permission"),
+        "the bot cannot write there: give its user write access to the file and its "
+        "folder, or set CHARBOT_DATA_DIR to a writable folder",
+    ),
+)
+
+
 def open_database(url: str, *, echo: bool = False) -> Database:
-    """Connect to `url` and upgrade its schema to the newest revision."""
+    """Connect to `url` and upgrade its schema to the newest revision.
+
+    Raises DatabaseFileError (one line naming the cause and the fix) when the database
+    cannot be read or written.
+    """
     db = Database(url, echo=echo)
     try:
         db.upgrade()
+    except DBAPIError as exc:
+        db.dispose()
+        raise DatabaseFileError(_explain(db, exc)) from exc
     except BaseException:
         db.dispose()
         raise
     return db
+
+
+def _explain(db: Database, exc: DBAPIError) -> str:
+    cause = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
+    where = db.url.database if db.is_sqlite else db.url.render_as_string(hide_password=True)
+    fix = next(
+        (fix for words, fix in _FIXES if any(w in cause.lower() for w in words)),
+        "check that the database server is running and the URL is right",
+    )
+    return f"{where}: {cause}: {fix}"

@@ -106,6 +106,10 @@ def forget_user(session: Session, user_id: int) -> int:
 # -- chats and messages -------------------------------------------------------
 
 
+def get_chat(session: Session, chat_id: int) -> Chat | None:
+    return session.get(Chat, chat_id)
+
+
 def get_or_create_chat(session: Session, chat_id: int, type: str, title: str | None = None) -> Chat:
     """The chat with this id, created on first sight; type and a given title are updated."""
     chat = session.get(Chat, chat_id)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import select, update
@@ -143,19 +143,36 @@ def mark_reported(session: Session, run_id: int) -> None:
     session.execute(update(TrainingRun).where(TrainingRun.id == run_id).values(reported=True))
 
 
-def mark_stale_runs_failed(session: Session, reason: str) -> int:
-    """Close every run still marked "running" as failed with `reason`; how many there were.
+def mark_stale_runs_failed(
+    session: Session, reason: str, published: Mapping[int, dict[str, Any]] | None = None
+) -> int:
+    """Close every run still marked "running"; how many there were.
 
     For runs whose process died (a crash, kill -9, a reboot): call it only when no
-    run holds the run lock.
+    run holds the run lock. A run in `published` (run id -> {"version": v, "losses":
+    {...}}: the model store holds a version it published before it died) is closed as
+    published; the others as failed with `reason`.
     """
-    result = session.execute(
-        update(TrainingRun)
-        .where(TrainingRun.status == "running")
-        .values(status="failed", finished_at=utcnow(), error=reason)
-        .execution_options(synchronize_session="fetch")
-    )
-    return result.rowcount
+    published = published or {}
+    stale = list(session.scalars(select(TrainingRun).where(TrainingRun.status == "running")))
+    for run in stale:
+        done = published.get(run.id)
+        if done is None:
+            finish_run(session, run.id, status="failed", error=reason)
+            continue
+        losses = done.get("losses") or {}
+        finish_run(
+            session,
+            run.id,
+            status="published",
+            new_version=done["version"],
+            live_chat_bits=losses.get("live_chat"),
+            candidate_chat_bits=losses.get("candidate_chat"),
+            live_base_bits=losses.get("live_base"),
+            candidate_base_bits=losses.get("candidate_base"),
+            error=f"{reason} (after publishing version {done['version']})",
+        )
+    return len(stale)
 
 
 def _finite(value: float | None) -> float | None:

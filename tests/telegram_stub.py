@@ -246,6 +246,8 @@ class BotApiStub:
         self._errors: list[str] = []
         self._flood_times: deque[float] = deque()
         self._flood_rejections = 0
+        self._revoked = False  # every request answered 401, as for a revoked token
+        self._failures: dict[str, list[tuple[int, str]]] = {}  # method -> errors to answer
         self._file_counter = itertools.count(1)
         methods: dict[str, Callable[[Params], Any]] = {
             "getMe": self._get_me,
@@ -293,12 +295,16 @@ class BotApiStub:
 
     def _serve(self, handler: _Handler) -> None:
         try:
-            body = handler.rfile.read(int(handler.headers.get("Content-Length") or 0))
+            length = int(handler.headers.get("Content-Length") or 0)
+            body = handler.rfile.read(length)
         except (OSError, ValueError):
             handler.close_connection = True
             return
+        if len(body) < length:  # the client went away mid-request (a killed bot)
+            handler.close_connection = True
+            return
         m = re.fullmatch(r"/bot([^/]+)/(\w+)", handler.path)
-        if m is None or m[1] != self.token:
+        if m is None or m[1] != self.token or self._revoked:
             err = _ApiError(404, "Not Found") if m is None else _ApiError(401, "Unauthorized")
             self._respond(handler, err.code, err.payload())
         else:
@@ -327,6 +333,11 @@ class BotApiStub:
                 self._cond.notify_all()
             if func is None:
                 raise _ApiError(404, "Not Found: method not found")
+            with self._lock:
+                failures = self._failures.get(method.lower())
+                failure = failures.pop(0) if failures else None
+            if failure is not None:
+                raise _ApiError(*failure)
             if method.lower() == "sendmessage":
                 self._check_flood()
             return 200, {"ok": True, "result": func(params)}
@@ -385,6 +396,9 @@ class BotApiStub:
             raise _bad("chat_id is empty")
         if not isinstance(chat_id, int) or isinstance(chat_id, bool):
             raise _bad("chat not found")  # @channel usernames are not modelled
+        with self._lock:
+            if chat_id > 0 and chat_id not in self._chats:  # a user who never wrote to the bot
+                raise _ApiError(403, "Forbidden: bot can't initiate conversation with a user")
         return chat_id
 
     def _chat(self, chat_id: int) -> Params:
@@ -590,6 +604,29 @@ class BotApiStub:
             self._next_update_id += 1
             self._history[update["update_id"]] = copy.deepcopy(update)
             return self._queue_update(update, force=False)
+
+    def meet(self, user_id: int) -> None:
+        """Make `user_id` a user who has a private chat with the bot (the bot may write to
+        them first; to a user who never wrote, sendMessage answers 403 as Telegram does)."""
+        with self._cond:
+            self._chats.setdefault(user_id, {"id": user_id, "type": "private"})
+
+    def revoke_token(self) -> None:
+        """Answer every request from now on 401 Unauthorized (@BotFather revoked the token)."""
+        with self._cond:
+            self._revoked = True
+            self._cond.notify_all()
+
+    def fail_next(self, method: str, code: int, description: str) -> None:
+        """Answer the next call of ``method`` with this error instead of serving it."""
+        with self._lock:
+            self._failures.setdefault(method.lower(), []).append((code, description))
+
+    def reset_update_ids(self) -> None:
+        """Number the next updates from the start again, as Telegram does for a new token
+        (or after a week without updates)."""
+        with self._cond:
+            self._next_update_id = FIRST_UPDATE_ID
 
     def push_sticker(self, user_id: int, chat_id: int | None = None, **chat: Any) -> int:
         """Queue a sticker (a message without text); ``chat`` as for :meth:`push_message`."""

@@ -483,6 +483,45 @@ def test_per_user_commands_sent_as_a_group_or_channel_are_refused(
     assert sql(data_dir, "SELECT id, temperature, learning FROM users") == [(USER, 1.5, 1)]
 
 
+def test_anonymous_admins_and_channels_are_stored_as_who_they_post_as(
+    stub, settings, data_dir, generator
+):
+    group = {"chat": GROUP, "chat_type": "supergroup", "chat_title": "Friends"}
+    channel = {"id": -100777, "type": "channel", "title": "News"}
+
+    async def body(app):
+        anonymous = {"sender_chat": {"id": GROUP, "type": "supergroup", "title": "Friends"}}
+        push = {"user_id": ANONYMOUS_ADMIN, **_push(group)}
+        stub.push_message("from the group", extra=anonymous, **push)
+        stub.push_message("from a channel", extra={"sender_chat": channel}, **push)
+        await until(lambda: _count(data_dir, "from a channel") == 1, what="stored")
+
+    run(settings, generator, body)
+    rows = sql(data_dir, "SELECT user_id, text FROM messages ORDER BY id")
+    assert rows == [(GROUP, "from the group"), (channel["id"], "from a channel")]
+    assert ANONYMOUS_ADMIN not in [u for (u,) in sql(data_dir, "SELECT id FROM users")]
+
+
+def test_admin_answers_asked_in_a_group_go_to_the_admin_privately(stub, settings, generator):
+    group = {"chat": GROUP, "chat_type": "supergroup", "chat_title": "Friends"}
+
+    async def body(app):
+        never_wrote = await say(stub, f"/status@{BOT_NAME}", user=ADMIN, **group)
+        stub.push_message("hi", user_id=ADMIN)  # now the admin has a private chat
+        await stub.await_messages(ADMIN, 1, timeout=20)
+        hint = await say(stub, f"/status@{BOT_NAME}", user=ADMIN, **group)
+        [_, private] = await stub.await_messages(ADMIN, 2, timeout=20)
+        refused = await say(stub, f"/status@{BOT_NAME}", user=USER, **group)
+        return never_wrote, hint, private["text"], refused
+
+    never_wrote, hint, private, refused = run(settings, generator, body)
+    assert never_wrote == texts.ADMIN_PRIVATE_FAILED.format(name="status")
+    assert hint == texts.ADMIN_SENT_PRIVATELY
+    assert private.startswith("Model: version 1")
+    assert refused == texts.STATUS_REFUSED
+    assert not any(t.startswith("Model:") for t in stub.sent_texts(GROUP))
+
+
 def _push(group: dict) -> dict:
     return {
         "chat_id": group["chat"],

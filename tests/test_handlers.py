@@ -21,7 +21,8 @@ from bot.cli import RedactingFormatter, filtered_stderr
 from bot.cli import _is_tensorflow_chatter as is_tensorflow_chatter
 from bot.commands import help_text, parse_temperature
 from bot.conversation import telegram_text, utf16_len
-from bot.handlers import addressed_text, log_error
+from bot.handlers import log_error
+from bot.inbox import addressed_text
 
 BOT = SimpleNamespace(id=777, username="charbot_test_bot")
 ALICE = User(1, "Alice", is_bot=False)

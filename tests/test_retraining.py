@@ -388,3 +388,33 @@ def test_an_install_from_before_the_mixture_adopts_the_mixed_base_once(settings,
     new_base = dataclasses.replace(tuned, model_path=tmp_path / "new.npz")
     assert adopt_shipped_base(new_base, store) is None
     assert store.live_version() == 2 and MIX_KEY not in store.load(2).meta
+
+
+def test_a_run_killed_after_publishing_is_recorded_as_published(settings, generator, capsys):
+    """kill -9 between the version's rename into place and the run's record: the record
+    must say what the store says, and `charbot status` must not call the run "running"."""
+    from bot.cli import main as charbot_main
+    from bot.datadir import close_stale_runs
+
+    store = open_store(settings)
+    db = open_database_for(settings)
+    with db.begin() as session:
+        dead = start_run(session, trigger="admin", requested_by=ADMIN, last_message_id=0).id
+        other = start_run(session, trigger="schedule", last_message_id=0).id
+    losses = {"live_chat": 3.0, "candidate_chat": 2.0, "live_base": 1.9, "candidate_base": 1.92}
+    store.publish(store.load(1), {"run": dead, "trigger": "admin", "losses": losses})
+    env = {"CHARBOT_DATA_DIR": str(settings.data_dir), "CHARBOT_MODEL_PATH": "", "HOME": "/"}
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        assert charbot_main(["status"]) == 0
+    assert "Last run: 2, interrupted (its process stopped" in capsys.readouterr().out
+
+    assert close_stale_runs(db, store, STALE_RUN) == 2
+    rows = sql(
+        settings.data_dir,
+        "SELECT id, status, new_version, candidate_chat_bits FROM training_runs ORDER BY id",
+    )
+    db.dispose()
+    assert rows == [(dead, "published", 2, 2.0), (other, "failed", None, None)]
+    assert store.live_version() == 2

@@ -90,7 +90,7 @@ def test_pragmas_are_set_on_every_connection(db: Database, session_kind: str):
             assert pragma == {
                 "journal_mode": "wal",
                 "synchronous": 1,  # NORMAL
-                "busy_timeout": 30000,
+                "busy_timeout": 360000,
                 "foreign_keys": 1,
             }
 

@@ -193,7 +193,7 @@ def test_a_pointer_to_a_broken_version_falls_back_to_the_newest_loadable(
         reopened = ModelStore(store.root)
         live, model = reopened.load_live()
     assert (live, seed_of(model)) == (3, 3)
-    assert "live version 2 is missing or unreadable; using version 3" in caplog.text
+    assert "the live version 2 is missing or does not load; serving version 3" in caplog.text
 
 
 @pytest.mark.parametrize("content", ["", "garbage", '{"live": "x"}', '{"history": []}'])

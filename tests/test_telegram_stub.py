@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 from telegram import Bot, BotCommand, BotCommandScopeChat, ReplyParameters, Update
 from telegram.constants import ChatAction, MessageEntityType, ParseMode
-from telegram.error import BadRequest, Conflict, EndPointNotFound, RetryAfter
+from telegram.error import BadRequest, Conflict, EndPointNotFound, Forbidden, RetryAfter
 from telegram.ext import Application, ApplicationBuilder, CommandHandler, ContextTypes
 
 try:
@@ -28,6 +28,7 @@ PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + bytes(range(64))
 @pytest.fixture
 def stub():
     with BotApiStub() as server:
+        server.meet(USER)
         yield server
         assert server.errors == []
 
@@ -156,6 +157,7 @@ def test_replies_to_unknown_messages_fail_unless_allowed(stub):
 @pytest.mark.filterwarnings("ignore::telegram.warnings.PTBDeprecationWarning")  # RetryAfter's own
 def test_flood_limit_raises_retry_after():
     with BotApiStub(flood_limit=(2, 60), retry_after=3) as stub:
+        stub.meet(USER)
 
         async def body(bot: Bot):
             await bot.send_message(USER, "one")
@@ -389,3 +391,13 @@ def test_close_ends_a_waiting_long_poll():
     assert time.monotonic() - started < 3
     assert result["status"] == (200, {"ok": True, "result": []})
     stub.close()  # idempotent
+
+
+def test_the_bot_cannot_write_first_to_a_user_who_never_wrote(stub):
+    async def body(bot: Bot):
+        with pytest.raises(Forbidden, match="can't initiate conversation"):
+            await bot.send_message(5151, "hello?")
+        stub.push_message("hi", user_id=5151)
+        return (await bot.send_message(5151, "hello!")).text
+
+    assert run_with_bot(stub, body) == "hello!"

@@ -1,0 +1,155 @@
+"""Answering the messages the bot owes a reply: as they arrive (the conversation
+handler) and, at start, what a crash left owed (answer_at_start).
+
+Each answer reads the chat up to the message, asks the live model, sends the reply
+(quoting the message in groups) and then, in one transaction, stores it and clears the
+debt. A crash after sending and before that transaction sends the reply once more at
+the next start: a reply twice rather than none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+
+from telegram import Bot, ReplyParameters
+from telegram.constants import ChatAction, ChatType
+from telegram.error import BadRequest, Forbidden, TelegramError
+
+from bot import texts
+from bot.conversation import owed_replies, read_owed, settle_owed, telegram_text
+from bot.replies import Busy
+from bot.services import Services
+
+log = logging.getLogger(__name__)
+
+GROUP_TYPES = (ChatType.GROUP, ChatType.SUPERGROUP)
+# Replies owed for longer than this at start are not sent (the conversation has moved
+# on; an answer hours late reads as noise): each is dropped with a log line.
+REPLAY_MAX_AGE = dt.timedelta(minutes=10)
+# A reply owed this long with nothing writing it is tried again (answer_overdue).
+OVERDUE = dt.timedelta(seconds=30)
+TYPING_DELAY = 0.5  # seconds; a reply ready sooner is sent without "typing…" first
+TYPING_RENEWAL = 4.0  # seconds; Telegram shows "typing…" for about 5 s per action
+TYPING_GRACE = 2.0  # seconds the reply waits for a typing action still on its way
+
+
+async def answer_owed(bot: Bot, services: Services, chat_id: int, message_id: int) -> None:
+    """Answer the message if a reply is owed to it and not being written already (else do
+    nothing). A reply that could not be sent (Telegram unreachable) stays owed."""
+    key = (chat_id, message_id)
+    if key in services.answering:
+        return
+    services.answering.add(key)
+    try:
+        await _answer(bot, services, chat_id, message_id)
+    finally:
+        services.answering.discard(key)
+
+
+async def _answer(bot: Bot, services: Services, chat_id: int, message_id: int) -> None:
+    db = services.db
+    owed = await asyncio.to_thread(
+        read_owed, db, chat_id, message_id, services.live.max_prompt_bytes
+    )
+    if owed is None:
+        return
+    async with typing(bot, chat_id):
+        failure = texts.REPLY_FAILED
+        try:
+            reply = await services.live.reply(owed.turns, owed.temperature)
+        except Busy:
+            log.warning("too many replies waiting: message %s gets 'busy'", message_id)
+            reply, failure = None, texts.BUSY
+        except Exception:
+            log.exception("generating a reply to message %s in chat %s failed", message_id, chat_id)
+            reply = None
+    text = failure if reply is None else telegram_text(reply.text)
+    quote = None
+    if owed.chat_type in GROUP_TYPES:
+        quote = ReplyParameters(message_id, allow_sending_without_reply=True)
+    try:
+        sent = await bot.send_message(chat_id, text, reply_parameters=quote)
+    except (BadRequest, Forbidden) as exc:  # the chat is gone, or the bot is blocked there
+        log.warning("could not answer message %s in chat %s: %s", message_id, chat_id, exc)
+        await asyncio.to_thread(settle_owed, db, chat_id, message_id, None, None)
+        return
+    stored = None if reply is None else text  # an apology is not a turn
+    await asyncio.to_thread(settle_owed, db, chat_id, message_id, stored, sent.message_id)
+
+
+async def answer_overdue(bot: Bot, services: Services) -> None:
+    """Answer replies owed for over OVERDUE that nothing is writing (a send that failed,
+    a handler that died): each gets another try, until REPLAY_MAX_AGE."""
+    owed = await asyncio.to_thread(owed_replies, services.db)
+    now = dt.datetime.now(dt.UTC)
+    due = [o for o in owed if OVERDUE < now - o.created_at <= REPLAY_MAX_AGE]
+    await _answer_all(bot, services, due)
+
+
+async def answer_at_start(bot: Bot, services: Services) -> None:
+    """Answer what was stored and not answered before the last stop (or crash); drop,
+    with a log line, what has waited longer than REPLAY_MAX_AGE."""
+    owed = await asyncio.to_thread(owed_replies, services.db)
+    now = dt.datetime.now(dt.UTC)
+    stale = [o for o in owed if now - o.created_at > REPLAY_MAX_AGE]
+    for o in stale:
+        await asyncio.to_thread(
+            settle_owed, services.db, o.chat_id, o.telegram_message_id, None, None
+        )
+    if stale:
+        log.warning(
+            "not answering %d message(s) stored before the restart and older than %d min "
+            "(the oldest from %s)",
+            len(stale),
+            REPLAY_MAX_AGE // dt.timedelta(minutes=1),
+            stale[0].created_at.isoformat(timespec="seconds"),
+        )
+    fresh = [o for o in owed if o not in stale]
+    if fresh:
+        log.info("answering %d message(s) stored before the restart", len(fresh))
+    await _answer_all(bot, services, fresh)
+
+
+async def _answer_all(bot: Bot, services: Services, owed: list) -> None:
+    results = await asyncio.gather(
+        *(answer_owed(bot, services, o.chat_id, o.telegram_message_id) for o in owed),
+        return_exceptions=True,
+    )
+    for o, result in zip(owed, results, strict=True):
+        if isinstance(result, Exception):  # still owed: answer_overdue tries again
+            log.warning("answering message %s failed: %s", o.telegram_message_id, result)
+
+
+@contextlib.asynccontextmanager
+async def typing(bot: Bot, chat_id: int):
+    """Show "typing…" in the chat if the block takes longer than TYPING_DELAY, and renew it
+    until the block ends.
+
+    Most replies are ready in tens of milliseconds: announcing them would cost a request
+    per reply and hold the reply until the action lands, for nothing anyone could see.
+    """
+    done = asyncio.Event()
+
+    async def keep_typing() -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), TYPING_DELAY)
+        while not done.is_set():
+            try:
+                await bot.send_chat_action(chat_id, ChatAction.TYPING)
+            except TelegramError as exc:  # cosmetic: never fails the reply
+                log.debug("typing action for chat %s failed: %s", chat_id, exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), TYPING_RENEWAL)
+
+    task = asyncio.create_task(keep_typing())
+    try:
+        yield
+    finally:
+        done.set()
+        # Let an action on its way land before the reply (so "typing…" never follows it),
+        # but never hold the reply for a cosmetic request.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(task, TYPING_GRACE)

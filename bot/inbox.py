@@ -1,0 +1,163 @@
+"""The inbox: conversation messages stored before Telegram is told they arrived.
+
+Long polling acknowledges a batch of updates when it asks for the next one (the
+getUpdates offset). `PollingBot.get_updates` therefore stores every conversation
+message of a batch, in Telegram's order and in one transaction, before it hands the
+batch on: an update is acknowledged only once its message is stored, whatever happens
+to the process afterwards, and a chat is stored in order however its updates are
+handled later. A message meant for the bot is stored with the reply it is owed
+(storage.PendingReply); the handler answers it, and `bot.answers` answers at start what
+a crash left owed. A batch that cannot be stored (a locked or broken database) is not
+handed on, so it is not acknowledged, and Telegram sends it again.
+
+Who wrote a message: its author, or, for an anonymous group admin or a channel posting
+in a group, the chat it was sent as (Telegram puts one placeholder account in `from`
+for all of those).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable, Sequence
+
+from telegram import Bot, Message, Update
+from telegram.constants import ChatType, MessageEntityType
+from telegram.error import InvalidToken
+from telegram.ext import ExtBot, filters
+
+from bot.conversation import Incoming, record_incoming
+from storage import Database
+
+GROUP_TYPES = (ChatType.GROUP, ChatType.SUPERGROUP)
+REFUSED_PAUSE = 1.0  # seconds between getUpdates calls once Telegram refused the token
+# What the bot treats as conversation: new text messages (not commands, edits or channel
+# posts) in private chats and groups. The handlers use the same filter.
+CONVERSATION = (
+    filters.UpdateType.MESSAGE
+    & (filters.ChatType.PRIVATE | filters.ChatType.GROUPS)
+    & filters.TEXT
+    & ~filters.COMMAND
+)
+
+
+class PollingBot(ExtBot):
+    """The bot, whose getUpdates stores a batch's conversation before returning it."""
+
+    __slots__ = ("_inbox",)
+
+    def __init__(self, *args, inbox: Inbox, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._inbox = inbox
+
+    async def get_updates(self, *args, **kwargs) -> tuple[Update, ...]:
+        try:
+            updates = await super().get_updates(*args, **kwargs)
+        except InvalidToken as exc:
+            # PTB would end its polling loop here and leave the process up, deaf. Instead
+            # the application stops (bot.app.run then exits with one line).
+            self._inbox.refused(exc)
+            await asyncio.sleep(REFUSED_PAUSE)  # no hammering while the loop winds down
+            return ()
+        if updates:
+            await self._inbox.store(updates, self)
+        return updates
+
+
+class Inbox:
+    """Where PollingBot stores what arrives: the database, once the bot has opened it.
+
+    `on_refused` is called (once) when Telegram refuses the token while polling.
+    """
+
+    def __init__(self) -> None:
+        self.db: Database | None = None
+        self.refusal: InvalidToken | None = None
+        self.on_refused: Callable[[], None] = lambda: None
+
+    def refused(self, exc: InvalidToken) -> None:
+        if self.refusal is None:
+            self.refusal = exc
+            self.on_refused()
+
+    async def store(self, updates: Sequence[Update], bot: Bot) -> None:
+        if self.db is None:
+            raise RuntimeError("updates arrived before the database was open")
+        incoming = [received(u, bot) for u in updates if CONVERSATION.check_update(u)]
+        if incoming:
+            await asyncio.to_thread(record_incoming, self.db, incoming)
+
+
+def received(update: Update, bot: Bot) -> tuple[Incoming, bool]:
+    """A conversation update as (the message to store, whether it is meant for the bot)."""
+    message = update.effective_message
+    chat = message.chat
+    sender = message.sender_chat or (chat if message.from_user is None else None)
+    if sender is not None:  # an anonymous admin (the group itself) or a channel
+        author, name = sender.id, sender.title
+    else:
+        author, name = message.from_user.id, message.from_user.full_name
+    addressed, text = addressed_text(message, bot)
+    incoming = Incoming(
+        chat_id=chat.id,
+        chat_type=chat.type,
+        chat_title=chat.title,
+        user_id=author,
+        user_name=name,
+        text=text,
+        message_id=message.message_id,
+        update_id=update.update_id,
+    )
+    return incoming, addressed
+
+
+def addressed_text(message: Message, bot: Bot) -> tuple[bool, str]:
+    """(is the message meant for the bot?, its text without the bot's @mention).
+
+    Private chats always talk to the bot; in groups a message must mention the bot or
+    reply to one of its messages.
+    """
+    text = message.text or ""
+    username = (bot.username or "").lower()
+    spans = []  # (start, end) in UTF-16 code units
+    for entity in message.entities:
+        if entity.type == MessageEntityType.MENTION:
+            mention = _utf16_slice(text, entity.offset, entity.offset + entity.length)
+            if username and mention[1:].lower() == username:
+                spans.append((entity.offset, entity.offset + entity.length))
+        elif entity.type == MessageEntityType.TEXT_MENTION and entity.user.id == bot.id:
+            spans.append((entity.offset, entity.offset + entity.length))
+    mentioned = bool(spans)
+    if spans:
+        text = _tidy(_utf16_remove(text, spans))
+    elif username and _bare_mention(username).search(text):
+        mentioned = True  # a client that sent no entities
+        text = _tidy(_bare_mention(username).sub("", text))
+
+    if message.chat.type not in GROUP_TYPES:
+        return True, text
+    replied = message.reply_to_message
+    author = replied.from_user if replied is not None else None
+    to_bot = author is not None and author.id == bot.id
+    return mentioned or to_bot, text
+
+
+def _bare_mention(username: str) -> re.Pattern:
+    """@username as a word of its own: not inside an address such as "x@charbot.org"."""
+    return re.compile(rf"(?<![\w@.])@{re.escape(username)}\b(?![.@]\w)", re.IGNORECASE)
+
+
+def _tidy(text: str) -> str:
+    """Text whose mention was cut out: no doubled spaces, no leading "," or ":"."""
+    return re.sub(r"^[\s,:;]+", "", re.sub(r"[ \t]{2,}", " ", text)).strip()
+
+
+def _utf16_slice(text: str, start: int, end: int) -> str:
+    return text.encode("utf-16-le")[2 * start : 2 * end].decode("utf-16-le", errors="ignore")
+
+
+def _utf16_remove(text: str, spans: list[tuple[int, int]]) -> str:
+    units = text.encode("utf-16-le")
+    for start, end in sorted(spans, reverse=True):
+        units = units[: 2 * start] + units[2 * end :]
+    return units.decode("utf-16-le", errors="ignore")
