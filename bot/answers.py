@@ -13,19 +13,21 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+from collections.abc import Set
 
 from telegram import Bot, ReplyParameters
-from telegram.constants import ChatAction, ChatType
+from telegram.constants import ChatAction
 from telegram.error import BadRequest, Forbidden, TelegramError
 
 from bot import texts
-from bot.conversation import owed_replies, read_owed, settle_owed, telegram_text
+from bot.conversation import drop_owed, owed_replies, read_owed, settle_owed, telegram_text
+from bot.inbox import GROUP_TYPES
 from bot.replies import Busy
 from bot.services import Services
+from storage import PendingReply
 
 log = logging.getLogger(__name__)
 
-GROUP_TYPES = (ChatType.GROUP, ChatType.SUPERGROUP)
 # Replies owed for longer than this at start are not sent (the conversation has moved
 # on; an answer hours late reads as noise): each is dropped with a log line.
 REPLAY_MAX_AGE = dt.timedelta(minutes=10)
@@ -38,9 +40,10 @@ TYPING_GRACE = 2.0  # seconds the reply waits for a typing action still on its w
 
 async def answer_owed(bot: Bot, services: Services, chat_id: int, message_id: int) -> None:
     """Answer the message if a reply is owed to it and not being written already (else do
-    nothing). A reply that could not be sent (Telegram unreachable) stays owed."""
+    nothing). A reply that could not be sent (Telegram unreachable) stays owed; one that
+    was sent is never sent again by this process, even if recording it failed."""
     key = (chat_id, message_id)
-    if key in services.answering:
+    if key in services.answering or key in services.sent:
         return
     services.answering.add(key)
     try:
@@ -71,56 +74,75 @@ async def _answer(bot: Bot, services: Services, chat_id: int, message_id: int) -
     if owed.chat_type in GROUP_TYPES:
         quote = ReplyParameters(message_id, allow_sending_without_reply=True)
     try:
-        sent = await bot.send_message(chat_id, text, reply_parameters=quote)
+        sent = await bot.send_message(
+            chat_id, text, reply_parameters=quote, message_thread_id=owed.thread_id
+        )
     except (BadRequest, Forbidden) as exc:  # the chat is gone, or the bot is blocked there
         log.warning("could not answer message %s in chat %s: %s", message_id, chat_id, exc)
         await asyncio.to_thread(settle_owed, db, chat_id, message_id, None, None)
         return
+    services.sent.add((chat_id, message_id))
     stored = None if reply is None else text  # an apology is not a turn
     await asyncio.to_thread(settle_owed, db, chat_id, message_id, stored, sent.message_id)
+    services.sent.discard((chat_id, message_id))
 
 
-async def answer_overdue(bot: Bot, services: Services) -> None:
-    """Answer replies owed for over OVERDUE that nothing is writing (a send that failed,
-    a handler that died): each gets another try, until REPLAY_MAX_AGE."""
+async def answer_overdue(bot: Bot, services: Services, skip: Set[tuple[int, int]]) -> None:
+    """Answer replies owed for over OVERDUE that nothing is writing or waiting to write
+    (`skip`: stored messages whose handler has not run yet): a send that failed, a handler
+    that died. Drop those older than REPLAY_MAX_AGE."""
     owed = await asyncio.to_thread(owed_replies, services.db)
     now = dt.datetime.now(dt.UTC)
-    due = [o for o in owed if OVERDUE < now - o.created_at <= REPLAY_MAX_AGE]
-    await _answer_all(bot, services, due)
+    await _drop_stale(services, [o for o in owed if now - o.created_at > REPLAY_MAX_AGE])
+    due = [
+        o
+        for o in owed
+        if OVERDUE < now - o.created_at <= REPLAY_MAX_AGE
+        and (o.chat_id, o.telegram_message_id) not in skip
+    ]
+    await _answer_in_order(bot, services, due)
 
 
 async def answer_at_start(bot: Bot, services: Services) -> None:
     """Answer what was stored and not answered before the last stop (or crash); drop,
-    with a log line, what has waited longer than REPLAY_MAX_AGE."""
+    with a log line, what has waited longer than REPLAY_MAX_AGE. Runs beside polling."""
     owed = await asyncio.to_thread(owed_replies, services.db)
     now = dt.datetime.now(dt.UTC)
     stale = [o for o in owed if now - o.created_at > REPLAY_MAX_AGE]
-    for o in stale:
-        await asyncio.to_thread(
-            settle_owed, services.db, o.chat_id, o.telegram_message_id, None, None
-        )
-    if stale:
-        log.warning(
-            "not answering %d message(s) stored before the restart and older than %d min "
-            "(the oldest from %s)",
-            len(stale),
-            REPLAY_MAX_AGE // dt.timedelta(minutes=1),
-            stale[0].created_at.isoformat(timespec="seconds"),
-        )
-    fresh = [o for o in owed if o not in stale]
+    await _drop_stale(services, stale)
+    fresh = [o for o in owed if now - o.created_at <= REPLAY_MAX_AGE]
     if fresh:
         log.info("answering %d message(s) stored before the restart", len(fresh))
-    await _answer_all(bot, services, fresh)
+    await _answer_in_order(bot, services, fresh)
 
 
-async def _answer_all(bot: Bot, services: Services, owed: list) -> None:
-    results = await asyncio.gather(
-        *(answer_owed(bot, services, o.chat_id, o.telegram_message_id) for o in owed),
-        return_exceptions=True,
+async def _drop_stale(services: Services, stale: list[PendingReply]) -> None:
+    if not stale:
+        return
+    keys = [(o.chat_id, o.telegram_message_id) for o in stale]
+    await asyncio.to_thread(drop_owed, services.db, keys)
+    log.warning(
+        "not answering %d stored message(s) older than %d min (the oldest from %s)",
+        len(stale),
+        REPLAY_MAX_AGE // dt.timedelta(minutes=1),
+        stale[0].created_at.isoformat(timespec="seconds"),
     )
-    for o, result in zip(owed, results, strict=True):
-        if isinstance(result, Exception):  # still owed: answer_overdue tries again
-            log.warning("answering message %s failed: %s", o.telegram_message_id, result)
+
+
+async def _answer_in_order(bot: Bot, services: Services, owed: list[PendingReply]) -> None:
+    """Answer each chat's debts one after another, oldest first; chats side by side."""
+    by_chat: dict[int, list[PendingReply]] = {}
+    for o in owed:  # oldest first already
+        by_chat.setdefault(o.chat_id, []).append(o)
+
+    async def one_chat(debts: list[PendingReply]) -> None:
+        for o in debts:
+            try:
+                await answer_owed(bot, services, o.chat_id, o.telegram_message_id)
+            except Exception as exc:
+                log.warning("answering message %s failed: %s", o.telegram_message_id, exc)
+
+    await asyncio.gather(*(one_chat(debts) for debts in by_chat.values()))
 
 
 @contextlib.asynccontextmanager

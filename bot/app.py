@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -31,7 +32,8 @@ log = logging.getLogger(__name__)
 
 OWNS_SERVICES = "owns_services"  # bot_data key: close the services at shutdown?
 RETRAIN_JOB = "retrain-check"  # JobQueue name of the scheduled retrain check
-INBOX = "inbox"  # bot_data key of the Inbox
+STARTUP_ANSWERS = "startup-answers"  # bot_data key of the task answering what a crash left
+OVERDUE_CHECK = 30.0  # seconds between looks for owed replies nothing is writing
 RATE_LIMIT_RETRIES = 3  # a 429 from Telegram is waited out this many times before giving up
 CONNECTION_POOL = 256  # connections for sending (PTB's default); getUpdates has its own
 # PTB holds one of these slots per update from before it waits for its chat's turn
@@ -125,15 +127,24 @@ def build_application(
         opened = app.bot_data[handlers.SERVICES]
         inbox.db = opened.db  # polling starts after this: nothing arrived before
         inbox.on_refused = app.stop_running
+        inbox.accepting = lambda: app.updater is not None and app.updater.running
         await opened.live.start()
         log.info("serving @%s with model %s", app.bot.username, opened.live.info.describe())
         await register_commands(app.bot, settings.admin_ids)
         for notice in opened.live.store.notices:  # repairs the model store made: never silent
             await notify_admins(app.bot, settings.admin_ids, texts.STORE_NOTICE.format(notice))
         await start_retraining(app, settings, opened)
-        await answer_at_start(app.bot, opened)
+        # Beside polling, not before it: owed replies may take minutes (a group's limit).
+        app.bot_data[STARTUP_ANSWERS] = asyncio.create_task(
+            answer_at_start(app.bot, opened), name="answer-at-start"
+        )
 
     async def post_shutdown(app: Application) -> None:
+        startup = app.bot_data.pop(STARTUP_ANSWERS, None)
+        if startup is not None and not startup.done():
+            startup.cancel()  # what it did not answer stays owed for the next start
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await startup
         opened = app.bot_data.pop(handlers.SERVICES, None)
         if opened is None:
             return
@@ -162,7 +173,7 @@ def build_application(
         .post_shutdown(post_shutdown)
         .build()
     )
-    app.bot_data[INBOX] = inbox
+    app.bot_data[handlers.INBOX] = inbox
     new_messages = filters.UpdateType.MESSAGE  # edits and channel posts are not conversation
     private = filters.ChatType.PRIVATE
 
@@ -207,11 +218,14 @@ async def start_retraining(app: Application, settings: Settings, services: Servi
 
     async def watch(_context) -> None:
         await retrainer.watch()
-        await answer_overdue(app.bot, services)
+
+    async def overdue(_context) -> None:
+        await answer_overdue(app.bot, services, app.bot_data[handlers.INBOX].queued)
 
     interval = settings.retrain_interval
     app.job_queue.run_repeating(check, interval=interval, first=interval, name=RETRAIN_JOB)
     app.job_queue.run_repeating(watch, interval=POINTER_CHECK, first=POINTER_CHECK, name="pointer")
+    app.job_queue.run_repeating(overdue, interval=OVERDUE_CHECK, first=OVERDUE_CHECK, name="owed")
 
     def next_check():
         jobs = app.job_queue.get_jobs_by_name(RETRAIN_JOB)
@@ -257,6 +271,6 @@ def run(settings: Settings, *, max_batch: int | None = None, rate_limit: bool = 
     """Long-poll Telegram until SIGINT/SIGTERM; replies in flight finish before exit."""
     app = build_application(settings, max_batch=max_batch, rate_limit=rate_limit)
     app.run_polling(allowed_updates=Update.ALL_TYPES, drop_pending_updates=False)
-    refusal = app.bot_data[INBOX].refusal
+    refusal = app.bot_data[handlers.INBOX].refusal
     if refusal is not None:  # Telegram refused the token while polling: exit, not hang deaf
         raise refusal

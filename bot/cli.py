@@ -142,7 +142,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     configure_logging(logging.WARNING)
     db = open_database_for(settings)
     try:
-        store = open_store(settings)
+        store = open_store(settings, repair=False)
         version, model = store.load_live()
     except (ModelFileError, StoreError) as exc:
         db.dispose()

@@ -45,6 +45,7 @@ class Request:
     user_id: int
     args: Sequence[str] = ()
     admin: bool = False  # the sender is one of the bot's admins
+    forgotten: int | None = None  # a /forget the inbox did as it arrived: messages deleted
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,8 @@ async def learn(request: Request) -> str:
 
 
 async def forget(request: Request) -> str:
+    if request.forgotten is not None:
+        return texts.FORGET_DONE.format(messages=texts.plural(request.forgotten, "message"))
     return await asyncio.to_thread(forget_command, request.services.db, request.user_id)
 
 

@@ -21,6 +21,7 @@ from storage import (
     add_message,
     add_pending_reply,
     delete_pending_reply,
+    forget_user,
     get_chat,
     get_or_create_chat,
     get_or_create_user,
@@ -47,6 +48,7 @@ class Incoming:
     chat_title: str | None = None
     message_id: int | None = None  # Telegram's message id in the chat: stored once
     update_id: int | None = None  # Telegram's update id (for the logs)
+    thread_id: int | None = None  # the forum topic it was written in, if any
 
 
 @dataclass(frozen=True)
@@ -56,20 +58,43 @@ class Owed:
     chat_type: str
     temperature: float  # the asker's
     turns: list[str]  # the chat's last turns up to the message, oldest first
+    thread_id: int | None  # the forum topic to answer in
 
 
-def record_incoming(db: Database, messages: Sequence[tuple[Incoming, bool]]) -> None:
-    """Store (message, meant for the bot) pairs in their order, in one transaction, each
-    one meant for the bot with the reply it is owed. A message stored already (Telegram
-    sent it again) adds nothing."""
+@dataclass(frozen=True)
+class Forget:
+    """A /forget, done in its place among the messages that arrived with it."""
+
+    user_id: int
+    update_id: int
+
+
+def record_incoming(
+    db: Database, items: Sequence[tuple[Incoming, bool] | Forget]
+) -> dict[int, int]:
+    """Store (message, meant for the bot) pairs and do /forgets, in their order, in one
+    transaction; each message meant for the bot is stored with the reply it is owed. A
+    message stored already (Telegram sent it again) adds nothing. Returns, per /forget's
+    update id, how many of its sender's messages it deleted."""
+    forgotten = {}
     with db.begin() as session:
-        for incoming, addressed in messages:
+        for item in items:
+            if isinstance(item, Forget):
+                forgotten[item.update_id] = forget_user(session, item.user_id)
+                continue
+            incoming, addressed = item
             stored = _store(session, incoming)
             if addressed and stored is not False:
                 until = stored or last_message_id(session, incoming.chat_id)
                 add_pending_reply(
-                    session, incoming.chat_id, incoming.message_id, incoming.user_id, until
+                    session,
+                    incoming.chat_id,
+                    incoming.message_id,
+                    incoming.user_id,
+                    until,
+                    incoming.thread_id,
                 )
+    return forgotten
 
 
 def _store(session: Session, incoming: Incoming) -> int | bool | None:
@@ -102,6 +127,7 @@ def read_owed(db: Database, chat_id: int, message_id: int, max_bytes: int) -> Ow
             chat.type if chat else "private",
             user.temperature if user else DEFAULT_TEMPERATURE,
             turns,
+            owed.thread_id,
         )
 
 
@@ -114,6 +140,13 @@ def settle_owed(
         if answer is not None:
             add_message(session, chat_id=chat_id, text=answer, telegram_message_id=sent_id)
         delete_pending_reply(session, chat_id, message_id)
+
+
+def drop_owed(db: Database, keys: Sequence[tuple[int, int]]) -> None:
+    """These (chat id, message id) are owed no reply any more (given up)."""
+    with db.begin() as session:
+        for chat_id, message_id in keys:
+            delete_pending_reply(session, chat_id, message_id)
 
 
 def owed_replies(db: Database) -> list[PendingReply]:
@@ -130,12 +163,6 @@ def record_and_read(db: Database, incoming: Incoming, max_bytes: int) -> tuple[f
         _store(session, incoming)
         temperature = get_or_create_user(session, incoming.user_id).temperature
         return temperature, _context(session, incoming.chat_id, max_bytes)
-
-
-def read_context(db: Database, chat_id: int, max_bytes: int) -> list[str]:
-    """The chat's last turns, oldest first, up to `max_bytes` of text."""
-    with db.read() as session:
-        return _context(session, chat_id, max_bytes)
 
 
 def _context(session: Session, chat_id: int, max_bytes: int, until_id: int | None = None):

@@ -19,7 +19,7 @@ from bot.settings import Settings
 from model import BASE_MODEL_PATH, MIX_KEY, load
 from model.runlock import RunLock
 from model.store import ModelStore, StoreError
-from storage import Database, mark_stale_runs_failed, open_database
+from storage import Database, close_stale_runs, open_database
 
 log = logging.getLogger(__name__)
 
@@ -31,16 +31,17 @@ RUN_LOCK_FILE = "train.lock"
 MIXED_BASE_CHECKED = ".mixed-base-checked"
 
 
-def open_store(settings: Settings) -> ModelStore:
+def open_store(settings: Settings, *, repair: bool = True) -> ModelStore:
     """The data dir's model versions; a new data dir starts from the configured base model.
 
     A store whose versions are all gone, or none of which loads, serves the base model
     again as a new version; that, like any repair the store made, is in `store.notices`
-    for the admins. (The base model must load: else ModelFileError.)
+    for the admins; `repair=False` leaves a broken store as it is (for `charbot status`,
+    which tells nobody). (The base model must load: else ModelFileError.)
     """
     store = ModelStore(settings.data_dir / MODELS_DIR)
-    if store.live_version() is not None:
-        return store
+    if store.live_version() is not None or (not repair and store.published_before()):
+        return store  # (without `repair`, a broken store is left for the bot to repair)
     base = settings.model_path or BASE_MODEL_PATH
     found = list(store.notices)  # what publishing below notices is the repair itself
     if store.versions():
@@ -107,7 +108,7 @@ def pretrain_dir(settings: Settings) -> Path:
     return settings.data_dir / RUNS_DIR / "pretrain"
 
 
-def close_stale_runs(db: Database, store: ModelStore, reason: str) -> int:
+def reconcile_stale_runs(db: Database, store: ModelStore, reason: str) -> int:
     """Close the runs a dead process left "running" (call with the run lock held), each as
     the store has it: published if it holds a version the run published before it died,
     failed if not. Returns how many there were."""
@@ -120,7 +121,7 @@ def close_stale_runs(db: Database, store: ModelStore, reason: str) -> int:
         if isinstance(info.get("run"), int):
             published[info["run"]] = {"version": version, "losses": info.get("losses")}
     with db.begin() as session:
-        return mark_stale_runs_failed(session, reason, published)
+        return close_stale_runs(session, reason, published)
 
 
 def adopt_shipped_base(settings: Settings, store: ModelStore) -> int | None:

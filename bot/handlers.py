@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from telegram import Update
-from telegram.constants import ChatType
+from telegram.constants import ChatAction, ChatType
 from telegram.error import BadRequest, Conflict, Forbidden, NetworkError
 from telegram.ext import ContextTypes
 
@@ -20,6 +20,7 @@ from bot.services import Services
 log = logging.getLogger(__name__)
 
 SERVICES = "services"  # bot_data key of the Services
+INBOX = "inbox"  # bot_data key of the Inbox (bot/inbox.py)
 
 
 def services_of(context: ContextTypes.DEFAULT_TYPE) -> Services:
@@ -43,18 +44,24 @@ def command_handler(command: commands.Command):
         services = services_of(context)
         user_id = update.effective_user.id
         admin = services.settings.is_admin(user_id)
-        request = commands.Request(services, user_id, context.args or [], admin=admin)
-        answer = await commands.answer(command, request)
-        if command.admin and admin and message.chat.type != ChatType.PRIVATE:
-            # What admins are told is for them, not for everyone in the group.
+        inbox = context.bot_data.get(INBOX)
+        forgotten = inbox.forgotten.pop(update.update_id, None) if inbox else None
+        request = commands.Request(
+            services, user_id, context.args or [], admin=admin, forgotten=forgotten
+        )
+        private = message.chat.type == ChatType.PRIVATE
+        if command.admin and admin and not private:
+            # What admins are told is for them, not for everyone in the group: checked
+            # before the command runs, so that none runs twice.
             try:
-                await context.bot.send_message(user_id, answer)
+                await context.bot.send_chat_action(user_id, ChatAction.TYPING)
             except (BadRequest, Forbidden):  # they never opened a chat with the bot
                 await message.reply_text(texts.ADMIN_PRIVATE_FAILED.format(name=command.name))
-            else:
-                await message.reply_text(texts.ADMIN_SENT_PRIVATELY)
+                return
+            await context.bot.send_message(user_id, await commands.answer(command, request))
+            await message.reply_text(texts.ADMIN_SENT_PRIVATELY)
             return
-        await message.reply_text(answer)
+        await message.reply_text(await commands.answer(command, request))
 
     handle.__doc__ = f"Answer /{command.name}."
     return handle
@@ -72,7 +79,12 @@ async def converse(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Answer a text message if it is meant for the bot (the inbox stored it on arrival,
     with the reply it is owed)."""
     message = update.effective_message
-    await answer_owed(context.bot, services_of(context), message.chat_id, message.message_id)
+    key = (message.chat_id, message.message_id)
+    try:
+        await answer_owed(context.bot, services_of(context), *key)
+    finally:
+        if inbox := context.bot_data.get(INBOX):
+            inbox.queued.discard(key)
 
 
 async def non_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

@@ -18,6 +18,7 @@ for all of those).
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import Callable, Sequence
 
@@ -26,11 +27,14 @@ from telegram.constants import ChatType, MessageEntityType
 from telegram.error import InvalidToken
 from telegram.ext import ExtBot, filters
 
-from bot.conversation import Incoming, record_incoming
+from bot.conversation import Forget, Incoming, record_incoming
 from storage import Database
 
+log = logging.getLogger(__name__)
+
 GROUP_TYPES = (ChatType.GROUP, ChatType.SUPERGROUP)
-REFUSED_PAUSE = 1.0  # seconds between getUpdates calls once Telegram refused the token
+RETRY_PAUSE = 1.0  # seconds before polling again after a refused token or a failed store
+MAX_RETRY_PAUSE = 30.0  # the longest wait between tries to store a batch
 # What the bot treats as conversation: new text messages (not commands, edits or channel
 # posts) in private chats and groups. The handlers use the same filter.
 CONVERSATION = (
@@ -57,10 +61,28 @@ class PollingBot(ExtBot):
             # PTB would end its polling loop here and leave the process up, deaf. Instead
             # the application stops (bot.app.run then exits with one line).
             self._inbox.refused(exc)
-            await asyncio.sleep(REFUSED_PAUSE)  # no hammering while the loop winds down
+            await asyncio.sleep(RETRY_PAUSE)  # no hammering while the loop winds down
             return ()
-        if updates:
+        if not updates or not self._inbox.accepting():
+            # Stopping: PTB's last call only confirms what came before; what it returns is
+            # not handled, so it is not stored either (Telegram sends it again).
+            return updates
+        try:
             await self._inbox.store(updates, self)
+        except Exception as exc:
+            # Not returned, so not acknowledged: Telegram sends the batch again.
+            self._inbox.failures += 1
+            pause = min(RETRY_PAUSE * 2**self._inbox.failures, MAX_RETRY_PAUSE)
+            log.warning(
+                "could not store %d update(s), they stay unacknowledged; trying again in "
+                "%.0f s: %s",
+                len(updates),
+                pause,
+                str(exc).splitlines()[0],
+            )
+            await asyncio.sleep(pause)
+            return ()
+        self._inbox.failures = 0
         return updates
 
 
@@ -74,6 +96,12 @@ class Inbox:
         self.db: Database | None = None
         self.refusal: InvalidToken | None = None
         self.on_refused: Callable[[], None] = lambda: None
+        self.accepting: Callable[[], bool] = lambda: True  # False once polling stops
+        self.failures = 0  # batches in a row that could not be stored
+        # (chat id, message id) of stored messages whose handler has not run yet
+        self.queued: set[tuple[int, int]] = set()
+        # update id -> messages deleted by a /forget done as it arrived (bot.commands.forget)
+        self.forgotten: dict[int, int] = {}
 
     def refused(self, exc: InvalidToken) -> None:
         if self.refusal is None:
@@ -81,11 +109,38 @@ class Inbox:
             self.on_refused()
 
     async def store(self, updates: Sequence[Update], bot: Bot) -> None:
+        """Store the batch's conversation in order; a /forget in it takes effect in that
+        order too (so what its sender writes after it is kept)."""
         if self.db is None:
             raise RuntimeError("updates arrived before the database was open")
-        incoming = [received(u, bot) for u in updates if CONVERSATION.check_update(u)]
-        if incoming:
-            await asyncio.to_thread(record_incoming, self.db, incoming)
+        items: list[tuple[Incoming, bool] | Forget] = []
+        for update in updates:
+            if CONVERSATION.check_update(update):
+                items.append(received(update, bot))
+            elif (forget := forget_of(update, bot)) is not None:
+                items.append(forget)
+        if not items:
+            return
+        forgotten = await asyncio.to_thread(record_incoming, self.db, items)
+        self.forgotten.update(forgotten)
+        self.queued.update(
+            (incoming.chat_id, incoming.message_id)
+            for incoming, addressed in (i for i in items if not isinstance(i, Forget))
+            if addressed
+        )
+
+
+def forget_of(update: Update, bot: Bot) -> Forget | None:
+    """The /forget in `update` from a user's own account (not anonymous), if it is one."""
+    message = update.message
+    if message is None or not message.text or message.sender_chat is not None:
+        return None
+    if message.from_user is None:
+        return None
+    name, _, addressee = message.text.split(maxsplit=1)[0].partition("@")
+    if name.lower() != "/forget" or (addressee and addressee.lower() != bot.username.lower()):
+        return None
+    return Forget(message.from_user.id, update.update_id)
 
 
 def received(update: Update, bot: Bot) -> tuple[Incoming, bool]:
@@ -107,6 +162,7 @@ def received(update: Update, bot: Bot) -> tuple[Incoming, bool]:
         text=text,
         message_id=message.message_id,
         update_id=update.update_id,
+        thread_id=message.message_thread_id if message.is_topic_message else None,
     )
     return incoming, addressed
 

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from bot.datadir import close_stale_runs, run_lock, train_log
+from bot.datadir import reconcile_stale_runs, run_lock, train_log
 from bot.live_model import LiveModel
 from bot.reports import STALE_RUN, describe_run, load_run, new_messages, plot_of, run_id_from
 from bot.settings import Settings
@@ -181,7 +181,7 @@ class Retrainer:
         if not self.lock.acquire():
             return
         try:
-            close_stale_runs(self.db, self.live.store, reason)
+            reconcile_stale_runs(self.db, self.live.store, reason)
         finally:
             self.lock.release()
 

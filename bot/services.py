@@ -31,6 +31,8 @@ class Services:
     started: float = field(default_factory=time.monotonic)  # for uptime
     # (chat id, message id) of the replies being written now (bot.answers)
     answering: set[tuple[int, int]] = field(default_factory=set)
+    # replies sent whose recording failed: never sent again by this process
+    sent: set[tuple[int, int]] = field(default_factory=set)
 
     def uptime(self) -> float:
         return time.monotonic() - self.started

@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from bot.datadir import close_stale_runs, open_store, run_dir, run_lock
+from bot.datadir import open_store, reconcile_stale_runs, run_dir, run_lock
 from bot.reports import STALE_RUN, load_run
 from bot.settings import Settings
 from bot.texts import plural
@@ -87,7 +87,7 @@ def train_once(
 
 def begin(db: Database, store: ModelStore, trigger: str, requested_by: int | None) -> int:
     """Record a new run (call with the run lock held); earlier runs still "running" died."""
-    if stale := close_stale_runs(db, store, STALE_RUN):
+    if stale := reconcile_stale_runs(db, store, STALE_RUN):
         log.warning("%d earlier run(s) had died; their records are closed", stale)
     with db.begin() as session:
         seen = last_message_id(session)
@@ -156,7 +156,8 @@ def decide(
             # Under the store's lock, only while the version it was tuned from is live.
             new_version = store.publish_if_live(live_version, load(result.candidate_path), info)
         now_live = store.live_version()
-        if new_version is None and not withdrawn and now_live != live_version:
+        lost_race = result.accepted and new_version is None and not withdrawn
+        if not withdrawn and (now_live != live_version or lost_race):
             reason = (
                 f"rejected: the live version changed from {live_version} to {now_live} "
                 f"during the run (a /rollback?); a candidate fine-tuned from version "

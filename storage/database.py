@@ -68,7 +68,9 @@ class Database:
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = make_url(url)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
-        self.engine: Engine = create_engine(self.url, echo=echo)
+        # A thread waiting for a pooled connection waits as long as one waiting for the lock.
+        pool = {"pool_timeout": BUSY_TIMEOUT_MS / 1000} if self.is_sqlite else {}
+        self.engine: Engine = create_engine(self.url, echo=echo, **pool)
         writer = self.engine
         if self.is_sqlite:
             event.listen(self.engine, "connect", _set_sqlite_pragmas)

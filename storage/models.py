@@ -145,7 +145,8 @@ class PendingReply(Base):
     chat_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     telegram_message_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     user_id: Mapped[int] = mapped_column(BigInteger, index=True)  # the asker (/forget)
-    context_until: Mapped[int]  # messages.id of the newest turn the reply may read
+    context_until: Mapped[int]  # messages.id of the newest human turn the reply may read
+    thread_id: Mapped[int | None] = mapped_column(BigInteger)  # forum topic, if any
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     def __repr__(self) -> str:

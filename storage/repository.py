@@ -162,8 +162,9 @@ def recent_turns(
     max_bytes: int = 1024,
     until_id: int | None = None,
 ) -> Transcript:
-    """The chat's last turns (up to message id `until_id`), oldest first, as
-    (text, from_human) pairs.
+    """The chat's last turns, oldest first, as (text, from_human) pairs: the bot's, and the
+    humans' up to message id `until_id` (those after it came later than the message being
+    answered).
 
     At most `max_turns` turns whose texts total at most `max_bytes` UTF-8 bytes,
     except that the newest turn is always included, however long.
@@ -172,7 +173,7 @@ def recent_turns(
         return []
     stmt = select(Message.text, Message.from_bot).where(Message.chat_id == chat_id)
     if until_id is not None:
-        stmt = stmt.where(Message.id <= until_id)
+        stmt = stmt.where((Message.id <= until_id) | Message.from_bot.is_(True))
     rows = session.execute(stmt.order_by(Message.id.desc()).limit(max_turns)).all()
     turns: Transcript = []
     size = 0
@@ -262,7 +263,12 @@ def last_message_id(session: Session, chat_id: int | None = None) -> int:
 
 
 def add_pending_reply(
-    session: Session, chat_id: int, telegram_message_id: int, user_id: int, context_until: int
+    session: Session,
+    chat_id: int,
+    telegram_message_id: int,
+    user_id: int,
+    context_until: int,
+    thread_id: int | None = None,
 ) -> None:
     """Note that the bot owes an answer to this message (once: a redelivery adds nothing)."""
     values = {
@@ -270,6 +276,7 @@ def add_pending_reply(
         "telegram_message_id": telegram_message_id,
         "user_id": user_id,
         "context_until": context_until,
+        "thread_id": thread_id,
     }
     _insert_unless_taken(session, PendingReply, values, "chat_id", "telegram_message_id")
 

@@ -2,7 +2,7 @@
 
 Plain functions on a `Session`; none of them commits. A run is started as
 "running" and finished exactly once with its outcome. Runs that a crash left
-"running" are closed by `mark_stale_runs_failed` (call it only while no run holds
+"running" are closed by `close_stale_runs` (call it only while no run holds
 the run lock, e.g. when the bot starts).
 """
 
@@ -143,7 +143,7 @@ def mark_reported(session: Session, run_id: int) -> None:
     session.execute(update(TrainingRun).where(TrainingRun.id == run_id).values(reported=True))
 
 
-def mark_stale_runs_failed(
+def close_stale_runs(
     session: Session, reason: str, published: Mapping[int, dict[str, Any]] | None = None
 ) -> int:
     """Close every run still marked "running"; how many there were.

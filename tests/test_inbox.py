@@ -194,4 +194,83 @@ def test_replies_owed_from_long_ago_are_dropped_at_start_not_sent(
         asyncio.run(main())
     assert len(stub.sent_messages(USER)) == 2  # the fresh one was answered, the old one not
     assert sql(data_dir, "SELECT count(*) FROM pending_replies") == [(0,)]
-    assert "not answering 1 message(s) stored before the restart" in caplog.text
+    assert "not answering 1 stored message(s) older than 10 min" in caplog.text
+
+
+def test_a_forget_takes_effect_where_it_arrived_among_the_messages(
+    stub, settings, generator, data_dir
+):
+    """A, /forget, B in one batch: A is forgotten (its reply too: nothing of it is left to
+    answer), B, written after, is kept and answered."""
+
+    async def main():
+        async with running_bot(settings, generator) as app:
+            inbox = app.bot_data["inbox"]
+            before = list(stub.confirmed_update_ids)
+            for text in ("before", "/forget", "after"):
+                stub.push_message(text, user_id=USER)
+            await stub.await_messages(USER, 2, timeout=30)
+            await asyncio.sleep(1)  # no third message comes
+            return before, inbox.forgotten
+
+    _, pending = asyncio.run(main())
+    assert human_texts(data_dir) == ["after"]
+    texts_sent = [m["text"] for m in stub.sent_messages(USER)]
+    assert len(texts_sent) == 2
+    assert texts_sent[0].startswith("Done: I deleted everything I stored about you (1 message)")
+    assert pending == {}  # the handler took the count the inbox recorded
+
+
+def test_a_batch_that_cannot_be_stored_is_not_acknowledged_and_comes_again(
+    stub, settings, generator, data_dir, monkeypatch
+):
+    import bot.conversation
+
+    real = bot.conversation.record_incoming
+    calls = []
+
+    def broken_once(db, items):
+        calls.append(len(items))
+        if len(calls) == 1:
+            raise sqlite3.OperationalError("disk I/O error")
+        return real(db, items)
+
+    monkeypatch.setattr("bot.inbox.record_incoming", broken_once)
+
+    async def main():
+        async with running_bot(settings, generator):
+            stub.push_message("hello", user_id=USER)
+            await stub.await_messages(USER, 1, timeout=30)
+
+    asyncio.run(main())
+    assert calls[:2] == [1, 1]  # the same message, offered twice
+    assert human_texts(data_dir) == ["hello"]
+    assert stub.confirmed_update_ids.count(stub.confirmed_update_ids[0]) == 1
+
+
+def test_overdue_replies_are_answered_once_and_queued_ones_left_alone(
+    stub, settings, generator, data_dir
+):
+    from bot.answers import OVERDUE, answer_overdue
+
+    async def main():
+        async with running_bot(settings, generator) as app:
+            services = app.bot_data["services"]
+            stub.push_message("first", user_id=USER)
+            await stub.await_messages(USER, 1, timeout=20)
+            old = int(OVERDUE.total_seconds()) + 5
+            with contextlib.closing(sqlite3.connect(data_dir / "charbot.sqlite3")) as conn, conn:
+                for mid in (700, 701):  # a send that failed; one still waiting its turn
+                    conn.execute(
+                        "INSERT INTO pending_replies (chat_id, telegram_message_id, user_id, "
+                        "context_until, created_at) VALUES (?, ?, ?, 1, datetime('now', ?))",
+                        (USER, mid, USER, f"-{old} seconds"),
+                    )
+            queued = {(USER, 701)}
+            await answer_overdue(app.bot, services, queued)
+            await answer_overdue(app.bot, services, queued)  # nothing twice
+            return len(stub.sent_messages(USER))
+
+    assert asyncio.run(main()) == 2  # the first reply and the overdue one
+    left = sql(data_dir, "SELECT telegram_message_id FROM pending_replies")
+    assert left == [(701,)]

@@ -15,7 +15,6 @@ from test_bot_e2e import ADMIN, USER, data_dir, running_bot, say, sql, stub
 
 from bot import texts
 from bot.commands import forget_command, learn_command
-from bot.conversation import read_context
 from bot.datadir import MIXED_BASE_CHECKED, adopt_shipped_base, open_database_for, open_store
 from bot.reports import STALE_RUN, new_messages
 from bot.retrainer import Retrainer
@@ -143,7 +142,7 @@ def test_the_swap_under_a_stream_of_replies_fails_none(settings, generator, tiny
         replies = []
 
         async def user(chat_id):
-            turns = read_context(services.db, chat_id, live.max_prompt_bytes)
+            turns = [STYLE[chat_id % len(STYLE)], "ok"]
             while not done.is_set():
                 replies.append(await live.reply(turns, 0.7))
 
@@ -318,7 +317,7 @@ def test_a_hung_run_is_stopped_and_reported_even_if_reporting_fails(
 
 
 def test_runs_that_ended_while_no_bot_watched_are_reported_once(settings, generator):
-    from storage import mark_stale_runs_failed
+    from storage import close_stale_runs
 
     services = open_services(settings, generator=generator)
     notes = []
@@ -329,7 +328,7 @@ def test_runs_that_ended_while_no_bot_watched_are_reported_once(settings, genera
     with services.db.begin() as session:
         # An admin's run whose bot was killed mid-run; the next bot's start closes it.
         start_run(session, trigger="admin", requested_by=ADMIN, last_message_id=0)
-        mark_stale_runs_failed(session, STALE_RUN)
+        close_stale_runs(session, STALE_RUN)
         cli = start_run(session, trigger="cli", last_message_id=0)  # an operator's run
         finish_run(session, cli.id, status="rejected", error="rejected: no better")
 
@@ -394,7 +393,7 @@ def test_a_run_killed_after_publishing_is_recorded_as_published(settings, genera
     """kill -9 between the version's rename into place and the run's record: the record
     must say what the store says, and `charbot status` must not call the run "running"."""
     from bot.cli import main as charbot_main
-    from bot.datadir import close_stale_runs
+    from bot.datadir import reconcile_stale_runs
 
     store = open_store(settings)
     db = open_database_for(settings)
@@ -410,7 +409,7 @@ def test_a_run_killed_after_publishing_is_recorded_as_published(settings, genera
         assert charbot_main(["status"]) == 0
     assert "Last run: 2, interrupted (its process stopped" in capsys.readouterr().out
 
-    assert close_stale_runs(db, store, STALE_RUN) == 2
+    assert reconcile_stale_runs(db, store, STALE_RUN) == 2
     rows = sql(
         settings.data_dir,
         "SELECT id, status, new_version, candidate_chat_bits FROM training_runs ORDER BY id",

@@ -14,6 +14,7 @@ from storage import (
     Database,
     TrainingRun,
     add_message,
+    close_stale_runs,
     finish_run,
     get_or_create_chat,
     get_or_create_user,
@@ -22,7 +23,6 @@ from storage import (
     last_message_id,
     last_run,
     mark_reported,
-    mark_stale_runs_failed,
     open_database,
     recent_runs,
     recent_turns,
@@ -94,7 +94,7 @@ def test_migration_0003_counts_earlier_finished_runs_as_reported(tmp_path: Path)
     try:
         with db.begin() as session:
             assert unreported_runs(session) == []  # the old outcome is not re-announced
-            mark_stale_runs_failed(session, "died")  # the old running one ends now...
+            close_stale_runs(session, "died")  # the old running one ends now...
         with db.begin() as session:
             [stale] = unreported_runs(session)  # ...and is news
             assert stale.id == 2
@@ -181,7 +181,7 @@ def test_runs_a_crash_left_running_are_marked_failed(db: Database):
         start_run(session, trigger="admin", requested_by=ADMIN, last_message_id=3)
     before = datetime.now(UTC)
     with db.begin() as session:
-        assert mark_stale_runs_failed(session, "the trainer died (bot restarted)") == 2
+        assert close_stale_runs(session, "the trainer died (bot restarted)") == 2
         assert running_run(session) is None  # visible in the same unit of work
     with db.read() as session:
         runs = {r.id: r for r in recent_runs(session)}
@@ -191,7 +191,7 @@ def test_runs_a_crash_left_running_are_marked_failed(db: Database):
         assert runs[run_id].error == "the trainer died (bot restarted)"
         assert runs[run_id].finished_at >= before.replace(microsecond=0)
     with db.begin() as session:
-        assert mark_stale_runs_failed(session, "again") == 0
+        assert close_stale_runs(session, "again") == 0
 
 
 def test_a_run_report_round_trips_as_json(db: Database):

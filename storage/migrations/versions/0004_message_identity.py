@@ -46,6 +46,7 @@ def upgrade() -> None:
         sa.Column("telegram_message_id", sa.BigInteger(), nullable=False),
         sa.Column("user_id", sa.BigInteger(), nullable=False),
         sa.Column("context_until", sa.Integer(), nullable=False),
+        sa.Column("thread_id", sa.BigInteger(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("chat_id", "telegram_message_id", name=op.f("pk_pending_replies")),
     )
