@@ -156,8 +156,9 @@ def decide(
             # Under the store's lock, only while the version it was tuned from is live.
             new_version = store.publish_if_live(live_version, load(result.candidate_path), info)
         now_live = store.live_version()
-        lost_race = result.accepted and new_version is None and not withdrawn
-        if not withdrawn and (now_live != live_version or lost_race):
+        # Not published though not withdrawn: the live version moved (perhaps only for an
+        # instant, during publish_if_live's check, if it is back now).
+        if new_version is None and not withdrawn and (now_live != live_version or result.accepted):
             reason = (
                 f"rejected: the live version changed from {live_version} to {now_live} "
                 f"during the run (a /rollback?); a candidate fine-tuned from version "
