@@ -40,7 +40,10 @@ def open_store(settings: Settings, *, repair: bool = True) -> ModelStore:
     which tells nobody). (The base model must load: else ModelFileError.)
     """
     store = ModelStore(settings.data_dir / MODELS_DIR)
-    if store.live_version() is not None or (not repair and store.published_before()):
+    live = store.live_version()
+    if live is not None and repair and store.notices:
+        store.set_live(live)  # the pointer names what is served now: told once, not each start
+    if live is not None or (not repair and store.published_before()):
         return store  # (without `repair`, a broken store is left for the bot to repair)
     base = settings.model_path or BASE_MODEL_PATH
     found = list(store.notices)  # what publishing below notices is the repair itself

@@ -268,6 +268,9 @@ class ModelStore:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         fsync_dir(self.root)  # the version exists; the pointer still names the old one
+        # Just written from a ModelFile: it loads (no need to read it back to know).
+        stamp = self.model_path(version).stat().st_mtime_ns
+        self._loadable_cache[version] = (stamp, True)
         self._point_to(pointer, version)
         return version
 
@@ -307,11 +310,14 @@ class ModelStore:
         return Pointer(None, versions[:-1], max(versions, default=0))
 
     def _point_to(self, pointer: Pointer, version: int) -> None:
-        live = self.live_version()
-        if live == version:
+        # Written whenever the file does not name `version` yet, even when `version` is
+        # what the store serves already by falling back to the newest: else the file
+        # keeps naming a missing version (or stays absent) after a publish.
+        if pointer.live == version:
             return
+        live = self.live_version()
         history = [v for v in pointer.history if v != version]
-        if live is not None:
+        if live is not None and live != version:
             history.append(live)
         self._write_pointer(Pointer(version, history, max(pointer.last, version)))
 

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from test_bot_e2e import ADMIN, USER, data_dir, env, running_bot, say, settings, stub
 
+from model.store import ModelStore
+
 __all__ = ["data_dir", "env", "settings", "stub"]  # fixtures used here, defined there
 
 pytestmark = pytest.mark.e2e
@@ -120,6 +122,8 @@ def test_a_damaged_model_store_keeps_serving_and_tells_the_admins(
     assert told.startswith("The model store needed a repair at start: ") and notice in told
     assert f"Model: version {served} " in status
     assert reply.strip()
+    repaired = ModelStore(store.root)  # the next start finds nothing left to repair
+    assert repaired.live_version() == served and repaired.notices == []
 
 
 def one_line_failure(charbot, clean_env, env, cwd, command="chat"):
