@@ -14,6 +14,8 @@ Any other URL (PostgreSQL, ...) gets an ordinary engine.
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +35,7 @@ DATABASE_FILE = "charbot.sqlite3"
 # messages without losing any.
 BUSY_TIMEOUT_MS = 6 * 60 * 1000
 BEGIN_OPTION = "charbot_sqlite_begin"  # execution option: "" (deferred) or "IMMEDIATE"
+WAL_RETRY_PAUSE_S = 0.05  # between tries to switch a new file to WAL while another process does
 
 
 def sqlite_url(data_dir: Path) -> str:
@@ -46,11 +49,28 @@ def _set_sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")  # first: the next may wait
-        cursor.execute("PRAGMA journal_mode = WAL")  # readers and one writer at the same time
+        _enable_wal(cursor, time.monotonic() + BUSY_TIMEOUT_MS / 1000)
         cursor.execute("PRAGMA synchronous = NORMAL")  # durable at checkpoints; safe with WAL
         cursor.execute("PRAGMA foreign_keys = ON")
     finally:
         cursor.close()
+
+
+def _enable_wal(cursor: Any, deadline: float) -> None:
+    """Switch to WAL (readers and one writer at the same time), waiting out a busy file.
+
+    Two processes converting a new file at once: the one that already read the header
+    gets SQLITE_BUSY at once, without the busy handler (SQLite's deadlock rule), so the
+    busy timeout cannot help and we try again until `deadline`.
+    """
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(WAL_RETRY_PAUSE_S)
 
 
 def _begin_sqlite(conn: Connection) -> None:

@@ -10,6 +10,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 from datetime import UTC
 from pathlib import Path
 
@@ -539,3 +540,25 @@ def test_writes_never_fail_while_other_processes_read_and_write(tmp_path: Path):
         for proc in (reader, writer):
             if proc.poll() is None:
                 proc.kill()
+
+
+def test_opening_waits_while_another_process_converts_a_new_file(tmp_path: Path):
+    # A writer that holds the lock of a file still in rollback mode makes
+    # `PRAGMA journal_mode = WAL` fail at once, without the busy timeout: what a second
+    # process sees while the first converts a new file. Opening waits it out instead.
+    path = tmp_path / "charbot.sqlite3"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("CREATE TABLE first_process (x)")
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("INSERT INTO first_process VALUES (1)")
+    releaser = threading.Timer(0.5, lambda: holder.execute("COMMIT"))
+    releaser.start()
+    try:
+        db = open_database(sqlite_url(tmp_path))
+        with db.read() as session:
+            assert session.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+            assert session.execute(text("SELECT x FROM first_process")).scalar() == 1
+        db.dispose()
+    finally:
+        releaser.join()
+        holder.close()
