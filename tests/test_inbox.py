@@ -67,13 +67,19 @@ def test_kill_9_mid_burst_loses_no_acknowledged_message(
         stub.wait_for_calls("getUpdates", 1, timeout=120)
         sent = [f"user {u} message {i}" for i in range(EACH) for u in range(USERS)]
         pushed = {}  # update id -> text
-        for i in range(EACH):
-            for u in range(USERS):
-                text = f"user {u} message {i}"
-                pushed[stub.push_message(text, user_id=10_000 + u)] = text
-        # Some of the burst acknowledged, some answered: then the process dies at once.
+
+        def push(rounds):
+            for i in rounds:
+                for u in range(USERS):
+                    text = f"user {u} message {i}"
+                    pushed[stub.push_message(text, user_id=10_000 + u)] = text
+
+        # Half the burst: some of it acknowledged, some answered. Then the rest arrives and
+        # the process dies at once, with that rest unacknowledged (however fast it stores).
+        push(range(EACH // 2))
         stub.wait_until(lambda: len(stub.confirmed_update_ids) >= 40, timeout=60, what="acks")
         stub.wait_until(lambda: len(stub.sent_messages()) >= 5, timeout=60, what="replies")
+        push(range(EACH // 2, EACH))
         first.kill()
         first.wait()
         acknowledged = {pushed[i] for i in stub.confirmed_update_ids if i in pushed}
