@@ -9,9 +9,12 @@ Point the real python-telegram-bot stack at it::
         [reply] = await stub.await_messages(42, 1)
 
 It models what charbot and python-telegram-bot's polling use, and nothing more: the methods
-getMe, deleteWebhook, getUpdates, setMyCommands, sendMessage, sendChatAction and sendPhoto, and
-users' text messages, stickers and photos arriving in private chats and groups. Any other method
-is answered 404 and recorded in :attr:`BotApiStub.rejected`, so a bot that starts using one notices.
+getMe, deleteWebhook, getUpdates, setMyCommands, setMyDescription, setMyShortDescription,
+getMyDescription, getMyShortDescription, getChatMember, sendMessage, sendChatAction, sendPhoto,
+sendDocument, editMessageReplyMarkup and answerCallbackQuery; users' text messages, stickers, photos
+and documents arriving in private chats and groups, and users pressing inline keyboard buttons
+(callback queries). Any other method is answered 404 and recorded in :attr:`BotApiStub.rejected`,
+so a bot that starts using one notices.
 
 The server side uses only the standard library (``ThreadingHTTPServer`` in a daemon thread), so it
 is independent of the client stack under test. Requests are read the way PTB sends them:
@@ -20,14 +23,32 @@ is independent of the client stack under test. Requests are read the way PTB sen
 
 Behaviour copied from the real service because the bot must cope with it:
 
+* ``getMe``: ``can_join_groups`` true, ``supports_inline_queries`` false and
+  ``can_read_all_group_messages`` false only with ``privacy_mode=True`` (which changes nothing
+  else: the test decides which group messages it pushes).
 * ``sendMessage``: the text is trimmed, then rejected when empty (``message text is empty``) or
   longer than 4096 UTF-16 code units (``message is too long``). Texts are plain: formatting
   (``parse_mode``) is not modelled and is refused. A reply (``reply_parameters``) to an unknown
   message fails with ``message to be replied not found`` unless ``allow_sending_without_reply``.
+* ``reply_markup`` (sendMessage, sendPhoto, sendDocument, editMessageReplyMarkup): only an
+  ``inline_keyboard`` is modelled (other keyboards are refused). Every button needs a non-empty
+  ``text`` and exactly one action, ``callback_data`` (1-64 bytes, else ``BUTTON_DATA_INVALID``)
+  or ``url``; the markup is kept on the message (an empty keyboard is no markup).
 * ``sendPhoto``: the upload must look like an image (``IMAGE_PROCESS_FAILED``); the caption is
-  limited to 1024 UTF-16 code units.
-* ``setMyCommands``: names and descriptions are validated; the lists are kept per scope
-  (``language_code`` is not modelled).
+  limited to 1024 UTF-16 code units. ``sendDocument``: any non-empty upload (``file must be
+  non-empty``), keeping the upload's file name; the same caption limit.
+* ``editMessageReplyMarkup``: only the bot's own messages (``message can't be edited``), known ones
+  (``message to edit not found``), and not to the markup they have (``message is not modified``).
+* ``setMyCommands`` / ``setMyDescription`` / ``setMyShortDescription``: ``language_code`` is ""
+  or two lowercase letters (``invalid language code specified``); the lists are kept per scope and
+  language, the texts per language (0-512 and 0-120 characters; "" removes that language's text).
+  ``getMyDescription`` / ``getMyShortDescription`` fall back to the text for no language.
+* ``getChatMember``: only in groups the stub knows (a user wrote there, or
+  :meth:`BotApiStub.set_chat_admins`); a private or unknown chat is ``chat not found``. Anyone
+  not configured as admin or creator is a plain member.
+* Callback queries: each can be answered once, text at most 200 UTF-16 code units
+  (``MESSAGE_TOO_LONG``); an unknown or answered id is ``query is too old and response timeout
+  expired or query ID is invalid``. A user can only press a button the message has.
 * ``getUpdates``: ``offset`` confirms (forgets) the updates with a smaller ``update_id``; every
   update not confirmed so is delivered again by the next call. ``limit`` caps the batch,
   ``timeout`` long-polls, and a newer ``getUpdates`` ends a still waiting older one with 409
@@ -44,12 +65,13 @@ import asyncio
 import copy
 import itertools
 import json
+import mimetypes
 import re
 import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -62,14 +84,37 @@ DEFAULT_BOT_USERNAME = "charbot_test_bot"
 DEFAULT_TOKEN = f"{DEFAULT_BOT_ID}:AAStubTokenForCharbotEndToEndTests"
 MAX_MESSAGE_LENGTH = 4096  # UTF-16 code units, after trimming
 MAX_CAPTION_LENGTH = 1024
+MAX_DESCRIPTION_LENGTH = 512
+MAX_SHORT_DESCRIPTION_LENGTH = 120
+MAX_CALLBACK_ANSWER_LENGTH = 200  # UTF-16 code units
+MAX_CALLBACK_DATA_BYTES = 64
 FIRST_UPDATE_ID = 1000
+FIRST_CALLBACK_QUERY_ID = 4_380_000_000_000_000_001
 
 _CHAT_ACTION_RE = re.compile(
     r"typing|upload_photo|record_video|upload_video|record_voice|upload_voice|upload_document"
     r"|choose_sticker|find_location|record_video_note|upload_video_note"
 )
 # Form fields that are plain strings and must not be JSON-decoded ("123", "true" stay text).
-_STRING_FIELDS = frozenset(["text", "caption"])
+_STRING_FIELDS = frozenset(
+    ["text", "caption", "description", "short_description", "language_code", "callback_query_id"]
+)
+_BUTTON_ACTIONS = ("callback_data", "url")  # the inline keyboard button actions modelled
+_OTHER_BUTTON_ACTIONS = (
+    "web_app",
+    "login_url",
+    "switch_inline_query",
+    "switch_inline_query_current_chat",
+    "switch_inline_query_chosen_chat",
+    "copy_text",
+    "callback_game",
+    "pay",
+)
+_QUERY_INVALID = "query is too old and response timeout expired or query ID is invalid"
+_NOT_MODIFIED = (
+    "message is not modified: specified new message content and reply markup are exactly the "
+    "same as a current content and reply markup of the message"
+)
 _IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a")
 _CONFLICT = (
     "Conflict: terminated by other getUpdates request; "
@@ -118,6 +163,58 @@ def auto_entities(text: str) -> list[Params]:
     ]
 
 
+def _inline_button(button: Any) -> Params:
+    """A validated inline keyboard button, as Telegram returns it: ``text`` and its action."""
+    if not isinstance(button, dict):
+        raise _bad("can't parse inline keyboard button: InlineKeyboardButton must be an Object")
+    text = button.get("text")
+    if not isinstance(text, str):
+        raise _bad('can\'t parse inline keyboard button: Field "text" must be of type String')
+    if not text.strip():
+        raise _bad("BUTTON_TEXT_INVALID")
+    if other := [key for key in _OTHER_BUTTON_ACTIONS if key in button]:
+        raise _bad(f"BotApiStub does not model inline keyboard buttons with {other[0]}")
+    actions = [key for key in _BUTTON_ACTIONS if key in button]
+    if not actions:
+        raise _bad(
+            "can't parse inline keyboard button: Text buttons are unallowed in the inline keyboard"
+        )
+    if len(actions) > 1:  # the Bot API docs demand exactly one; the stub holds bots to it
+        raise _bad(f"can't parse inline keyboard button: more than one action: {actions}")
+    value = button[actions[0]]
+    if actions[0] == "callback_data":
+        if not isinstance(value, str) or not 1 <= len(value.encode()) <= MAX_CALLBACK_DATA_BYTES:
+            raise _bad("BUTTON_DATA_INVALID")
+    elif not isinstance(value, str) or not re.match(r"(?i)(https?|tg)://\S", value):
+        raise _bad("BUTTON_URL_INVALID")
+    return {"text": text, actions[0]: value}
+
+
+def _inline_keyboard(markup: Any) -> Params | None:
+    """The validated ``reply_markup``: an inline keyboard, or None for none (or an empty one)."""
+    if markup is None or markup == "":
+        return None
+    if not isinstance(markup, dict):
+        raise _bad("can't parse reply keyboard markup JSON object")
+    if "inline_keyboard" not in markup:
+        raise _bad("BotApiStub does not model reply keyboards; only inline_keyboard is supported")
+    rows = markup["inline_keyboard"]
+    if not isinstance(rows, list) or not all(isinstance(row, list) for row in rows):
+        raise _bad('field "inline_keyboard" of the InlineKeyboardMarkup must be an Array of Arrays')
+    keyboard = [[_inline_button(button) for button in row] for row in rows]
+    keyboard = [row for row in keyboard if row]
+    return {"inline_keyboard": keyboard} if keyboard else None
+
+
+def _language_code(params: Params) -> str:
+    """The ``language_code`` parameter: "" or two lowercase letters (ISO 639-1)."""
+    code = params.get("language_code")
+    code = "" if code is None else str(code)
+    if code and not re.fullmatch(r"[a-z]{2}", code):
+        raise _bad("invalid language code specified")
+    return code
+
+
 # -- Request decoding ------------------------------------------------------------------------------
 
 
@@ -128,6 +225,18 @@ def _decode(name: str, value: str) -> Any:
         return json.loads(value)
     except ValueError:
         return value
+
+
+class _Upload(bytes):
+    """An uploaded file's bytes, with the multipart part's ``filename`` and ``content_type``."""
+
+    filename: str = ""
+    content_type: str = ""
+
+
+def _unquote_filename(value: str) -> str:
+    """Undo the HTML5 form encoding clients (httpx, browsers) use in ``filename="..."``."""
+    return re.sub(r"\\(.)|%(22|[01][0-9A-Fa-f])", lambda m: m[1] or chr(int(m[2], 16)), value)
 
 
 def _parse_multipart(body: bytes, boundary: bytes) -> Params:
@@ -143,8 +252,13 @@ def _parse_multipart(body: bytes, boundary: bytes) -> Params:
         name = re.search(r'\bname="([^"]*)"', disposition)
         if name is None:
             continue
-        if "filename=" in disposition:  # an upload: keep its bytes
-            params[name[1]] = content
+        if "filename=" in disposition:  # an upload: keep its bytes, file name and type
+            filename = re.search(r'\bfilename="((?:[^"\\]|\\.)*)"', disposition)
+            upload = _Upload(content)
+            upload.filename = _unquote_filename(filename[1]) if filename else ""
+            content_type = re.search(rb"(?im)^content-type:\s*([^\s;]+)", head)
+            upload.content_type = content_type[1].decode("latin-1") if content_type else ""
+            params[name[1]] = upload
         else:
             params[name[1]] = _decode(name[1], content.decode("utf-8"))
     return params
@@ -207,7 +321,8 @@ class BotApiStub:
     """A Bot API stand-in on ``127.0.0.1:<ephemeral port>``; starts serving on construction.
 
     ``flood_limit=(n, seconds)`` lets at most ``n`` sendMessage calls through in any ``seconds``
-    and answers the others 429 "retry after ``retry_after``".
+    and answers the others 429 "retry after ``retry_after``". ``privacy_mode=True`` makes getMe
+    report ``can_read_all_group_messages`` false (as @BotFather's /setprivacy does).
     """
 
     def __init__(
@@ -217,6 +332,7 @@ class BotApiStub:
         username: str = DEFAULT_BOT_USERNAME,
         flood_limit: tuple[int, float] | None = None,
         retry_after: int = 1,
+        privacy_mode: bool = False,
     ) -> None:
         prefix = token.split(":", 1)[0]
         self.token = token
@@ -225,6 +341,7 @@ class BotApiStub:
         self.bot_user["username"] = username
         self.flood_limit = flood_limit
         self.retry_after = retry_after
+        self.privacy_mode = privacy_mode
 
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)  # notified whenever anything is recorded
@@ -241,7 +358,13 @@ class BotApiStub:
         self._sent: list[Params] = []
         self._photos: list[Params] = []
         self._actions: list[Params] = []
-        self._commands: dict[str, list[Params]] = {}
+        self._documents: list[Params] = []
+        self._commands: dict[tuple[str, str], list[Params]] = {}  # (scope, language) -> list
+        self._descriptions: dict[tuple[str, str], str] = {}  # (field, language) -> text
+        self._admins: dict[int, tuple[set[int], int | None]] = {}  # chat -> (admins, creator)
+        self._callback_queries: dict[str, Params] = {}  # id -> the query, "answered" added
+        self._callback_answers: list[Params] = []
+        self._callback_ids = itertools.count(FIRST_CALLBACK_QUERY_ID)
         self._rejected: list[Params] = []
         self._errors: list[str] = []
         self._flood_times: deque[float] = deque()
@@ -254,9 +377,17 @@ class BotApiStub:
             "deleteWebhook": self._delete_webhook,
             "getUpdates": self._get_updates,
             "setMyCommands": self._set_my_commands,
+            "setMyDescription": self._set_my_description,
+            "setMyShortDescription": self._set_my_short_description,
+            "getMyDescription": self._get_my_description,
+            "getMyShortDescription": self._get_my_short_description,
+            "getChatMember": self._get_chat_member,
             "sendChatAction": self._send_chat_action,
             "sendMessage": self._send_message,
             "sendPhoto": self._send_photo,
+            "sendDocument": self._send_document,
+            "editMessageReplyMarkup": self._edit_message_reply_markup,
+            "answerCallbackQuery": self._answer_callback_query,
         }
         self._methods = {name.lower(): func for name, func in methods.items()}
 
@@ -420,7 +551,9 @@ class BotApiStub:
             raise _bad("BotApiStub does not model parse_mode; only plain text is supported")
         return str(params.get(field) or "").strip()
 
-    def _bot_message(self, chat_id: int, content: Params, reply: Params | None) -> Params:
+    def _bot_message(
+        self, chat_id: int, content: Params, reply: Params | None, markup: Params | None = None
+    ) -> Params:
         message: Params = {
             "message_id": self._next_message_id(chat_id),
             "from": copy.deepcopy(self.bot_user),
@@ -430,13 +563,20 @@ class BotApiStub:
         }
         if reply is not None:
             message["reply_to_message"] = reply
+        if markup is not None:
+            message["reply_markup"] = markup
         self._remember(message)
         return message
 
     # ---------------------------------------------------------------- Bot API methods
 
     def _get_me(self, params: Params) -> Params:
-        return copy.deepcopy(self.bot_user)
+        return {
+            **copy.deepcopy(self.bot_user),
+            "can_join_groups": True,
+            "can_read_all_group_messages": not self.privacy_mode,
+            "supports_inline_queries": False,
+        }
 
     def _delete_webhook(self, params: Params) -> bool:
         return True  # there never is a webhook
@@ -454,8 +594,9 @@ class BotApiStub:
                 raise _bad("BOT_COMMAND_INVALID")
             if not 1 <= len(str(command.get("description", "")).strip()) <= 256:
                 raise _bad("BOT_COMMAND_DESCRIPTION_INVALID")
+        key = (self._scope_key(params.get("scope")), _language_code(params))
         with self._lock:
-            self._commands[self._scope_key(params.get("scope"))] = [
+            self._commands[key] = [
                 {"command": str(c["command"]).lstrip("/"), "description": str(c["description"])}
                 for c in commands
             ]
@@ -464,6 +605,85 @@ class BotApiStub:
     @staticmethod
     def _scope_key(scope: Params | None) -> str:
         return json.dumps(scope or {"type": "default"}, sort_keys=True)
+
+    def _set_text(self, params: Params, field: str, limit: int) -> bool:
+        text = params.get(field)
+        text = "" if text is None else str(text)
+        language = _language_code(params)
+        if len(text) > limit:
+            raise _bad(f"{field.replace('_', ' ')} is too long")
+        with self._lock:
+            self._descriptions[(field, language)] = text
+        return True
+
+    def _get_text(self, params: Params, field: str) -> Params:
+        language = _language_code(params)
+        with self._lock:
+            text = self._descriptions.get((field, language)) or ""
+            if not text:  # nothing dedicated to this language: the text for all the others
+                text = self._descriptions.get((field, ""), "")
+        return {field: text}
+
+    def _set_my_description(self, params: Params) -> bool:
+        return self._set_text(params, "description", MAX_DESCRIPTION_LENGTH)
+
+    def _set_my_short_description(self, params: Params) -> bool:
+        return self._set_text(params, "short_description", MAX_SHORT_DESCRIPTION_LENGTH)
+
+    def _get_my_description(self, params: Params) -> Params:
+        return self._get_text(params, "description")
+
+    def _get_my_short_description(self, params: Params) -> Params:
+        return self._get_text(params, "short_description")
+
+    def _user(self, user_id: int, language_code: str | None = None) -> Params:
+        """A user object as Telegram shows it in ``from`` (the bot itself for its own id)."""
+        if user_id == self.bot_user["id"]:
+            return copy.deepcopy(self.bot_user)
+        user: Params = {"id": user_id, "is_bot": False, "first_name": "User"}
+        if language_code is not None:
+            user["language_code"] = language_code
+        return user
+
+    def _get_chat_member(self, params: Params) -> Params:
+        chat_id, user_id = params.get("chat_id"), params.get("user_id")
+        if not isinstance(user_id, int) or isinstance(user_id, bool) or user_id <= 0:
+            raise _bad("invalid user_id specified")
+        with self._lock:
+            chat = self._chats.get(chat_id) if isinstance(chat_id, int) else None
+            if chat is None or chat.get("type") == "private":
+                raise _bad("chat not found")
+            admins, creator = self._admins.get(chat_id, (set(), None))
+        user = self._user(user_id)
+        if user_id == creator:
+            return {"status": "creator", "user": user, "is_anonymous": False}
+        if user_id not in admins:
+            return {"status": "member", "user": user}
+        rights = dict.fromkeys(
+            [
+                "can_manage_chat",
+                "can_delete_messages",
+                "can_manage_video_chats",
+                "can_restrict_members",
+                "can_change_info",
+                "can_invite_users",
+                "can_pin_messages",
+            ],
+            True,
+        )
+        rights |= dict.fromkeys(
+            ["can_promote_members", "can_post_stories", "can_edit_stories", "can_delete_stories"],
+            False,
+        )
+        if chat.get("type") == "supergroup":
+            rights["can_manage_topics"] = False
+        return {
+            "status": "administrator",
+            "user": user,
+            "can_be_edited": False,  # only who promoted an admin can edit them
+            "is_anonymous": False,
+            **rights,
+        }
 
     def _send_chat_action(self, params: Params) -> bool:
         chat_id = self._chat_id(params)
@@ -480,9 +700,10 @@ class BotApiStub:
             raise _bad("message text is empty")
         if utf16_len(text) > MAX_MESSAGE_LENGTH:
             raise _bad("message is too long")
+        markup = _inline_keyboard(params.get("reply_markup"))
         with self._lock:
             reply = self._reply_to(chat_id, params)
-            message = self._bot_message(chat_id, {"text": text}, reply)
+            message = self._bot_message(chat_id, {"text": text}, reply, markup)
             self._sent.append(
                 {
                     **copy.deepcopy(params),
@@ -505,6 +726,7 @@ class BotApiStub:
         caption = self._plain_text(params, "caption")
         if utf16_len(caption) > MAX_CAPTION_LENGTH:
             raise _bad("message caption is too long")
+        markup = _inline_keyboard(params.get("reply_markup"))
         with self._lock:
             reply = self._reply_to(chat_id, params)
             n = next(self._file_counter)
@@ -514,10 +736,98 @@ class BotApiStub:
             }
             if caption:
                 content["caption"] = caption
-            message = self._bot_message(chat_id, content, reply)
-            record = {"chat_id": chat_id, "caption": params.get("caption"), "data": data}
+            message = self._bot_message(chat_id, content, reply, markup)
+            record = {"chat_id": chat_id, "caption": params.get("caption"), "data": bytes(data)}
             self._photos.append({**record, "message_id": message["message_id"]})
             return message
+
+    def _send_document(self, params: Params) -> Params:
+        chat_id = self._chat_id(params)
+        data = params.get("document")
+        if not isinstance(data, bytes):  # a file_id or URL instead of an upload is not modelled
+            raise _bad("there is no document in the request")
+        if not data:
+            raise _bad("file must be non-empty")
+        caption = self._plain_text(params, "caption")
+        if utf16_len(caption) > MAX_CAPTION_LENGTH:
+            raise _bad("message caption is too long")
+        markup = _inline_keyboard(params.get("reply_markup"))
+        file_name = getattr(data, "filename", "") or "document"
+        mime_type = getattr(data, "content_type", "")
+        if not mime_type or mime_type == "application/octet-stream":
+            mime_type = mimetypes.guess_type(file_name)[0] or "application/octet-stream"
+        thread_id = params.get("message_thread_id")
+        with self._lock:
+            reply = self._reply_to(chat_id, params)
+            n = next(self._file_counter)
+            document = {"file_id": f"stub-document-{n}", "file_unique_id": f"stub-u{n}"}
+            document |= {"file_name": file_name, "mime_type": mime_type, "file_size": len(data)}
+            content: Params = {"document": document}
+            if thread_id is not None:
+                content["message_thread_id"] = thread_id
+            if caption:
+                content["caption"] = caption
+            message = self._bot_message(chat_id, content, reply, markup)
+            self._documents.append(
+                {
+                    "chat_id": chat_id,
+                    "file_name": file_name,
+                    "mime_type": mime_type,
+                    "data": bytes(data),
+                    "caption": params.get("caption"),
+                    "message_thread_id": thread_id,
+                    "reply_to_message_id": reply["message_id"] if reply else None,
+                    "message_id": message["message_id"],
+                }
+            )
+            return message
+
+    def _edit_message_reply_markup(self, params: Params) -> Params:
+        if params.get("inline_message_id") not in (None, ""):
+            raise _bad("BotApiStub does not model inline messages")
+        chat_id = self._chat_id(params)
+        markup = _inline_keyboard(params.get("reply_markup"))
+        with self._lock:
+            message = self._messages.get((chat_id, params.get("message_id")))
+            if message is None:
+                raise _bad("message to edit not found")
+            if message["from"]["id"] != self.bot_user["id"]:
+                raise _bad("message can't be edited")
+            if message.get("reply_markup") == markup:
+                raise _bad(_NOT_MODIFIED)
+            message = copy.deepcopy(message)
+            message.pop("reply_markup", None)
+            if markup is not None:
+                message["reply_markup"] = markup
+            message["edit_date"] = int(time.time())
+            self._remember(message)
+            return message
+
+    def _answer_callback_query(self, params: Params) -> bool:
+        query_id = str(params.get("callback_query_id") or "")
+        text = params.get("text")
+        if params.get("url") not in (None, ""):
+            raise _bad("BotApiStub does not model answerCallbackQuery url (games)")
+        with self._lock:
+            query = self._callback_queries.get(query_id)
+            if query is None or query["answered"]:
+                raise _bad(_QUERY_INVALID)
+            if text is not None and utf16_len(str(text)) > MAX_CALLBACK_ANSWER_LENGTH:
+                raise _bad("MESSAGE_TOO_LONG")
+            query["answered"] = True
+            self._callback_answers.append(
+                {
+                    "callback_query_id": query_id,
+                    "text": None if text is None else str(text),
+                    "show_alert": bool(params.get("show_alert")),
+                    "data": query["data"],
+                    "user_id": query["user_id"],
+                    "chat_id": query["chat_id"],
+                    "message_id": query["message_id"],
+                    "time": time.time(),
+                }
+            )
+        return True
 
     def _get_updates(self, params: Params) -> list[Params]:
         offset = params.get("offset")
@@ -565,6 +875,7 @@ class BotApiStub:
         chat_title: str | None = None,
         reply_to_bot_message_id: int | None = None,
         extra: Params | None = None,
+        language_code: str | None = None,
     ) -> int:
         """Queue a message from a user; returns the update_id.
 
@@ -572,6 +883,8 @@ class BotApiStub:
         Telegram's clients attach them; ``text=None`` makes a message without text. A private
         chat's id is the user's; other chats need ``chat_id``. ``extra`` is merged into the
         message (e.g. ``sender_chat``, or the ``sticker`` of :meth:`push_sticker`).
+        ``language_code`` (an IETF tag such as "de" or "pt-br", as the user's app sets it) goes
+        into the ``from`` user; without it the user has none, as when Telegram doesn't know it.
         """
         if chat_type == "private":
             if chat_id not in (None, user_id):
@@ -585,7 +898,7 @@ class BotApiStub:
             self._chats[chat["id"]] = copy.deepcopy(chat)
             message: Params = {
                 "message_id": self._next_message_id(chat["id"]),
-                "from": {"id": user_id, "is_bot": False, "first_name": "User"},
+                "from": self._user(user_id, language_code),
                 "chat": chat,
                 "date": int(time.time()),
             }
@@ -600,10 +913,68 @@ class BotApiStub:
                 message["reply_to_message"] = quoted
             message.update(copy.deepcopy(extra or {}))
             self._remember(message)
-            update = {"update_id": self._next_update_id, "message": message}
-            self._next_update_id += 1
-            self._history[update["update_id"]] = copy.deepcopy(update)
-            return self._queue_update(update, force=False)
+            return self._push_update("message", message)
+
+    def push_callback(
+        self,
+        user_id: int,
+        *,
+        chat_id: int | None = None,
+        message_id: int,
+        data: str,
+        language_code: str | None = None,
+        forged: bool = False,
+    ) -> int:
+        """Queue a user's press of the inline keyboard button with callback ``data`` on the bot's
+        message ``message_id`` in ``chat_id`` (the user's private chat when None); returns the
+        update_id. ValueError if the bot sent no such message or it has no such button, since a
+        user can only press a button the message shows, unless ``forged`` (a modified client, or
+        a keyboard the bot sent before it changed its buttons). The query's ``id`` is a fresh
+        string; answer it once with answerCallbackQuery."""
+        chat_id = user_id if chat_id is None else chat_id
+        with self._cond:
+            message = self._messages.get((chat_id, message_id))
+            if message is None or message["from"]["id"] != self.bot_user["id"]:
+                raise ValueError(f"the bot sent no message {message_id} in chat {chat_id}")
+            markup = message.get("reply_markup") or {}
+            buttons = [b for row in markup.get("inline_keyboard", []) for b in row]
+            if not forged and not any(b.get("callback_data") == data for b in buttons):
+                raise ValueError(f"message {message_id} has no button with callback_data {data!r}")
+            query_id = str(next(self._callback_ids))
+            query: Params = {
+                "id": query_id,
+                "from": self._user(user_id, language_code),
+                "message": copy.deepcopy(message),
+                "chat_instance": str(abs(chat_id) * 7919 + 104_729),  # stable per chat
+                "data": data,
+            }
+            self._callback_queries[query_id] = {
+                "data": data,
+                "user_id": user_id,
+                "chat_id": chat_id,
+                "message_id": message_id,
+                "answered": False,
+            }
+            return self._push_update("callback_query", query)
+
+    def set_chat_admins(
+        self, chat_id: int, admin_ids: Iterable[int], *, creator: int | None = None
+    ) -> None:
+        """Make ``admin_ids`` the administrators of group ``chat_id`` and ``creator`` its owner, for
+        getChatMember (everyone else is a member). Makes the chat known: a supergroup when its id
+        starts with -100, else a group, unless a user's message showed it already."""
+        if chat_id > 0:
+            raise ValueError("a private chat has no admins; group chat ids are negative")
+        kind = "supergroup" if str(chat_id).startswith("-100") else "group"
+        with self._cond:
+            self._chats.setdefault(chat_id, {"id": chat_id, "type": kind, "title": "Test chat"})
+            self._admins[chat_id] = (set(admin_ids), creator)
+
+    def _push_update(self, kind: str, payload: Params) -> int:
+        update = {"update_id": self._next_update_id, kind: payload}
+        self._next_update_id += 1
+        self._history[update["update_id"]] = copy.deepcopy(update)
+        return self._queue_update(update, force=False)
 
     def meet(self, user_id: int) -> None:
         """Make `user_id` a user who has a private chat with the bot (the bot may write to
@@ -652,6 +1023,28 @@ class BotApiStub:
                 extra["caption_entities"] = entities
         return self.push_message(None, user_id=user_id, chat_id=chat_id, extra=extra, **chat)
 
+    def push_document(
+        self,
+        user_id: int,
+        chat_id: int | None = None,
+        *,
+        caption: str | None = None,
+        file_name: str = "notes.txt",
+        **chat: Any,
+    ) -> int:
+        """Queue a document (a file sent as such), optionally captioned; ``chat`` as for
+        :meth:`push_message`. Its ``mime_type`` follows from ``file_name``."""
+        n = next(self._file_counter)
+        mime_type = mimetypes.guess_type(file_name)[0] or "application/octet-stream"
+        document = {"file_id": f"stub-in-{n}", "file_unique_id": f"stub-u{n}"}
+        document |= {"file_name": file_name, "mime_type": mime_type, "file_size": 2_048}
+        extra: Params = {"document": document}
+        if caption:
+            extra["caption"] = caption
+            if entities := auto_entities(caption):
+                extra["caption_entities"] = entities
+        return self.push_message(None, user_id=user_id, chat_id=chat_id, extra=extra, **chat)
+
     def redeliver(self, update_id: int) -> int:
         """Queue a previously pushed update again, with the same ``update_id``.
 
@@ -690,6 +1083,23 @@ class BotApiStub:
             return _RecordList(copy.deepcopy(self._actions))
 
     @property
+    def sent_documents(self) -> _RecordList:
+        """Every accepted sendDocument: ``chat_id``, ``file_name`` (as uploaded), ``mime_type``,
+        ``data`` (the uploaded bytes), ``caption``, ``message_thread_id``,
+        ``reply_to_message_id`` (resolved) and ``message_id``; callable like
+        :attr:`chat_actions` to filter by chat."""
+        with self._lock:
+            return _RecordList(copy.deepcopy(self._documents))
+
+    @property
+    def callback_answers(self) -> _RecordList:
+        """Every accepted answerCallbackQuery: ``callback_query_id``, ``text`` (None when not
+        given), ``show_alert`` (bool), the query's ``data``, ``user_id``, ``chat_id`` and
+        ``message_id``, and ``time``; callable like :attr:`chat_actions` to filter by chat."""
+        with self._lock:
+            return _RecordList(copy.deepcopy(self._callback_answers))
+
+    @property
     def sent_files(self) -> _RecordList:
         """Every accepted sendPhoto: ``chat_id``, ``caption``, ``data`` (the uploaded bytes) and
         ``message_id``; callable like :attr:`chat_actions` to filter by chat."""
@@ -720,10 +1130,25 @@ class BotApiStub:
         with self._lock:
             return list(self._errors)
 
-    def my_commands(self, scope: Params | None = None) -> list[Params]:
-        """Commands registered via setMyCommands for ``scope`` (default scope when None)."""
+    def my_commands(
+        self, scope: Params | None = None, language_code: str | None = None
+    ) -> list[Params]:
+        """Commands registered via setMyCommands for exactly ``scope`` (default scope when None)
+        and ``language_code`` (None or "" for no language); no fallback between them."""
+        key = (self._scope_key(scope), language_code or "")
         with self._lock:
-            return copy.deepcopy(self._commands.get(self._scope_key(scope), []))
+            return copy.deepcopy(self._commands.get(key, []))
+
+    def description(self, language_code: str | None = None) -> str | None:
+        """The text setMyDescription last set for exactly ``language_code`` (None or "" for no
+        language): "" once removed, None when never set."""
+        with self._lock:
+            return self._descriptions.get(("description", language_code or ""))
+
+    def short_description(self, language_code: str | None = None) -> str | None:
+        """As :meth:`description`, for setMyShortDescription."""
+        with self._lock:
+            return self._descriptions.get(("short_description", language_code or ""))
 
     @property
     def confirmed_update_ids(self) -> list[int]:

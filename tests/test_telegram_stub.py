@@ -11,10 +11,27 @@ import urllib.parse
 import urllib.request
 
 import pytest
-from telegram import Bot, BotCommand, BotCommandScopeChat, ReplyParameters, Update
+from telegram import (
+    Bot,
+    BotCommand,
+    BotCommandScopeChat,
+    ChatMemberAdministrator,
+    ChatMemberMember,
+    ChatMemberOwner,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    ReplyParameters,
+    Update,
+)
 from telegram.constants import ChatAction, MessageEntityType, ParseMode
 from telegram.error import BadRequest, Conflict, EndPointNotFound, Forbidden, RetryAfter
-from telegram.ext import Application, ApplicationBuilder, CommandHandler, ContextTypes
+from telegram.ext import (
+    Application,
+    ApplicationBuilder,
+    CallbackQueryHandler,
+    CommandHandler,
+    ContextTypes,
+)
 
 try:
     from tests.telegram_stub import BotApiStub, utf16_len
@@ -62,6 +79,20 @@ def test_get_me_returns_the_configured_identity():
         assert (me.id, me.username, me.is_bot) == (123, "other_test_bot", True)
         assert stub.base_url == f"http://127.0.0.1:{stub.port}/bot"
         assert stub.calls("getMe") == [{}]
+        assert me.can_join_groups is True and me.supports_inline_queries is False
+        assert me.can_read_all_group_messages is True
+
+
+def test_privacy_mode_shows_in_get_me():
+    with BotApiStub(privacy_mode=True) as stub:
+
+        async def body(bot: Bot):
+            return await bot.get_me()
+
+        me = run_with_bot(stub, body)
+        assert me.can_read_all_group_messages is False and me.can_join_groups is True
+        assert me.supports_inline_queries is False
+        assert "can_join_groups" not in stub.bot_user  # only getMe shows the capabilities
 
 
 def test_wrong_token_and_unknown_method(stub):
@@ -401,3 +432,361 @@ def test_the_bot_cannot_write_first_to_a_user_who_never_wrote(stub):
         return (await bot.send_message(5151, "hello!")).text
 
     assert run_with_bot(stub, body) == "hello!"
+
+
+def keyboard(*rows: list[tuple[str, str]]) -> InlineKeyboardMarkup:
+    """An inline keyboard of callback buttons: rows of (text, callback_data)."""
+    return InlineKeyboardMarkup(
+        [[InlineKeyboardButton(text, callback_data=data) for text, data in row] for row in rows]
+    )
+
+
+def test_incoming_messages_carry_the_users_language(stub):
+    stub.push_message("hallo", user_id=USER, language_code="de")
+    stub.push_photo(USER, caption="olá", language_code="pt-br")
+    stub.push_sticker(USER)
+    stub.push_document(USER, caption="see /this", file_name="report.pdf", language_code="en")
+    stub.push_document(USER, chat_id=-100200, chat_type="supergroup")
+
+    async def body(bot: Bot):
+        return await bot.get_updates()
+
+    text, photo, sticker, document, in_group = run_with_bot(stub, body)
+    assert text.message.from_user.language_code == "de"
+    assert photo.message.from_user.language_code == "pt-br" and photo.message.caption == "olá"
+    assert sticker.message.from_user.language_code is None
+    doc = document.message.document
+    assert (doc.file_name, doc.mime_type, doc.file_size) == ("report.pdf", "application/pdf", 2048)
+    assert doc.file_id and doc.file_unique_id
+    assert document.message.caption == "see /this"
+    assert document.message.caption_entities[0].type == MessageEntityType.BOT_COMMAND
+    assert document.message.from_user.language_code == "en"
+    assert in_group.message.document.file_name == "notes.txt"
+    assert in_group.message.document.mime_type == "text/plain"
+    assert in_group.message.caption is None and in_group.message.chat.id == -100200
+
+
+def test_commands_are_kept_per_language(stub):
+    async def body(bot: Bot):
+        await bot.set_my_commands([BotCommand("start", "Start")])
+        await bot.set_my_commands([BotCommand("start", "Starten")], language_code="de")
+        scope = BotCommandScopeChat(USER)
+        await bot.set_my_commands([BotCommand("hilfe", "Hilfe")], scope=scope, language_code="de")
+        await bot.set_my_commands([BotCommand("start", "Start")], language_code="")
+        for code in ("deu", "DE", "pt-br", "d"):
+            with pytest.raises(BadRequest, match=r"(?i)invalid language code specified"):
+                await bot.set_my_commands([BotCommand("x", "y")], language_code=code)
+
+    run_with_bot(stub, body)
+    assert stub.my_commands() == [{"command": "start", "description": "Start"}]
+    assert stub.my_commands(language_code="") == stub.my_commands()
+    assert stub.my_commands(language_code="de") == [{"command": "start", "description": "Starten"}]
+    assert stub.my_commands(language_code="fr") == []  # no fallback: exactly that list
+    chat = {"type": "chat", "chat_id": USER}
+    assert [c["command"] for c in stub.my_commands(chat, "de")] == ["hilfe"]
+    assert stub.my_commands(chat) == []
+    assert stub.calls("setMyCommands")[1]["language_code"] == "de"
+
+
+def test_descriptions_per_language_fall_back_to_the_default(stub):
+    async def body(bot: Bot):
+        await bot.set_my_description("A character-level chat bot.")
+        await bot.set_my_description("Ein Chatbot.", language_code="de")
+        await bot.set_my_short_description("Chats.")
+        await bot.set_my_short_description("x" * 120, language_code="fr")
+        got = {
+            "default": (await bot.get_my_description()).description,
+            "de": (await bot.get_my_description("de")).description,
+            "it": (await bot.get_my_description("it")).description,
+            "short it": (await bot.get_my_short_description("it")).short_description,
+            "short fr": (await bot.get_my_short_description("fr")).short_description,
+        }
+        await bot.set_my_description("", language_code="de")  # removes the German text
+        got["de removed"] = (await bot.get_my_description("de")).description
+        await bot.set_my_description("x" * 512)
+        with pytest.raises(BadRequest, match=r"(?i)description is too long"):
+            await bot.set_my_description("x" * 513)
+        with pytest.raises(BadRequest, match=r"(?i)short description is too long"):
+            await bot.set_my_short_description("x" * 121)
+        with pytest.raises(BadRequest, match=r"(?i)invalid language code specified"):
+            await bot.set_my_description("Hi", language_code="en-US")
+        with pytest.raises(BadRequest, match=r"(?i)invalid language code specified"):
+            await bot.get_my_short_description("ENG")
+        return got
+
+    got = run_with_bot(stub, body)
+    assert got == {
+        "default": "A character-level chat bot.",
+        "de": "Ein Chatbot.",
+        "it": "A character-level chat bot.",
+        "short it": "Chats.",
+        "short fr": "x" * 120,
+        "de removed": "A character-level chat bot.",
+    }
+    assert stub.description() == "x" * 512 and stub.description("") == "x" * 512
+    assert stub.description("de") == "" and stub.description("it") is None
+    assert stub.short_description() == "Chats." and stub.short_description("de") is None
+
+
+def test_get_chat_member_reports_configured_admins(stub):
+    group, plain_group = -1001234, -555
+    stub.set_chat_admins(group, [11, 12, stub.bot_user["id"]], creator=10)
+    stub.push_message("hi", user_id=13, chat_id=plain_group, chat_type="group")
+
+    async def body(bot: Bot):
+        members = [await bot.get_chat_member(group, user) for user in (10, 11, 13)]
+        me = await bot.get_chat_member(group, bot.id)
+        plain = await bot.get_chat_member(plain_group, 13)
+        for chat_id in (USER, -999):  # a private chat, a chat the bot is not in
+            with pytest.raises(BadRequest, match=r"(?i)chat not found"):
+                await bot.get_chat_member(chat_id, USER)
+        return members, me, plain
+
+    (owner, admin, member), me, plain = run_with_bot(stub, body)
+    assert isinstance(owner, ChatMemberOwner) and owner.user.id == 10 and not owner.is_anonymous
+    assert isinstance(admin, ChatMemberAdministrator) and admin.user.id == 11
+    assert admin.can_delete_messages and admin.can_restrict_members and not admin.can_be_edited
+    assert admin.can_manage_topics is False  # a supergroup's admin
+    assert isinstance(member, ChatMemberMember) and member.user.id == 13
+    assert isinstance(me, ChatMemberAdministrator) and me.user.is_bot
+    assert me.user.username == stub.bot_user["username"]
+    assert isinstance(plain, ChatMemberMember)
+    calls = stub.calls("getChatMember")
+    assert [c["user_id"] for c in calls] == [10, 11, 13, stub.bot_user["id"], 13, USER, USER]
+    assert [r["description"] for r in stub.rejected] == ["Bad Request: chat not found"] * 2
+    with pytest.raises(ValueError):
+        stub.set_chat_admins(USER, [USER])
+
+
+def test_inline_keyboards_are_validated_and_kept(stub):
+    async def body(bot: Bot):
+        markup = InlineKeyboardMarkup(
+            [
+                [
+                    InlineKeyboardButton("Yes", callback_data="y"),
+                    InlineKeyboardButton("No", callback_data="n"),
+                ],
+                [InlineKeyboardButton("Docs", url="https://example.org/help")],
+            ]
+        )
+        sent = await bot.send_message(USER, "Sure?", reply_markup=markup)
+        longest = await bot.send_message(USER, "ok", reply_markup=keyboard([("é", "é" * 32)]))
+        with pytest.raises(BadRequest, match=r"(?i)button_data_invalid"):  # 65 bytes
+            await bot.send_message(USER, "x", reply_markup=keyboard([("é", "é" * 32 + "x")]))
+        with pytest.raises(BadRequest, match=r"(?i)button_data_invalid"):
+            await bot.send_message(USER, "x", reply_markup=keyboard([("empty", "")]))
+        return sent, longest
+
+    sent, longest = run_with_bot(stub, body)
+    [[yes, no], [docs]] = sent.reply_markup.inline_keyboard
+    assert (yes.text, yes.callback_data, no.callback_data) == ("Yes", "y", "n")
+    assert docs.url == "https://example.org/help" and docs.callback_data is None
+    assert longest.reply_markup.inline_keyboard[0][0].callback_data == "é" * 32
+    record = stub.sent_messages(USER)[0]
+    assert record["reply_markup"]["inline_keyboard"][0][0] == {"text": "Yes", "callback_data": "y"}
+    assert len(stub.sent_messages()) == 2
+
+    def markup_error(markup) -> str:
+        status, body = raw_post(
+            stub, "sendMessage", {"chat_id": USER, "text": "x", "reply_markup": json.dumps(markup)}
+        )
+        assert status == 400
+        return body["description"]
+
+    both = {"text": "b", "callback_data": "a", "url": "https://example.org"}
+    assert "more than one action" in markup_error({"inline_keyboard": [[both]]})
+    assert "Text buttons are unallowed" in markup_error({"inline_keyboard": [[{"text": "t"}]]})
+    assert "Array of Arrays" in markup_error({"inline_keyboard": [{"text": "t"}]})
+    assert "BUTTON_URL_INVALID" in markup_error({"inline_keyboard": [[{"text": "t", "url": "x"}]]})
+    no_text = {"inline_keyboard": [[{"callback_data": "a"}]]}
+    assert 'Field "text"' in markup_error(no_text)
+    web_app = {"inline_keyboard": [[{"text": "t", "web_app": {"url": "https://x.org"}}]]}
+    assert "does not model" in markup_error(web_app)
+    assert "does not model" in markup_error({"keyboard": [[{"text": "t"}]]})
+    assert len(stub.sent_messages()) == 2
+
+
+def test_callback_queries_are_delivered_and_answered_once(stub):
+    async def body(bot: Bot):
+        sent = await bot.send_message(USER, "Sure?", reply_markup=keyboard([("Yes", "y")]))
+        first = stub.push_callback(USER, message_id=sent.message_id, data="y", language_code="fr")
+        second = stub.push_callback(USER, message_id=sent.message_id, data="y")
+        updates = await bot.get_updates()
+        one, two = (u.callback_query for u in updates)
+        assert await one.answer("Done", show_alert=True) is True
+        with pytest.raises(BadRequest, match=r"(?i)query is too old.*query ID is invalid"):
+            await one.answer("again")
+        with pytest.raises(BadRequest, match=r"(?i)query ID is invalid"):
+            await bot.answer_callback_query("123456")
+        with pytest.raises(BadRequest, match=r"(?i)message_too_long"):
+            await two.answer("x" * 201)
+        await two.answer("😀" * 100)  # 200 UTF-16 code units
+        return sent, (first, second), updates
+
+    sent, update_ids, updates = run_with_bot(stub, body)
+    assert [u.update_id for u in updates] == list(update_ids)
+    one, two = (u.callback_query for u in updates)
+    assert isinstance(one.id, str) and one.id != two.id
+    assert one.data == "y" and one.chat_instance
+    assert one.from_user.id == USER and one.from_user.language_code == "fr"
+    assert two.from_user.language_code is None
+    assert one.message.message_id == sent.message_id and one.message.text == "Sure?"
+    assert one.message.from_user.id == stub.bot_user["id"] and one.message.chat.id == USER
+    assert one.message.reply_markup.inline_keyboard[0][0].callback_data == "y"
+    answers = stub.callback_answers
+    assert [(a["callback_query_id"], a["text"], a["show_alert"]) for a in answers] == [
+        (one.id, "Done", True),
+        (two.id, "😀" * 100, False),
+    ]
+    assert answers[0]["data"] == "y" and answers[0]["user_id"] == USER
+    assert answers[0]["message_id"] == sent.message_id
+    assert stub.callback_answers(USER) == answers and stub.callback_answers(USER + 1) == []
+    assert len(stub.calls("answerCallbackQuery")) == 5
+    with pytest.raises(ValueError, match="no message"):
+        stub.push_callback(USER, message_id=999, data="y")
+    with pytest.raises(ValueError, match="no button"):
+        stub.push_callback(USER, message_id=sent.message_id, data="n")
+
+
+def test_callback_queries_in_groups(stub):
+    group = -100300
+    stub.push_message("/menu", user_id=USER, chat_id=group, chat_type="supergroup")
+
+    async def body(bot: Bot):
+        sent = await bot.send_message(group, "Menu", reply_markup=keyboard([("A", "a")]))
+        stub.push_callback(77, chat_id=group, message_id=sent.message_id, data="a")
+        with pytest.raises(ValueError):  # the bot's message is in the group, not in 77's chat
+            stub.push_callback(77, message_id=sent.message_id, data="a")
+        updates = await bot.get_updates(offset=-1)
+        return updates[-1].callback_query
+
+    query = run_with_bot(stub, body)
+    assert query.from_user.id == 77 and query.message.chat.id == group
+    assert query.message.chat.type == "supergroup"
+
+
+def test_send_document_uploads_bytes_with_their_file_name(stub):
+    async def body(bot: Bot):
+        await bot.send_chat_action(USER, ChatAction.UPLOAD_DOCUMENT)
+        first = await bot.send_document(
+            USER, b"a,b\n1,2\n", filename="data.csv", caption="the data"
+        )
+        odd_name = 'Bericht über "Q3".txt'
+        second = await bot.send_document(
+            USER,
+            b"hello",
+            filename=odd_name,
+            reply_parameters=ReplyParameters(first.message_id),
+            message_thread_id=7,
+            reply_markup=keyboard([("More", "more")]),
+        )
+        unnamed = await bot.send_document(USER, b"\x00\x01")
+        with pytest.raises(BadRequest, match=r"(?i)file must be non-empty"):
+            await bot.send_document(USER, b"", filename="empty.txt")
+        with pytest.raises(BadRequest, match=r"(?i)caption is too long"):
+            await bot.send_document(USER, b"x", filename="x.txt", caption="x" * 1025)
+        await bot.send_document(USER, b"x", filename="x.txt", caption="😀" * 512)
+        return first, second, unnamed, odd_name
+
+    first, second, unnamed, odd_name = run_with_bot(stub, body)
+    doc = first.document
+    assert (doc.file_name, doc.mime_type, doc.file_size) == ("data.csv", "text/csv", 8)
+    assert first.caption == "the data" and first.from_user.id == stub.bot_user["id"]
+    assert second.document.file_name == odd_name and second.caption is None
+    assert second.reply_to_message.message_id == first.message_id
+    assert second.message_thread_id == 7
+    assert second.reply_markup.inline_keyboard[0][0].callback_data == "more"
+    assert unnamed.document.mime_type == "application/octet-stream"
+    records = stub.sent_documents
+    assert len(records) == 4 and stub.sent_documents(USER + 1) == []
+    assert records[0] == {
+        "chat_id": USER,
+        "file_name": "data.csv",
+        "mime_type": "text/csv",
+        "data": b"a,b\n1,2\n",
+        "caption": "the data",
+        "message_thread_id": None,
+        "reply_to_message_id": None,
+        "message_id": first.message_id,
+    }
+    assert type(records[0]["data"]) is bytes
+    assert records[1]["file_name"] == odd_name and records[1]["data"] == b"hello"
+    assert records[1]["message_thread_id"] == 7
+    assert records[1]["reply_to_message_id"] == first.message_id
+    assert stub.sent_files == []  # photos only
+    assert [a["action"] for a in stub.chat_actions(USER)] == ["upload_document"]
+    reasons = [r["description"] for r in stub.rejected]
+    assert reasons == [
+        "Bad Request: file must be non-empty",
+        "Bad Request: message caption is too long",
+    ]
+
+
+def test_edit_message_reply_markup(stub):
+    async def body(bot: Bot):
+        sent = await bot.send_message(USER, "Pick", reply_markup=keyboard([("One", "1")]))
+        edited = await bot.edit_message_reply_markup(
+            USER, sent.message_id, reply_markup=keyboard([("Two", "2")], [("Three", "3")])
+        )
+        with pytest.raises(BadRequest, match=r"(?i)message is not modified"):
+            await bot.edit_message_reply_markup(
+                USER, sent.message_id, reply_markup=keyboard([("Two", "2")], [("Three", "3")])
+            )
+        with pytest.raises(ValueError, match="no button"):  # the old button is gone
+            stub.push_callback(USER, message_id=sent.message_id, data="1")
+        stub.push_callback(USER, message_id=sent.message_id, data="3")
+        removed = await bot.edit_message_reply_markup(USER, sent.message_id)
+        with pytest.raises(BadRequest, match=r"(?i)message is not modified"):
+            await bot.edit_message_reply_markup(USER, sent.message_id)
+        with pytest.raises(BadRequest, match=r"(?i)message to edit not found"):
+            await bot.edit_message_reply_markup(USER, 999, reply_markup=keyboard([("A", "a")]))
+        stub.push_message("mine", user_id=USER)
+        users = (await bot.get_updates())[-1].message
+        with pytest.raises(BadRequest, match=r"(?i)message can't be edited"):
+            await bot.edit_message_reply_markup(
+                USER, users.message_id, reply_markup=keyboard([("A", "a")])
+            )
+        return sent, edited, removed
+
+    sent, edited, removed = run_with_bot(stub, body)
+    assert edited.message_id == sent.message_id and edited.text == "Pick"
+    assert [[b.callback_data for b in row] for row in edited.reply_markup.inline_keyboard] == [
+        ["2"],
+        ["3"],
+    ]
+    assert edited.edit_date is not None
+    assert removed.reply_markup is None and removed.text == "Pick"
+    calls = stub.calls("editMessageReplyMarkup")
+    assert len(calls) == 6 and calls[0]["message_id"] == sent.message_id
+    assert "reply_markup" not in calls[2]
+    with pytest.raises(ValueError, match="no button"):  # no keyboard any more
+        stub.push_callback(USER, message_id=sent.message_id, data="2")
+
+
+def test_application_handles_button_presses(stub):
+    async def menu(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        await update.message.reply_text("Sure?", reply_markup=keyboard([("Yes", "yes")]))
+
+    async def pressed(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        query = update.callback_query
+        await query.answer(f"You said {query.data}")
+        await query.edit_message_reply_markup(None)
+
+    async def main() -> None:
+        app: Application = ApplicationBuilder().token(stub.token).base_url(stub.base_url).build()
+        app.add_handler(CommandHandler("menu", menu))
+        app.add_handler(CallbackQueryHandler(pressed))
+        async with app:
+            await app.start()
+            await app.updater.start_polling(poll_interval=0, timeout=1)
+            stub.push_message("/menu", user_id=USER)
+            [sent] = await stub.await_messages(USER, 1, timeout=10)
+            stub.push_callback(USER, message_id=sent["message_id"], data="yes")
+            await stub.await_until(lambda: stub.calls("editMessageReplyMarkup"), timeout=10)
+            await app.updater.stop()
+            await app.stop()
+
+    asyncio.run(main())
+    [answer] = stub.callback_answers
+    assert answer["text"] == "You said yes" and answer["data"] == "yes"
+    assert stub.rejected == []
