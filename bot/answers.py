@@ -21,6 +21,7 @@ from telegram.error import BadRequest, Forbidden, TelegramError
 
 from bot import texts
 from bot.conversation import drop_owed, owed_replies, read_owed, settle_owed, telegram_text
+from bot.i18n import gettext
 from bot.inbox import GROUP_TYPES
 from bot.replies import Busy
 from bot.services import Services
@@ -59,7 +60,8 @@ async def _answer(bot: Bot, services: Services, chat_id: int, message_id: int) -
     )
     if owed is None:
         return
-    async with typing(bot, chat_id):
+    # "typing…" covers both waits: for the model, and for Telegram's flood limits.
+    async with typing(bot, chat_id) as sending:
         failure = texts.REPLY_FAILED
         try:
             reply = await services.live.reply(owed.turns, owed.temperature)
@@ -69,18 +71,23 @@ async def _answer(bot: Bot, services: Services, chat_id: int, message_id: int) -
         except Exception:
             log.exception("generating a reply to message %s in chat %s failed", message_id, chat_id)
             reply = None
-    text = failure if reply is None else telegram_text(reply.text)
-    quote = None
-    if owed.chat_type in GROUP_TYPES:
-        quote = ReplyParameters(message_id, allow_sending_without_reply=True)
-    try:
-        sent = await bot.send_message(
-            chat_id, text, reply_parameters=quote, message_thread_id=owed.thread_id
-        )
-    except (BadRequest, Forbidden) as exc:  # the chat is gone, or the bot is blocked there
-        log.warning("could not answer message %s in chat %s: %s", message_id, chat_id, exc)
-        await asyncio.to_thread(settle_owed, db, chat_id, message_id, None, None)
-        return
+        text = gettext(failure, owed.language) if reply is None else telegram_text(reply.text)
+        quote = None
+        if owed.chat_type in GROUP_TYPES:
+            quote = ReplyParameters(message_id, allow_sending_without_reply=True)
+        if getattr(bot, "rate_limiter", None) is None:
+            await sending()  # nothing holds the message: it goes now
+            limiter = {}
+        else:
+            limiter = {"rate_limit_args": sending}  # bot.app.RateLimiter calls it
+        try:
+            sent = await bot.send_message(
+                chat_id, text, reply_parameters=quote, message_thread_id=owed.thread_id, **limiter
+            )
+        except (BadRequest, Forbidden) as exc:  # the chat is gone, or the bot is blocked there
+            log.warning("could not answer message %s in chat %s: %s", message_id, chat_id, exc)
+            await asyncio.to_thread(settle_owed, db, chat_id, message_id, None, None)
+            return
     services.sent.add((chat_id, message_id))
     stored = None if reply is None else text  # an apology is not a turn
     await asyncio.to_thread(settle_owed, db, chat_id, message_id, stored, sent.message_id)
@@ -145,10 +152,20 @@ async def _answer_in_order(bot: Bot, services: Services, owed: list[PendingReply
     await asyncio.gather(*(one_chat(debts) for debts in by_chat.values()))
 
 
+class SendingNow:
+    """Called (awaited) right before a message goes out: stops its "typing…" first."""
+
+    def __init__(self, stop) -> None:
+        self._stop = stop
+
+    async def __call__(self) -> None:
+        await self._stop()
+
+
 @contextlib.asynccontextmanager
 async def typing(bot: Bot, chat_id: int):
     """Show "typing…" in the chat if the block takes longer than TYPING_DELAY, and renew it
-    until the block ends.
+    until the block ends or the SendingNow it yields is called (the reply goes out).
 
     Most replies are ready in tens of milliseconds: announcing them would cost a request
     per reply and hold the reply until the action lands, for nothing anyone could see.
@@ -167,11 +184,16 @@ async def typing(bot: Bot, chat_id: int):
                 await asyncio.wait_for(done.wait(), TYPING_RENEWAL)
 
     task = asyncio.create_task(keep_typing())
-    try:
-        yield
-    finally:
+
+    async def stop() -> None:
         done.set()
         # Let an action on its way land before the reply (so "typing…" never follows it),
         # but never hold the reply for a cosmetic request.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(task, TYPING_GRACE)
+        if not task.done():
+            await asyncio.wait({task}, timeout=TYPING_GRACE)
+            task.cancel()
+
+    try:
+        yield SendingNow(stop)
+    finally:
+        await stop()

@@ -15,6 +15,7 @@ from telegram.ext import (
     Application,
     ApplicationBuilder,
     BaseUpdateProcessor,
+    CallbackQueryHandler,
     CommandHandler,
     MessageHandler,
     filters,
@@ -22,7 +23,8 @@ from telegram.ext import (
 from telegram.request import HTTPXRequest
 
 from bot import commands, handlers, texts
-from bot.answers import answer_at_start, answer_overdue
+from bot.answers import SendingNow, answer_at_start, answer_overdue
+from bot.i18n import DEFAULT_LANGUAGE, LANGUAGES, gettext
 from bot.inbox import CONVERSATION, Inbox, PollingBot
 from bot.retrainer import POINTER_CHECK, Retrainer
 from bot.services import Services, open_services
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 OWNS_SERVICES = "owns_services"  # bot_data key: close the services at shutdown?
 RETRAIN_JOB = "retrain-check"  # JobQueue name of the scheduled retrain check
 STARTUP_ANSWERS = "startup-answers"  # bot_data key of the task answering what a crash left
+PROFILE_TASK = "profile"  # bot_data key of the task registering menus and descriptions
 OVERDUE_CHECK = 30.0  # seconds between looks for owed replies nothing is writing
 RATE_LIMIT_RETRIES = 3  # a 429 from Telegram is waited out this many times before giving up
 CONNECTION_POOL = 256  # connections for sending (PTB's default); getUpdates has its own
@@ -91,12 +94,22 @@ class ChatOrderedUpdates(BaseUpdateProcessor):
 class RateLimiter(AIORateLimiter):
     """Telegram's flood limits, except for chat actions.
 
-    "typing…" is cosmetic and must not use up a group's 20 messages a minute.
+    "typing…" is cosmetic and must not use up a group's 20 messages a minute. A send
+    whose `rate_limit_args` is a bot.answers.SendingNow tells it when the limiter lets
+    the message go, so that "typing…" covers the wait and stops before the message.
     """
 
     async def process_request(self, callback, args, kwargs, endpoint, data, rate_limit_args):
         if endpoint == "sendChatAction":
             return await callback(*args, **kwargs)
+        if isinstance(rate_limit_args, SendingNow):
+            sending, rate_limit_args = rate_limit_args, None
+            inner = callback
+
+            async def callback(*args, **kwargs):
+                await sending()
+                return await inner(*args, **kwargs)
+
         return await super().process_request(
             callback, args, kwargs, endpoint, data, rate_limit_args
         )
@@ -130,7 +143,13 @@ def build_application(
         inbox.accepting = lambda: app.updater is not None and app.updater.running
         await opened.live.start()
         log.info("serving @%s with model %s", app.bot.username, opened.live.info.describe())
-        await register_commands(app.bot, settings.admin_ids)
+        opened.privacy_mode = app.bot.can_read_all_group_messages is False
+        if opened.privacy_mode:
+            log.warning(texts.PRIVACY_MODE)
+        # Beside polling: a dozen languages' menus and descriptions take a while to send.
+        app.bot_data[PROFILE_TASK] = asyncio.create_task(
+            register_profile(app.bot, settings.admin_ids), name="register-profile"
+        )
         for notice in opened.live.store.notices:  # repairs the model store made: never silent
             await notify_admins(app.bot, settings.admin_ids, texts.STORE_NOTICE.format(notice))
         await start_retraining(app, settings, opened)
@@ -140,11 +159,12 @@ def build_application(
         )
 
     async def post_shutdown(app: Application) -> None:
-        startup = app.bot_data.pop(STARTUP_ANSWERS, None)
-        if startup is not None and not startup.done():
-            startup.cancel()  # what it did not answer stays owed for the next start
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await startup
+        for key in (STARTUP_ANSWERS, PROFILE_TASK):
+            task = app.bot_data.pop(key, None)
+            if task is not None and not task.done():
+                task.cancel()  # what the answers task did not answer stays owed
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         opened = app.bot_data.pop(handlers.SERVICES, None)
         if opened is None:
             return
@@ -174,6 +194,7 @@ def build_application(
         .build()
     )
     app.bot_data[handlers.INBOX] = inbox
+    app.bot_data[handlers.GROUP_ADMINS] = handlers.GroupAdmins()
     new_messages = filters.UpdateType.MESSAGE  # edits and channel posts are not conversation
     private = filters.ChatType.PRIVATE
 
@@ -186,16 +207,17 @@ def build_application(
     unknown = new_messages & private & filters.COMMAND
     app.add_handler(MessageHandler(unknown, handlers.unknown_command))
 
+    # The buttons under /temp (and any other button data, refused politely).
+    app.add_handler(CallbackQueryHandler(handlers.temperature_button))
+
     # Conversation, stored by the inbox as it arrived: private chats always get an answer;
-    # groups when the bot is addressed.
+    # groups when the bot is addressed, or by the group's reply chance.
     app.add_handler(MessageHandler(CONVERSATION, handlers.converse))
 
-    # Stickers, photos, voice...: a short note in private chats, silence in groups.
-    app.add_handler(
-        MessageHandler(
-            new_messages & private & ~filters.TEXT & ~filters.StatusUpdate.ALL, handlers.non_text
-        )
-    )
+    # Stickers, photos without a caption, voice...: a short note in private chats, silence
+    # in groups.
+    unread = ~filters.TEXT & ~filters.CAPTION & ~filters.StatusUpdate.ALL
+    app.add_handler(MessageHandler(new_messages & private & unread, handlers.non_text))
 
     # Anything a handler raises is logged; no update stops the bot.
     app.add_error_handler(handlers.log_error)
@@ -247,24 +269,52 @@ async def notify_admins(
             log.warning("could not tell admin %s: %s", chat_id, exc)
 
 
-def command_menu(*, admin: bool) -> list[BotCommand]:
-    return [BotCommand(c.name, c.menu) for c in commands.COMMANDS if admin or not c.admin]
+def command_menu(*, admin: bool, language: str = DEFAULT_LANGUAGE) -> list[BotCommand]:
+    return [
+        BotCommand(c.name, gettext(c.menu, language))
+        for c in commands.COMMANDS
+        if admin or not c.admin
+    ]
 
 
-async def register_commands(bot: Bot, admin_ids: frozenset[int]) -> None:
-    """Show the public commands to everyone, and the admin commands in each admin's chat.
+async def register_profile(bot: Bot, admin_ids: frozenset[int]) -> None:
+    """The command menus (the admin commands in each admin's chat) and the bot's
+    description and short description, in every language the bot speaks: English as the
+    default, each other language for users whose app is set to it.
 
-    A failure (e.g. an admin who never wrote to the bot: "chat not found") is logged.
+    A description already right is not sent again (Telegram limits how often it may
+    change). A failure (e.g. an admin who never wrote to the bot: "chat not found") is
+    logged, and the rest is still registered.
     """
-    try:
-        await bot.set_my_commands(command_menu(admin=False))
-    except TelegramError as exc:
-        log.warning("could not register the command menu: %s", exc)
-    for admin_id in sorted(admin_ids):
+    for language in LANGUAGES:
+        code = "" if language == DEFAULT_LANGUAGE else language
+        await _register(bot.set_my_commands, command_menu(admin=False, language=language), code)
+        for admin_id in sorted(admin_ids):
+            await _register(
+                bot.set_my_commands,
+                command_menu(admin=True, language=language),
+                code,
+                scope=BotCommandScopeChat(admin_id),
+            )
+        description = gettext(texts.DESCRIPTION, language)
+        short = gettext(texts.SHORT_DESCRIPTION, language)
         try:
-            await bot.set_my_commands(command_menu(admin=True), scope=BotCommandScopeChat(admin_id))
+            current = await bot.get_my_description(language_code=code)
+            current_short = await bot.get_my_short_description(language_code=code)
         except TelegramError as exc:
-            log.warning("could not show the admin commands to admin %s: %s", admin_id, exc)
+            log.warning("could not read the bot's description (%s): %s", language, exc)
+            continue
+        if current.description != description:
+            await _register(bot.set_my_description, description, code)
+        if current_short.short_description != short:
+            await _register(bot.set_my_short_description, short, code)
+
+
+async def _register(method, value, language_code: str, **kwargs) -> None:
+    try:
+        await method(value, language_code=language_code or None, **kwargs)
+    except TelegramError as exc:
+        log.warning("%s (%s) failed: %s", method.__name__, language_code or "default", exc)
 
 
 def run(settings: Settings, *, max_batch: int | None = None, rate_limit: bool = True) -> None:

@@ -4,37 +4,24 @@
 line, and the function that answers it. The Telegram handlers, the command menus, /help
 and the terminal are all built from it, so a command exists everywhere or nowhere.
 
-Each command is `async def (request) -> str`: it runs its database work in a worker
-thread (SQL blocks) and returns the text to answer with.
+Each command is `async def (request) -> Answer`: it runs its database work in a worker
+thread (bot.preferences; SQL blocks) and returns what to answer with, in the request's
+language (bot.i18n).
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
-import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from bot import texts
+from bot import preferences, texts
+from bot.i18n import DEFAULT_LANGUAGE, gettext, say
 from bot.reports import status_lines, status_text
 from bot.services import Services
 from model.store import StoreError
-from storage import (
-    DEFAULT_TEMPERATURE,
-    MAX_TEMPERATURE,
-    MIN_TEMPERATURE,
-    Database,
-    forget_user,
-    get_user,
-    set_learning,
-    set_temperature,
-)
 
-# One number written with ASCII digits: "0", ".5", "1.", "0.6"; a decimal comma ("0,6") is
-# read as a point. No sign, exponent, "nan"/"inf" or other scripts' digits ("０.５").
-_TEMPERATURE = re.compile(r"(?:[0-9]+(?:[.,][0-9]*)?|[.,][0-9]+)", re.ASCII)
-_SHOWN_MAX = 40  # characters of a rejected value echoed back
+GROUP_CHAT_TYPES = ("group", "supergroup")
 
 
 @dataclass(frozen=True)
@@ -46,24 +33,40 @@ class Request:
     args: Sequence[str] = ()
     admin: bool = False  # the sender is one of the bot's admins
     forgotten: int | None = None  # a /forget the inbox did as it arrived: messages deleted
+    language: str = DEFAULT_LANGUAGE  # what to answer in (bot.i18n.choose)
+    app_language: str | None = None  # the sender's Telegram app's language_code
+    chat_id: int | None = None
+    chat_type: str = "private"
+    chat_title: str | None = None
+    # Is the sender an admin of this group? (asked of Telegram; None: not a Telegram group)
+    group_admin: Callable[[], Awaitable[bool]] | None = None
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    buttons: tuple[tuple[str, str], ...] = ()  # (label, callback data), one row
+    document: tuple[str, bytes] | None = None  # (file name, content), sent with `text`
 
 
 @dataclass(frozen=True)
 class Command:
     name: str
-    menu: str  # its entry in Telegram's command menu
-    line: str  # its line in /help
-    run: Callable[[Request], Awaitable[str]]
+    menu: str  # its entry in Telegram's command menu (a bot.texts message id)
+    line: str  # its line in /help (a bot.texts message id)
+    run: Callable[[Request], Awaitable[Answer | str]]
     admin: bool = False  # only the bot's admins may run it
     personal: bool = False  # about its sender: refused to anonymous senders (one shared id)
+    private: bool = False  # asked in a group, answered in the sender's private chat
     aliases: tuple[str, ...] = ()
 
 
-async def answer(command: Command, request: Request) -> str:
+async def answer(command: Command, request: Request) -> Answer:
     """What `command` answers to `request` (the admin check included)."""
     if command.admin and not request.admin:
-        return texts.STATUS_REFUSED
-    return await command.run(request)
+        return Answer(say(request.language, texts.STATUS_REFUSED))
+    result = await command.run(request)
+    return result if isinstance(result, Answer) else Answer(result)
 
 
 def find(name: str) -> Command | None:
@@ -71,14 +74,14 @@ def find(name: str) -> Command | None:
     return next((c for c in COMMANDS if name == c.name or name in c.aliases), None)
 
 
-def help_text(*, admin: bool) -> str:
+def help_text(*, admin: bool, language: str = DEFAULT_LANGUAGE) -> str:
     """What the bot is and every command the user may run."""
-    lines = [texts.INTRO, ""]
-    lines += [c.line for c in COMMANDS if not c.admin]
-    lines += ["", texts.GROUPS]
+    lines = [gettext(texts.INTRO, language), ""]
+    lines += [gettext(c.line, language) for c in COMMANDS if not c.admin]
+    lines += ["", gettext(texts.GROUPS, language)]
     if admin:
-        lines += ["", texts.ADMIN_HEADER]
-        lines += [c.line for c in COMMANDS if c.admin]
+        lines += ["", gettext(texts.ADMIN_HEADER, language)]
+        lines += [gettext(c.line, language) for c in COMMANDS if c.admin]
     return "\n".join(lines)
 
 
@@ -86,33 +89,78 @@ def help_text(*, admin: bool) -> str:
 
 
 async def show_help(request: Request) -> str:
-    return help_text(admin=request.admin)
+    return help_text(admin=request.admin, language=request.language)
 
 
-async def temperature(request: Request) -> str:
-    return await asyncio.to_thread(
-        temperature_command, request.services.db, request.user_id, request.args
-    )
+async def temperature(request: Request) -> Answer:
+    db, user, lang = request.services.db, request.user_id, request.language
+    text = await asyncio.to_thread(preferences.temperature_command, db, user, request.args, lang)
+    if request.args:
+        return Answer(text)
+    presets = preferences.TEMPERATURE_PRESETS
+    return Answer(text, tuple((p, preferences.TEMP_BUTTON + p) for p in presets))
 
 
 async def learn(request: Request) -> str:
+    db, user, lang = request.services.db, request.user_id, request.language
+    return await asyncio.to_thread(preferences.learn_command, db, user, request.args, lang)
+
+
+async def lang(request: Request) -> str:
+    db, user = request.services.db, request.user_id
     return await asyncio.to_thread(
-        learn_command, request.services.db, request.user_id, request.args
+        preferences.lang_command, db, user, request.args, request.app_language
     )
+
+
+async def chance(request: Request) -> str:
+    language = request.language
+    if request.chat_type not in GROUP_CHAT_TYPES or request.chat_id is None:
+        return say(language, texts.CHANCE_PRIVATE)
+    if request.args and not request.admin:
+        try:
+            allowed = request.group_admin is not None and await request.group_admin()
+        except Exception:  # Telegram could not say: refuse, changing nothing
+            return say(language, texts.CHANCE_CHECK_FAILED)
+        if not allowed:
+            return say(language, texts.CHANCE_REFUSED)
+    return await asyncio.to_thread(
+        preferences.chance_command,
+        request.services.db,
+        request.chat_id,
+        request.chat_type,
+        request.chat_title,
+        request.args,
+        language,
+    )
+
+
+async def privacy(request: Request) -> str:
+    return say(request.language, texts.PRIVACY)
+
+
+async def my_data(request: Request) -> Answer:
+    count, content = await asyncio.to_thread(
+        preferences.my_data, request.services.db, request.user_id
+    )
+    caption = say(request.language, texts.MYDATA_CAPTION, count=count)
+    return Answer(caption, document=(f"charbot-data-{request.user_id}.json", content))
 
 
 async def forget(request: Request) -> str:
     if request.forgotten is not None:
-        return texts.FORGET_DONE.format(messages=texts.plural(request.forgotten, "message"))
-    return await asyncio.to_thread(forget_command, request.services.db, request.user_id)
+        return preferences.forget_done(request.forgotten, request.language)
+    return await asyncio.to_thread(
+        preferences.forget_command, request.services.db, request.user_id, request.language
+    )
 
 
 async def status(request: Request) -> str:
     services = request.services
     retrainer = services.retrainer
-    extra = []
+    extra = [texts.PRIVACY_MODE] if services.privacy_mode else []
     if retrainer is not None:
-        extra = await asyncio.to_thread(
+        extra += await asyncio.to_thread(
             status_lines,
             services.settings,
             services.db,
@@ -128,22 +176,22 @@ async def status(request: Request) -> str:
 async def retrain(request: Request) -> str:
     retrainer = request.services.retrainer
     if retrainer is None:
-        return texts.RETRAIN_UNAVAILABLE
+        return say(request.language, texts.RETRAIN_UNAVAILABLE)
     started = await retrainer.start("admin", requested_by=request.user_id)
-    return texts.RETRAIN_STARTED if started else texts.RETRAIN_RUNNING
+    return say(request.language, texts.RETRAIN_STARTED if started else texts.RETRAIN_RUNNING)
 
 
 async def rollback(request: Request) -> str:
-    live = request.services.live
+    live, language = request.services.live, request.language
     try:
         swap = await live.rollback()
     except StoreError as exc:
-        return texts.ROLLBACK_IMPOSSIBLE.format(reason=exc)
+        return say(language, texts.ROLLBACK_IMPOSSIBLE, reason=exc)
     except Exception:  # the store rolled back, but the version did not load (logged)
         now_live = await asyncio.to_thread(live.store.live_version)
-        return texts.ROLLBACK_NOT_LOADED.format(live=now_live, served=live.version)
+        return say(language, texts.ROLLBACK_NOT_LOADED, live=now_live, served=live.version)
     old = swap.old if swap else live.version
-    return texts.ROLLED_BACK.format(new=live.version, old=old)
+    return say(language, texts.ROLLED_BACK, new=live.version, old=old)
 
 
 # The order is the order of /help and of the menus.
@@ -151,68 +199,14 @@ COMMANDS = (
     Command("help", texts.HELP_MENU, texts.HELP_LINE, show_help, aliases=("start",)),
     Command("temp", texts.TEMP_MENU, texts.TEMP_LINE, temperature, personal=True),
     Command("learn", texts.LEARN_MENU, texts.LEARN_LINE, learn, personal=True),
+    Command("lang", texts.LANG_MENU, texts.LANG_LINE, lang, personal=True),
+    Command("chance", texts.CHANCE_MENU, texts.CHANCE_LINE, chance),
+    Command("privacy", texts.PRIVACY_MENU, texts.PRIVACY_LINE, privacy),
+    Command("mydata", texts.MYDATA_MENU, texts.MYDATA_LINE, my_data, personal=True, private=True),
     Command("forget", texts.FORGET_MENU, texts.FORGET_LINE, forget, personal=True),
-    Command("status", texts.STATUS_MENU, texts.STATUS_LINE, status, admin=True),
-    Command("retrain", texts.RETRAIN_MENU, texts.RETRAIN_LINE, retrain, admin=True),
-    Command("rollback", texts.ROLLBACK_MENU, texts.ROLLBACK_LINE, rollback, admin=True),
+    Command("status", texts.STATUS_MENU, texts.STATUS_LINE, status, admin=True, private=True),
+    Command("retrain", texts.RETRAIN_MENU, texts.RETRAIN_LINE, retrain, admin=True, private=True),
+    Command(
+        "rollback", texts.ROLLBACK_MENU, texts.ROLLBACK_LINE, rollback, admin=True, private=True
+    ),
 )
-
-
-# -- the database work behind them ------------------------------------------------------
-
-
-def format_temperature(value: float) -> str:
-    return f"{value:g}"
-
-
-def parse_temperature(args: Sequence[str]) -> float:
-    """The temperature in a /temp command's arguments; ValueError if it is not one."""
-    if len(args) != 1 or not _TEMPERATURE.fullmatch(args[0]):
-        raise ValueError("not a temperature")
-    value = float(args[0].replace(",", "."))
-    if not (math.isfinite(value) and MIN_TEMPERATURE <= value <= MAX_TEMPERATURE):
-        raise ValueError("out of range")
-    return value
-
-
-def temperature_command(db: Database, user_id: int, args: Sequence[str]) -> str:
-    """/temp shows the user's temperature; /temp <t> sets it, 0 <= t <= 2."""
-    with db.begin() as session:
-        user = get_user(session, user_id)
-        current = DEFAULT_TEMPERATURE if user is None else user.temperature
-        if not args:
-            return texts.TEMP_SHOW.format(value=format_temperature(current))
-        try:
-            value = parse_temperature(args)
-        except ValueError:
-            shown = " ".join(args)
-            if len(shown) > _SHOWN_MAX:
-                shown = shown[: _SHOWN_MAX - 1] + "…"
-            return texts.TEMP_BAD.format(
-                shown=f"“{shown}”",
-                example=texts.TEMP_EXAMPLE,
-                value=format_temperature(current),
-            )
-        set_temperature(session, user_id, value)
-        return texts.TEMP_SET.format(value=format_temperature(value))
-
-
-def learn_command(db: Database, user_id: int, args: Sequence[str]) -> str:
-    """/learn shows whether the bot may learn from the user; /learn on|off changes it."""
-    choice = args[0].lower() if len(args) == 1 else None
-    if args and choice not in ("on", "off"):
-        return texts.LEARN_BAD
-    with db.begin() as session:
-        if choice is None:
-            user = get_user(session, user_id)
-            learning = True if user is None else user.learning
-            return texts.LEARN_ON_NOW if learning else texts.LEARN_OFF_NOW
-        set_learning(session, user_id, choice == "on")
-    return texts.LEARN_SET_ON if choice == "on" else texts.LEARN_SET_OFF
-
-
-def forget_command(db: Database, user_id: int) -> str:
-    """/forget deletes the user's messages and settings."""
-    with db.begin() as session:
-        deleted = forget_user(session, user_id)
-    return texts.FORGET_DONE.format(messages=texts.plural(deleted, "message"))

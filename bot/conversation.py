@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
+from bot.i18n import choose
 from model import FALLBACK_REPLY
 from storage import (
     DEFAULT_TEMPERATURE,
@@ -30,6 +31,7 @@ from storage import (
     last_message_id,
     pending_replies,
     recent_turns,
+    reply_chance,
 )
 
 MAX_MESSAGE_UTF16 = 4096  # Telegram's limit on a message's text, in UTF-16 code units
@@ -49,6 +51,10 @@ class Incoming:
     message_id: int | None = None  # Telegram's message id in the chat: stored once
     update_id: int | None = None  # Telegram's update id (for the logs)
     thread_id: int | None = None  # the forum topic it was written in, if any
+    app_language: str | None = None  # the author's Telegram app's language_code
+    # Groups: a uniform draw in [0, 1); a message not meant for the bot is answered when it
+    # falls below the group's reply chance (None: never).
+    draw: float | None = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,7 @@ class Owed:
     temperature: float  # the asker's
     turns: list[str]  # the chat's last turns up to the message, oldest first
     thread_id: int | None  # the forum topic to answer in
+    language: str  # the asker's (bot.i18n), for an apology
 
 
 @dataclass(frozen=True)
@@ -69,22 +76,31 @@ class Forget:
     update_id: int
 
 
-def record_incoming(
-    db: Database, items: Sequence[tuple[Incoming, bool] | Forget]
-) -> dict[int, int]:
+@dataclass(frozen=True)
+class Recorded:
+    """What storing a batch did."""
+
+    forgotten: dict[int, int]  # per /forget's update id: its sender's messages deleted
+    owed: list[tuple[int, int]]  # (chat id, message id) of the messages now owed a reply
+
+
+def record_incoming(db: Database, items: Sequence[tuple[Incoming, bool] | Forget]) -> Recorded:
     """Store (message, meant for the bot) pairs and do /forgets, in their order, in one
-    transaction; each message meant for the bot is stored with the reply it is owed. A
-    message stored already (Telegram sent it again) adds nothing. Returns, per /forget's
-    update id, how many of its sender's messages it deleted."""
-    forgotten = {}
+    transaction; each message meant for the bot, or picked by its group's reply chance,
+    is stored with the reply it is owed. A message stored already (Telegram sent it
+    again) adds nothing."""
+    recorded = Recorded({}, [])
     with db.begin() as session:
         for item in items:
             if isinstance(item, Forget):
-                forgotten[item.update_id] = forget_user(session, item.user_id)
+                recorded.forgotten[item.update_id] = forget_user(session, item.user_id)
                 continue
             incoming, addressed = item
             stored = _store(session, incoming)
+            if not addressed and stored and incoming.draw is not None:
+                addressed = incoming.draw < reply_chance(session, incoming.chat_id)
             if addressed and stored is not False:
+                recorded.owed.append((incoming.chat_id, incoming.message_id))
                 until = stored or last_message_id(session, incoming.chat_id)
                 add_pending_reply(
                     session,
@@ -94,13 +110,13 @@ def record_incoming(
                     until,
                     incoming.thread_id,
                 )
-    return forgotten
+    return recorded
 
 
 def _store(session: Session, incoming: Incoming) -> int | bool | None:
     """The stored message's id; None when there is no text to store; False for a repeat."""
     get_or_create_chat(session, incoming.chat_id, incoming.chat_type, incoming.chat_title)
-    get_or_create_user(session, incoming.user_id, incoming.user_name)
+    get_or_create_user(session, incoming.user_id, incoming.user_name, incoming.app_language)
     if not incoming.text:
         return None
     stored = add_message(
@@ -128,6 +144,7 @@ def read_owed(db: Database, chat_id: int, message_id: int, max_bytes: int) -> Ow
             user.temperature if user else DEFAULT_TEMPERATURE,
             turns,
             owed.thread_id,
+            choose(user.language, user.app_language) if user else choose(None, None),
         )
 
 

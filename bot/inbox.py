@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import re
 from collections.abc import Callable, Sequence
 
@@ -35,12 +36,13 @@ log = logging.getLogger(__name__)
 GROUP_TYPES = (ChatType.GROUP, ChatType.SUPERGROUP)
 RETRY_PAUSE = 1.0  # seconds before polling again after a refused token or a failed store
 MAX_RETRY_PAUSE = 30.0  # the longest wait between tries to store a batch
-# What the bot treats as conversation: new text messages (not commands, edits or channel
-# posts) in private chats and groups. The handlers use the same filter.
+# What the bot treats as conversation: new text messages, and captions of photos and
+# files (not commands, edits or channel posts), in private chats and groups. The handlers
+# use the same filter.
 CONVERSATION = (
     filters.UpdateType.MESSAGE
     & (filters.ChatType.PRIVATE | filters.ChatType.GROUPS)
-    & filters.TEXT
+    & (filters.TEXT | filters.CAPTION)
     & ~filters.COMMAND
 )
 
@@ -121,13 +123,9 @@ class Inbox:
                 items.append(forget)
         if not items:
             return
-        forgotten = await asyncio.to_thread(record_incoming, self.db, items)
-        self.forgotten.update(forgotten)
-        self.queued.update(
-            (incoming.chat_id, incoming.message_id)
-            for incoming, addressed in (i for i in items if not isinstance(i, Forget))
-            if addressed
-        )
+        recorded = await asyncio.to_thread(record_incoming, self.db, items)
+        self.forgotten.update(recorded.forgotten)
+        self.queued.update(recorded.owed)
 
 
 def forget_of(update: Update, bot: Bot) -> Forget | None:
@@ -153,6 +151,7 @@ def received(update: Update, bot: Bot) -> tuple[Incoming, bool]:
     else:
         author, name = message.from_user.id, message.from_user.full_name
     addressed, text = addressed_text(message, bot)
+    group = chat.type in GROUP_TYPES
     incoming = Incoming(
         chat_id=chat.id,
         chat_type=chat.type,
@@ -163,6 +162,8 @@ def received(update: Update, bot: Bot) -> tuple[Incoming, bool]:
         message_id=message.message_id,
         update_id=update.update_id,
         thread_id=message.message_thread_id if message.is_topic_message else None,
+        app_language=message.from_user.language_code if sender is None else None,
+        draw=random.random() if group and not addressed else None,
     )
     return incoming, addressed
 
@@ -171,12 +172,15 @@ def addressed_text(message: Message, bot: Bot) -> tuple[bool, str]:
     """(is the message meant for the bot?, its text without the bot's @mention).
 
     Private chats always talk to the bot; in groups a message must mention the bot or
-    reply to one of its messages.
+    reply to one of its messages. A photo's or file's caption is read as its text.
     """
-    text = message.text or ""
+    if message.text is not None:
+        text, entities = message.text, message.entities
+    else:
+        text, entities = message.caption or "", message.caption_entities
     username = (bot.username or "").lower()
     spans = []  # (start, end) in UTF-16 code units
-    for entity in message.entities:
+    for entity in entities:
         if entity.type == MessageEntityType.MENTION:
             mention = _utf16_slice(text, entity.offset, entity.offset + entity.length)
             if username and mention[1:].lower() == username:

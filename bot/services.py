@@ -29,6 +29,8 @@ class Services:
     retrainer: Retrainer | None = None  # set once the bot's retraining is started
     next_check: Callable[[], dt.datetime | None] = lambda: None  # the scheduled retrain check
     started: float = field(default_factory=time.monotonic)  # for uptime
+    # Telegram hides group messages not meant for the bot (BotFather's privacy mode)
+    privacy_mode: bool = False
     # (chat id, message id) of the replies being written now (bot.answers)
     answering: set[tuple[int, int]] = field(default_factory=set)
     # replies sent whose recording failed: never sent again by this process

@@ -61,8 +61,16 @@ async def run_command(services: Services, line: str) -> str:
     command = commands.find(name)
     if command is None:
         return texts.UNKNOWN_COMMAND
-    request = commands.Request(services, LOCAL_USER_ID, args, admin=True)
-    return await commands.answer(command, request)
+    request = commands.Request(
+        services, LOCAL_USER_ID, args, admin=True, chat_id=LOCAL_CHAT_ID, chat_type=CHAT_TYPE
+    )
+    answer = await commands.answer(command, request)
+    parts = [answer.text]
+    if answer.buttons:  # no buttons to tap here: the values they would send
+        parts.append("  ".join(f"[{label}]" for label, _ in answer.buttons))
+    if answer.document is not None:  # a file in Telegram; its content here
+        parts.append(answer.document[1].decode())
+    return "\n".join(parts)
 
 
 def format_answer(answer: str) -> str:

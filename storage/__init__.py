@@ -19,7 +19,9 @@ from storage.database import (
 from storage.models import (
     CHAT_TYPES,
     DEFAULT_TEMPERATURE,
+    MAX_REPLY_CHANCE,
     MAX_TEMPERATURE,
+    MIN_REPLY_CHANCE,
     MIN_TEMPERATURE,
     RUN_STATUSES,
     RUN_TRIGGERS,
@@ -30,6 +32,7 @@ from storage.models import (
     TrainingRun,
     User,
 )
+from storage.personal import personal_data, reply_chance, set_language, set_reply_chance
 from storage.repository import (
     Transcript,
     add_message,
@@ -71,7 +74,9 @@ __all__ = [
     "CHAT_TYPES",
     "DEFAULT_TEMPERATURE",
     "FINAL_STATUSES",
+    "MAX_REPLY_CHANCE",
     "MAX_TEMPERATURE",
+    "MIN_REPLY_CHANCE",
     "MIN_TEMPERATURE",
     "RUN_STATUSES",
     "RUN_TRIGGERS",
@@ -107,11 +112,15 @@ __all__ = [
     "mark_reported",
     "open_database",
     "pending_replies",
+    "personal_data",
     "recent_runs",
     "recent_turns",
+    "reply_chance",
     "run_result",
     "running_run",
+    "set_language",
     "set_learning",
+    "set_reply_chance",
     "set_temperature",
     "sqlite_url",
     "start_run",

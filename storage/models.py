@@ -28,6 +28,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 DEFAULT_TEMPERATURE = 0.6  # a reply temperature that is lively but still mostly readable
 MIN_TEMPERATURE = 0.0  # greedy: always the most likely byte
 MAX_TEMPERATURE = 2.0  # wild; beyond this the output is noise
+MIN_REPLY_CHANCE = 0.0  # a group's default: answer only when mentioned or replied to
+MAX_REPLY_CHANCE = 1.0  # answer every message
 
 # Chat types we store: Telegram's four plus the local `charbot chat` terminal.
 CHAT_TYPES = ("private", "group", "supergroup", "channel", "terminal")
@@ -82,6 +84,8 @@ class User(Base):
     name: Mapped[str | None] = mapped_column(String(255))
     temperature: Mapped[float] = mapped_column(Float, default=DEFAULT_TEMPERATURE)
     learning: Mapped[bool] = mapped_column(default=True)  # may the bot learn from their text?
+    language: Mapped[str | None] = mapped_column(String(16))  # their /lang choice; NULL: none
+    app_language: Mapped[str | None] = mapped_column(String(16))  # their app's language_code
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     def __repr__(self) -> str:
@@ -96,6 +100,8 @@ class Chat(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     type: Mapped[str] = mapped_column(String(16))  # one of CHAT_TYPES
     title: Mapped[str | None] = mapped_column(String(255))
+    # Groups: the chance of answering a message not meant for the bot; NULL = MIN_REPLY_CHANCE.
+    reply_chance: Mapped[float | None] = mapped_column(Float)
 
     def __repr__(self) -> str:
         return f"Chat(id={self.id}, type={self.type!r}, title={self.title!r})"

@@ -56,10 +56,13 @@ def get_user(session: Session, user_id: int) -> User | None:
     return session.get(User, user_id)
 
 
-def get_or_create_user(session: Session, user_id: int, name: str | None = None) -> User:
+def get_or_create_user(
+    session: Session, user_id: int, name: str | None = None, app_language: str | None = None
+) -> User:
     """The user with this id, created with default settings on first sight.
 
-    A given `name` replaces the stored one (people rename themselves).
+    A given `name` or `app_language` (their Telegram app's language_code) replaces the
+    stored one (people rename themselves and change their phone's language).
     """
     user = session.get(User, user_id)
     if user is None:
@@ -67,6 +70,8 @@ def get_or_create_user(session: Session, user_id: int, name: str | None = None) 
         user = user or session.get_one(User, user_id)  # created meanwhile by another writer
     if name is not None and user.name != name:
         user.name = name
+    if app_language is not None and user.app_language != app_language:
+        user.app_language = app_language
     return user
 
 

@@ -12,6 +12,16 @@ from pathlib import Path
 
 import pytest
 
+
+def _latest_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    from storage import alembic_config
+
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+LATEST_REVISION = _latest_revision()  # the migrations' head: what open_database makes
 TINY_META = {"kind": "tiny-test", "created": "2025-01-01T00:00:00+00:00"}
 
 

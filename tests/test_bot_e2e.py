@@ -20,7 +20,7 @@ from typing import ClassVar
 import pytest
 
 from bot import texts
-from bot.app import build_application
+from bot.app import PROFILE_TASK, build_application
 from bot.services import open_services
 from bot.settings import load_settings
 
@@ -36,7 +36,7 @@ USER = 2002
 OTHER = 3003
 GROUP = -100500
 BOT_NAME = "charbot_test_bot"
-PUBLIC = ["help", "temp", "learn", "forget"]
+PUBLIC = ["help", "temp", "learn", "lang", "chance", "privacy", "mydata", "forget"]
 
 
 # -- harness -----------------------------------------------------------------------------
@@ -142,6 +142,7 @@ def test_start_and_help_list_every_command_and_the_menu_is_registered(stub, sett
         start = await say(stub, "/start")
         help_ = await say(stub, "/help")
         admin_help = await say(stub, "/help", user=ADMIN)
+        await app.bot_data[PROFILE_TASK]  # menus are registered beside polling
         return start, help_, admin_help
 
     start, help_, admin_help = run(settings, generator, body)
@@ -258,7 +259,7 @@ def test_forget_deletes_the_users_rows(stub, settings, data_dir, generator):
         return done, shown
 
     done, shown = run(settings, generator, body)
-    assert done == texts.FORGET_DONE.format(messages="3 messages")
+    assert done == texts.FORGET_DONE.format(count=3)
     assert sql(data_dir, "SELECT count(*) FROM messages WHERE user_id = ?", USER) == [(0,)]
     assert sql(data_dir, "SELECT count(*) FROM users WHERE id = ?", USER) == [(0,)]
     assert shown.startswith("Your temperature is 0.6 ")  # the default again
@@ -393,7 +394,7 @@ def test_stickers_and_photos(stub, settings, data_dir, generator):
     async def body(app):
         stub.push_sticker(USER)
         await stub.await_messages(USER, 1)
-        stub.push_photo(USER, caption="look")
+        stub.push_photo(USER)  # a caption would be read (tests/test_telegram_home.py)
         await stub.await_messages(USER, 2)
         stub.push_sticker(OTHER, GROUP, chat_type="group")  # ignored in groups
         return await say(stub, "and text still works")
@@ -515,8 +516,8 @@ def test_admin_answers_asked_in_a_group_go_to_the_admin_privately(stub, settings
         return never_wrote, hint, private["text"], refused
 
     never_wrote, hint, private, refused = run(settings, generator, body)
-    assert never_wrote == texts.ADMIN_PRIVATE_FAILED.format(name="status")
-    assert hint == texts.ADMIN_SENT_PRIVATELY
+    assert never_wrote == texts.PRIVATE_FAILED.format(name="status")
+    assert hint == texts.SENT_PRIVATELY
     assert private.startswith("Model: version 1")
     assert refused == texts.STATUS_REFUSED
     assert not any(t.startswith("Model:") for t in stub.sent_texts(GROUP))

@@ -16,13 +16,15 @@ from hypothesis import strategies as st
 from telegram import Chat, Message, MessageEntity, Update, User
 from telegram.error import BadRequest, NetworkError
 
-from bot.app import command_menu, register_commands
+from bot.app import command_menu, register_profile
 from bot.cli import RedactingFormatter, filtered_stderr
 from bot.cli import _is_tensorflow_chatter as is_tensorflow_chatter
-from bot.commands import help_text, parse_temperature
+from bot.commands import help_text
 from bot.conversation import telegram_text, utf16_len
 from bot.handlers import log_error
+from bot.i18n import LANGUAGES
 from bot.inbox import addressed_text
+from bot.preferences import parse_temperature
 
 BOT = SimpleNamespace(id=777, username="charbot_test_bot")
 ALICE = User(1, "Alice", is_bot=False)
@@ -171,13 +173,17 @@ def test_every_temperature_in_range_written_plainly_is_accepted(value):
 
 def test_help_lists_every_command_and_admin_ones_only_for_admins():
     public, admin = help_text(admin=False), help_text(admin=True)
-    for name in ("/help", "/start", "/temp", "/learn", "/forget"):
+    for name in ("/help", "/start", "/temp", "/learn", "/lang", "/chance", "/privacy", "/forget"):
         assert name in public and name in admin
     assert "/status" not in public and "/status" in admin
     assert [c.command for c in command_menu(admin=True)] == [
         "help",
         "temp",
         "learn",
+        "lang",
+        "chance",
+        "privacy",
+        "mydata",
         "forget",
         "status",
         "retrain",
@@ -193,20 +199,37 @@ class FussyBot:
 
     def __init__(self):
         self.registered = []
+        self.descriptions = []
 
-    async def set_my_commands(self, commands, scope=None):
+    async def set_my_commands(self, commands, scope=None, language_code=None):
         if scope is not None and scope.chat_id == 404:
             raise BadRequest("Chat not found")
-        self.registered.append((scope, [c.command for c in commands]))
+        self.registered.append((scope, language_code, [c.command for c in commands]))
         return True
+
+    async def get_my_description(self, language_code=None):
+        return SimpleNamespace(description="")
+
+    async def get_my_short_description(self, language_code=None):
+        return SimpleNamespace(short_description="")
+
+    async def set_my_description(self, description, language_code=None):
+        self.descriptions.append(language_code)
+
+    async def set_my_short_description(self, short_description, language_code=None):
+        pass
 
 
 def test_an_admin_the_bot_cannot_reach_is_logged_not_fatal(caplog):
     bot = FussyBot()
     with caplog.at_level(logging.WARNING, logger="bot.app"):
-        asyncio.run(register_commands(bot, frozenset({404, 7})))
-    assert [scope.chat_id if scope else None for scope, _ in bot.registered] == [None, 7]
-    assert "admin 404" in caplog.text and "Chat not found" in caplog.text
+        asyncio.run(register_profile(bot, frozenset({404, 7})))
+    registered = [(s.chat_id if s else None, lang) for s, lang, _ in bot.registered]
+    assert registered[:2] == [(None, None), (7, None)]  # English: the default
+    assert (None, "de") in registered and (7, "de") in registered
+    assert len(registered) == 2 * len(LANGUAGES)  # the unreachable admin only cost a line
+    assert bot.descriptions == [None, *LANGUAGES[1:]]  # every language's description too
+    assert "Chat not found" in caplog.text
 
 
 def test_errors_are_logged_with_the_update_id(caplog):

@@ -18,6 +18,7 @@ import time
 import pytest
 from test_bot_e2e import USER, data_dir, env, running_bot, settings, sql, stub
 
+from bot import texts
 from bot.answers import REPLAY_MAX_AGE
 
 __all__ = ["data_dir", "env", "settings", "stub"]  # fixtures used here, defined there
@@ -225,7 +226,7 @@ def test_a_forget_takes_effect_where_it_arrived_among_the_messages(
     assert human_texts(data_dir) == ["after"]
     texts_sent = [m["text"] for m in stub.sent_messages(USER)]
     assert len(texts_sent) == 2
-    assert texts_sent[0].startswith("Done: I deleted everything I stored about you (1 message)")
+    assert texts_sent[0] == texts.FORGET_DONE.format(count=1)
     assert pending == {}  # the handler took the count the inbox recorded
 
 

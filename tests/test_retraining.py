@@ -14,8 +14,8 @@ import pytest
 from test_bot_e2e import ADMIN, USER, data_dir, running_bot, say, sql, stub
 
 from bot import texts
-from bot.commands import forget_command, learn_command
 from bot.datadir import MIXED_BASE_CHECKED, adopt_shipped_base, open_database_for, open_store
+from bot.preferences import forget_command, learn_command
 from bot.reports import STALE_RUN, new_messages
 from bot.retrainer import Retrainer
 from bot.services import open_services
@@ -221,8 +221,8 @@ def test_a_user_who_withdraws_during_the_run_stops_the_publish(settings, data_di
 
     def report(line: str) -> None:  # called as each epoch ends, in the middle of the run
         if line.startswith("epoch 1:"):
-            withdrawn.append(forget_command(db, 5000))
-            withdrawn.append(learn_command(db, 5001, ["off"]))
+            withdrawn.append(forget_command(db, 5000, "en"))
+            withdrawn.append(learn_command(db, 5001, ["off"], "en"))
 
     config = RetrainConfig(learning_rate=1e-2, epochs=2, base_eval_conversations=20, threads=None)
     run = train_once(settings, db, config=config, report=report)

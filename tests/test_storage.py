@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from conftest import LATEST_REVISION
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
@@ -37,6 +38,7 @@ from storage import (
     last_message_id,
     open_database,
     recent_turns,
+    reply_chance,
     set_learning,
     set_temperature,
     sqlite_url,
@@ -139,17 +141,27 @@ def test_migrations_are_idempotent_and_data_survives_reopening(tmp_path: Path):
     url = sqlite_url(tmp_path)
     older = Database(url)
     assert older.revision() is None
-    older.upgrade("0001")  # a database made by the first release
-    with older.begin() as session:
-        say(session, GROUP, ANN, "你好 👋", update_id=1)
+    older.upgrade("0001")  # a database made by the first release, written as it wrote
+    with older.engine.begin() as conn:
+        now = "2026-01-01 00:00:00.000000"
+        conn.exec_driver_sql(f"INSERT INTO chats VALUES ({GROUP}, 'group', 'G')")
+        conn.exec_driver_sql(f"INSERT INTO users VALUES ({ANN}, 'Ann', 0.3, 0, '{now}')")
+        conn.exec_driver_sql(
+            "INSERT INTO messages (chat_id, user_id, from_bot, text, update_id, created_at) "
+            f"VALUES ({GROUP}, {ANN}, 0, '你好 👋', 1, '{now}')"
+        )
     older.dispose()
 
     for _ in range(2):
         db = open_database(url)
-        assert db.revision() == "0004"
+        assert db.revision() == LATEST_REVISION
         assert scalar(db, "SELECT count(*) FROM alembic_version") == 1
         with db.read() as session:
             assert recent_turns(session, GROUP) == [("你好 👋", True)]
+            user = get_user(session, ANN)
+            assert (user.name, user.temperature, user.learning) == ("Ann", 0.3, False)
+            assert (user.language, user.app_language) == (None, None)  # no choice made
+            assert reply_chance(session, GROUP) == 0.0  # answers only when addressed
         db.dispose()
 
 
@@ -164,7 +176,7 @@ def test_migrations_downgrade_and_upgrade_again(db: Database):
     assert db.revision() is None
     assert scalar(db, "SELECT count(*) FROM sqlite_master WHERE name = 'messages'") == 0
     db.upgrade()
-    assert db.revision() == "0004"
+    assert db.revision() == LATEST_REVISION
     with db.begin() as session:
         assert say(session, GROUP, ANN, "back") is not None
 
@@ -263,7 +275,7 @@ def test_the_message_identity_migration_keeps_every_row(tmp_path: Path):
         conn.execute("DELETE FROM messages WHERE text = 'c'")  # the newest: its id stays used
     old.dispose()
     db = open_database(url)  # upgrades
-    assert db.revision() == "0004"
+    assert db.revision() == LATEST_REVISION
     with db.begin() as session:
         assert say(session, 1, 1, "d", telegram_message_id=5) is None  # (chat, 5) is taken
         assert say(session, 1, 1, "d", telegram_message_id=7).id > 3  # never id 3 again

@@ -8,16 +8,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from conftest import LATEST_REVISION
 from sqlalchemy import inspect, text
 
 from storage import (
     Database,
     TrainingRun,
-    add_message,
     close_stale_runs,
     finish_run,
-    get_or_create_chat,
-    get_or_create_user,
     get_run,
     last_finished_run,
     last_message_id,
@@ -47,17 +45,20 @@ def test_migration_0002_upgrades_a_0001_database_with_its_data(tmp_path: Path):
     url = sqlite_url(tmp_path)
     older = Database(url)
     older.upgrade("0001")
-    with older.begin() as session:
-        get_or_create_chat(session, 7, "private")
-        get_or_create_user(session, 11, "Ann")
-        add_message(session, chat_id=7, user_id=11, text="héllo 👋", update_id=1)
-        add_message(session, chat_id=7, text="hi")
+    with older.engine.begin() as conn:  # written as the first release wrote
+        now = "2026-01-01 00:00:00.000000"
+        conn.exec_driver_sql("INSERT INTO chats VALUES (7, 'private', NULL)")
+        conn.exec_driver_sql(f"INSERT INTO users VALUES (11, 'Ann', 0.6, 1, '{now}')")
+        conn.exec_driver_sql(
+            "INSERT INTO messages (chat_id, user_id, from_bot, text, update_id, created_at) "
+            f"VALUES (7, 11, 0, 'héllo 👋', 1, '{now}'), (7, NULL, 1, 'hi', NULL, '{now}')"
+        )
     assert not inspect(older.engine).has_table("training_runs")
     older.dispose()
 
     db = open_database(url)
     try:
-        assert db.revision() == "0004"
+        assert db.revision() == LATEST_REVISION
         with db.read() as session:
             assert recent_turns(session, 7) == [("héllo 👋", True), ("hi", False)]
             assert last_message_id(session) == 2
@@ -71,7 +72,7 @@ def test_migration_0002_upgrades_a_0001_database_with_its_data(tmp_path: Path):
         with db.read() as session:
             assert len(recent_turns(session, 7)) == 2
         db.upgrade()
-        assert db.revision() == "0004"
+        assert db.revision() == LATEST_REVISION
     finally:
         db.dispose()
 

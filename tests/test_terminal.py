@@ -77,7 +77,7 @@ def test_the_local_user_is_an_admin_and_can_forget(services):
     )
     assert "/status" in help_
     assert status.startswith("Model: version 1") and "Messages: 2 (1 from people" in status
-    assert forgot == texts.FORGET_DONE.format(messages="1 message")
+    assert forgot == texts.FORGET_DONE.format(count=1)
     assert temp.startswith("Your temperature is 0.6 ")
     assert nope == texts.UNKNOWN_COMMAND
     assert blank is None

@@ -1,0 +1,36 @@
+"""Users' languages (their /lang choice and their Telegram app's), and each group's
+chance of answering messages not meant for the bot.
+
+Adding nullable columns keeps every row as it was: NULL means "no choice" (the app's
+language, or English) and "only when mentioned or replied to".
+
+Revision ID: 0005
+Revises: 0004
+Create Date: 2026-12-02
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0005"
+down_revision: str | Sequence[str] | None = "0004"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("users") as batch:
+        batch.add_column(sa.Column("language", sa.String(length=16), nullable=True))
+        batch.add_column(sa.Column("app_language", sa.String(length=16), nullable=True))
+    with op.batch_alter_table("chats") as batch:
+        batch.add_column(sa.Column("reply_chance", sa.Float(), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("chats") as batch:
+        batch.drop_column("reply_chance")
+    with op.batch_alter_table("users") as batch:
+        batch.drop_column("app_language")
+        batch.drop_column("language")

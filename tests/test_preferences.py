@@ -1,0 +1,114 @@
+"""The database work behind /chance, /lang, /temp's buttons and /mydata: bad input gets
+one clear answer and changes nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bot import texts
+from bot.i18n import LANGUAGES
+from bot.i18n import say as tr
+from bot.preferences import (
+    TEMP_BUTTON,
+    chance_command,
+    chance_of,
+    lang_command,
+    my_data,
+    shown,
+    temperature_button,
+    temperature_of,
+    user_language,
+)
+from storage import (
+    get_or_create_chat,
+    get_or_create_user,
+    get_user,
+    open_database,
+    set_reply_chance,
+    sqlite_url,
+)
+
+GROUP, ANN = -100777, 11
+
+
+@pytest.fixture
+def db(tmp_path: Path):
+    database = open_database(sqlite_url(tmp_path))
+    with database.begin() as session:
+        get_or_create_chat(session, GROUP, "supergroup", "G")
+        set_reply_chance(session, GROUP, 0.25)
+    yield database
+    database.dispose()
+
+
+BAD_CHANCES = [
+    ["nan"],
+    ["inf"],
+    ["-0.1"],
+    ["1.01"],
+    ["2"],
+    ["0.5", "0.6"],
+    ["０.５"],  # full-width digits
+    ["½"],
+    ["1e-1"],
+    ["🎲"],
+    ["x" * 4096],
+    ["0x1"],
+]
+
+
+@pytest.mark.parametrize("args", BAD_CHANCES)
+def test_a_bad_chance_is_refused_and_changes_nothing(db, args):
+    answer = chance_command(db, GROUP, "supergroup", "G", args, "en")
+    assert answer.startswith("“") and "It stays 0.25." in answer
+    assert len(answer) < 400  # a long value is echoed cut short
+    assert chance_of(db, GROUP) == 0.25
+
+
+@pytest.mark.parametrize(("written", "value"), [("0", 0.0), ("1", 1.0), (".5", 0.5), ("0,2", 0.2)])
+def test_a_chance_from_0_to_1_is_set(db, written, value):
+    assert chance_command(db, GROUP, "supergroup", "G", [written], "en") == tr(
+        "en", texts.CHANCE_SET, value=f"{value:g}"
+    )
+    assert chance_of(db, GROUP) == value
+
+
+def test_a_group_the_bot_has_not_stored_yet_gets_its_chance(db):
+    chance_command(db, -100999, "group", "New", ["0.5"], "en")
+    assert chance_of(db, -100999) == 0.5
+    assert chance_of(db, -100998) == 0.0  # never set: only when addressed
+
+
+@pytest.mark.parametrize("args", [["xx"], ["de", "fr"], ["🇩🇪"], ["y" * 4096], ["en-"]])
+def test_a_language_the_bot_lacks_is_refused_and_changes_nothing(db, args):
+    answer = lang_command(db, ANN, args, "es")
+    assert answer == tr("es", texts.LANG_BAD, shown=shown(args), codes=", ".join(LANGUAGES))
+    assert len(answer) < 400
+    with db.read() as session:
+        assert get_user(session, ANN) is None  # not even created
+    assert user_language(db, ANN, "es") == "es"
+
+
+@pytest.mark.parametrize(
+    "data", [None, "", "temp:", "temp:9", "temp:-1", "temp:nan", "temp:0.6;DROP", "other:1"]
+)
+def test_a_forged_temperature_button_changes_nothing(db, data):
+    with db.begin() as session:
+        get_or_create_user(session, ANN).temperature = 0.9
+    answer = temperature_button(db, ANN, data, "en")
+    assert answer == tr("en", texts.TEMP_BUTTON_STALE, value="0.9")
+    assert temperature_of(db, ANN) == 0.9
+
+
+def test_a_temperature_button_sets_it(db):
+    assert temperature_button(db, ANN, TEMP_BUTTON + "0.3", "en") == "Temperature set to 0.3."
+    assert temperature_of(db, ANN) == 0.3
+
+
+def test_my_data_of_someone_never_met_is_empty(db):
+    count, content = my_data(db, ANN)
+    assert count == 0
+    assert json.loads(content) == {"user": None, "messages": []}
