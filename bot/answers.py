@@ -22,10 +22,9 @@ from telegram.error import BadRequest, Forbidden, TelegramError
 from bot import texts
 from bot.conversation import drop_owed, owed_replies, read_owed, settle_owed, telegram_text
 from bot.i18n import gettext
-from bot.inbox import GROUP_TYPES
 from bot.replies import Busy
 from bot.services import Services
-from storage import PendingReply
+from storage import GROUP_CHAT_TYPES, PendingReply
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +70,12 @@ async def _answer(bot: Bot, services: Services, chat_id: int, message_id: int) -
         except Exception:
             log.exception("generating a reply to message %s in chat %s failed", message_id, chat_id)
             reply = None
+        if reply is None and not owed.asked:  # nobody asked: no apology either
+            await asyncio.to_thread(settle_owed, db, chat_id, message_id, None, None)
+            return
         text = gettext(failure, owed.language) if reply is None else telegram_text(reply.text)
         quote = None
-        if owed.chat_type in GROUP_TYPES:
+        if owed.chat_type in GROUP_CHAT_TYPES:
             quote = ReplyParameters(message_id, allow_sending_without_reply=True)
         if getattr(bot, "rate_limiter", None) is None:
             await sending()  # nothing holds the message: it goes now
@@ -192,6 +194,8 @@ async def typing(bot: Bot, chat_id: int):
         if not task.done():
             await asyncio.wait({task}, timeout=TYPING_GRACE)
             task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     try:
         yield SendingNow(stop)

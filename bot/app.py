@@ -8,7 +8,7 @@ import logging
 from collections.abc import Iterable
 from pathlib import Path
 
-from telegram import Bot, BotCommand, BotCommandScopeChat, Update
+from telegram import Bot, Update
 from telegram.error import TelegramError
 from telegram.ext import (
     AIORateLimiter,
@@ -24,8 +24,8 @@ from telegram.request import HTTPXRequest
 
 from bot import commands, handlers, texts
 from bot.answers import SendingNow, answer_at_start, answer_overdue
-from bot.i18n import DEFAULT_LANGUAGE, LANGUAGES, gettext
 from bot.inbox import CONVERSATION, Inbox, PollingBot
+from bot.profile import register_profile
 from bot.retrainer import POINTER_CHECK, Retrainer
 from bot.services import Services, open_services
 from bot.settings import Settings
@@ -147,9 +147,11 @@ def build_application(
         if opened.privacy_mode:
             log.warning(texts.PRIVACY_MODE)
         # Beside polling: a dozen languages' menus and descriptions take a while to send.
-        app.bot_data[PROFILE_TASK] = asyncio.create_task(
+        profile = asyncio.create_task(
             register_profile(app.bot, settings.admin_ids), name="register-profile"
         )
+        profile.add_done_callback(_log_failure)
+        app.bot_data[PROFILE_TASK] = profile
         for notice in opened.live.store.notices:  # repairs the model store made: never silent
             await notify_admins(app.bot, settings.admin_ids, texts.STORE_NOTICE.format(notice))
         await start_retraining(app, settings, opened)
@@ -269,52 +271,9 @@ async def notify_admins(
             log.warning("could not tell admin %s: %s", chat_id, exc)
 
 
-def command_menu(*, admin: bool, language: str = DEFAULT_LANGUAGE) -> list[BotCommand]:
-    return [
-        BotCommand(c.name, gettext(c.menu, language))
-        for c in commands.COMMANDS
-        if admin or not c.admin
-    ]
-
-
-async def register_profile(bot: Bot, admin_ids: frozenset[int]) -> None:
-    """The command menus (the admin commands in each admin's chat) and the bot's
-    description and short description, in every language the bot speaks: English as the
-    default, each other language for users whose app is set to it.
-
-    A description already right is not sent again (Telegram limits how often it may
-    change). A failure (e.g. an admin who never wrote to the bot: "chat not found") is
-    logged, and the rest is still registered.
-    """
-    for language in LANGUAGES:
-        code = "" if language == DEFAULT_LANGUAGE else language
-        await _register(bot.set_my_commands, command_menu(admin=False, language=language), code)
-        for admin_id in sorted(admin_ids):
-            await _register(
-                bot.set_my_commands,
-                command_menu(admin=True, language=language),
-                code,
-                scope=BotCommandScopeChat(admin_id),
-            )
-        description = gettext(texts.DESCRIPTION, language)
-        short = gettext(texts.SHORT_DESCRIPTION, language)
-        try:
-            current = await bot.get_my_description(language_code=code)
-            current_short = await bot.get_my_short_description(language_code=code)
-        except TelegramError as exc:
-            log.warning("could not read the bot's description (%s): %s", language, exc)
-            continue
-        if current.description != description:
-            await _register(bot.set_my_description, description, code)
-        if current_short.short_description != short:
-            await _register(bot.set_my_short_description, short, code)
-
-
-async def _register(method, value, language_code: str, **kwargs) -> None:
-    try:
-        await method(value, language_code=language_code or None, **kwargs)
-    except TelegramError as exc:
-        log.warning("%s (%s) failed: %s", method.__name__, language_code or "default", exc)
+def _log_failure(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s failed", task.get_name(), exc_info=task.exception())
 
 
 def run(settings: Settings, *, max_batch: int | None = None, rate_limit: bool = True) -> None:

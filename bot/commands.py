@@ -4,9 +4,9 @@
 line, and the function that answers it. The Telegram handlers, the command menus, /help
 and the terminal are all built from it, so a command exists everywhere or nowhere.
 
-Each command is `async def (request) -> Answer`: it runs its database work in a worker
-thread (bot.preferences; SQL blocks) and returns what to answer with, in the request's
-language (bot.i18n).
+Each command is `async def (request) -> Answer | str` (a plain text answer): it runs
+its database work in a worker thread (bot.preferences; SQL blocks) and returns what to
+answer with, in the request's language (bot.i18n).
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ from bot.i18n import DEFAULT_LANGUAGE, gettext, say
 from bot.reports import status_lines, status_text
 from bot.services import Services
 from model.store import StoreError
-
-GROUP_CHAT_TYPES = ("group", "supergroup")
+from storage import GROUP_CHAT_TYPES
 
 
 @dataclass(frozen=True)

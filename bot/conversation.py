@@ -32,10 +32,14 @@ from storage import (
     pending_replies,
     recent_turns,
     reply_chance,
+    unasked_owed,
 )
 
 MAX_MESSAGE_UTF16 = 4096  # Telegram's limit on a message's text, in UTF-16 code units
 CONTEXT_TURNS = 8  # the chat's last turns the model reads before answering
+# A group's reply chance picks no more messages while this many unasked replies wait: a
+# group gets 20 messages a minute, and the asked ones must not wait long behind them.
+MAX_UNASKED_OWED = 5
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,7 @@ class Owed:
     turns: list[str]  # the chat's last turns up to the message, oldest first
     thread_id: int | None  # the forum topic to answer in
     language: str  # the asker's (bot.i18n), for an apology
+    asked: bool  # False: the group's reply chance picked it (no apology if it fails)
 
 
 @dataclass(frozen=True)
@@ -74,13 +79,16 @@ class Forget:
 
     user_id: int
     update_id: int
+    app_language: str | None = None  # the sender's Telegram app's language_code
 
 
 @dataclass(frozen=True)
 class Recorded:
     """What storing a batch did."""
 
-    forgotten: dict[int, int]  # per /forget's update id: its sender's messages deleted
+    # per /forget's update id: (its sender's messages deleted, the language to say so in,
+    # read before their settings went)
+    forgotten: dict[int, tuple[int, str]]
     owed: list[tuple[int, int]]  # (chat id, message id) of the messages now owed a reply
 
 
@@ -93,12 +101,16 @@ def record_incoming(db: Database, items: Sequence[tuple[Incoming, bool] | Forget
     with db.begin() as session:
         for item in items:
             if isinstance(item, Forget):
-                recorded.forgotten[item.update_id] = forget_user(session, item.user_id)
+                user = get_user(session, item.user_id)
+                language = choose(user.language if user else None, item.app_language)
+                deleted = forget_user(session, item.user_id)
+                recorded.forgotten[item.update_id] = (deleted, language)
                 continue
             incoming, addressed = item
             stored = _store(session, incoming)
+            asked = addressed
             if not addressed and stored and incoming.draw is not None:
-                addressed = incoming.draw < reply_chance(session, incoming.chat_id)
+                addressed = _picked(session, incoming)
             if addressed and stored is not False:
                 recorded.owed.append((incoming.chat_id, incoming.message_id))
                 until = stored or last_message_id(session, incoming.chat_id)
@@ -109,8 +121,17 @@ def record_incoming(db: Database, items: Sequence[tuple[Incoming, bool] | Forget
                     incoming.user_id,
                     until,
                     incoming.thread_id,
+                    asked=asked,
                 )
     return recorded
+
+
+def _picked(session: Session, incoming: Incoming) -> bool:
+    """Does the group's reply chance pick this message? Not while MAX_UNASKED_OWED
+    unasked replies wait in the chat (a flood is answered less)."""
+    if incoming.draw >= reply_chance(session, incoming.chat_id):
+        return False
+    return unasked_owed(session, incoming.chat_id) < MAX_UNASKED_OWED
 
 
 def _store(session: Session, incoming: Incoming) -> int | bool | None:
@@ -145,6 +166,7 @@ def read_owed(db: Database, chat_id: int, message_id: int, max_bytes: int) -> Ow
             turns,
             owed.thread_id,
             choose(user.language, user.app_language) if user else choose(None, None),
+            owed.asked,
         )
 
 

@@ -86,6 +86,8 @@ def command_handler(command: commands.Command):
         admin = services.settings.is_admin(user_id)
         inbox = context.bot_data.get(INBOX)
         forgotten = inbox.forgotten.pop(update.update_id, None) if inbox else None
+        if forgotten is not None:  # their /lang choice went with it: the one read before
+            forgotten, language = forgotten
         chat = message.chat
         request = commands.Request(
             services,
@@ -123,7 +125,7 @@ async def _group_admin(context: ContextTypes.DEFAULT_TYPE, message: Message) -> 
     the group itself) is one."""
     if message.sender_chat is not None:
         return message.sender_chat.id == message.chat.id
-    admins = context.bot_data.setdefault(GROUP_ADMINS, GroupAdmins())
+    admins: GroupAdmins = context.bot_data[GROUP_ADMINS]
     return await admins.is_admin(context.bot, message.chat.id, message.from_user.id)
 
 
@@ -153,13 +155,17 @@ async def temperature_button(update: Update, context: ContextTypes.DEFAULT_TYPE)
     forged button politely; either way the tap is answered (the app stops waiting)."""
     query = update.callback_query
     language = await language_of(context, query.from_user)
-    text = await asyncio.to_thread(
-        preferences.temperature_button,
-        services_of(context).db,
-        query.from_user.id,
-        query.data,
-        language,
-    )
+    try:
+        text = await asyncio.to_thread(
+            preferences.temperature_button,
+            services_of(context).db,
+            query.from_user.id,
+            query.data,
+            language,
+        )
+    except Exception:
+        await query.answer()  # stop the app's spinner; nothing changed
+        raise  # logged by log_error
     await query.answer(text)
 
 

@@ -24,16 +24,15 @@ import re
 from collections.abc import Callable, Sequence
 
 from telegram import Bot, Message, Update
-from telegram.constants import ChatType, MessageEntityType
+from telegram.constants import MessageEntityType
 from telegram.error import InvalidToken
 from telegram.ext import ExtBot, filters
 
 from bot.conversation import Forget, Incoming, record_incoming
-from storage import Database
+from storage import GROUP_CHAT_TYPES, Database
 
 log = logging.getLogger(__name__)
 
-GROUP_TYPES = (ChatType.GROUP, ChatType.SUPERGROUP)
 RETRY_PAUSE = 1.0  # seconds before polling again after a refused token or a failed store
 MAX_RETRY_PAUSE = 30.0  # the longest wait between tries to store a batch
 # What the bot treats as conversation: new text messages, and captions of photos and
@@ -102,8 +101,9 @@ class Inbox:
         self.failures = 0  # batches in a row that could not be stored
         # (chat id, message id) of stored messages whose handler has not run yet
         self.queued: set[tuple[int, int]] = set()
-        # update id -> messages deleted by a /forget done as it arrived (bot.commands.forget)
-        self.forgotten: dict[int, int] = {}
+        # update id -> (messages deleted, the language to say so in) of a /forget done as it
+        # arrived (bot.commands.forget)
+        self.forgotten: dict[int, tuple[int, str]] = {}
 
     def refused(self, exc: InvalidToken) -> None:
         if self.refusal is None:
@@ -138,7 +138,7 @@ def forget_of(update: Update, bot: Bot) -> Forget | None:
     name, _, addressee = message.text.split(maxsplit=1)[0].partition("@")
     if name.lower() != "/forget" or (addressee and addressee.lower() != bot.username.lower()):
         return None
-    return Forget(message.from_user.id, update.update_id)
+    return Forget(message.from_user.id, update.update_id, message.from_user.language_code)
 
 
 def received(update: Update, bot: Bot) -> tuple[Incoming, bool]:
@@ -151,7 +151,7 @@ def received(update: Update, bot: Bot) -> tuple[Incoming, bool]:
     else:
         author, name = message.from_user.id, message.from_user.full_name
     addressed, text = addressed_text(message, bot)
-    group = chat.type in GROUP_TYPES
+    group = chat.type in GROUP_CHAT_TYPES
     incoming = Incoming(
         chat_id=chat.id,
         chat_type=chat.type,
@@ -194,7 +194,7 @@ def addressed_text(message: Message, bot: Bot) -> tuple[bool, str]:
         mentioned = True  # a client that sent no entities
         text = _tidy(_bare_mention(username).sub("", text))
 
-    if message.chat.type not in GROUP_TYPES:
+    if message.chat.type not in GROUP_CHAT_TYPES:
         return True, text
     replied = message.reply_to_message
     author = replied.from_user if replied is not None else None

@@ -132,6 +132,8 @@ def lang_command(db: Database, user_id: int, args: Sequence[str], app_language: 
     with db.begin() as session:
         user = get_user(session, user_id)
         chosen = user.language if user is not None else None
+        if app_language is None and user is not None:  # as user_language does
+            app_language = user.app_language
         current = choose(chosen, app_language)
         if not args:
             text = texts.LANG_SHOW_CHOSEN if supported(chosen) else texts.LANG_SHOW_AUTO
@@ -177,10 +179,12 @@ def chance_command(
 
 
 def my_data(db: Database, user_id: int) -> tuple[int, bytes]:
-    """(how many messages, a UTF-8 JSON file of everything stored about the user)."""
+    """(how many messages the user wrote, a UTF-8 JSON file of everything stored about
+    them: storage.personal_data)."""
     with db.read() as session:
         data = personal_data(session, user_id)
-    return len(data["messages"]), json.dumps(data, ensure_ascii=False, indent=2).encode()
+    written = sum(1 for m in data["messages"] if m["from"] == "you")
+    return written, json.dumps(data, ensure_ascii=False, indent=2).encode()
 
 
 def forget_command(db: Database, user_id: int, language: str) -> str:

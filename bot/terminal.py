@@ -20,6 +20,8 @@ from typing import TextIO
 
 from bot import commands, texts
 from bot.conversation import Incoming, record_and_read, record_bot_turn, telegram_text
+from bot.i18n import gettext
+from bot.preferences import user_language
 from bot.retrainer import Retrainer
 from bot.services import Services
 
@@ -49,7 +51,8 @@ async def respond(services: Services, line: str) -> str | None:
         reply = await services.live.reply(turns, temperature)
     except Exception:
         log.exception("generating a reply failed")
-        return texts.REPLY_FAILED
+        language = await asyncio.to_thread(user_language, services.db, LOCAL_USER_ID, None)
+        return gettext(texts.REPLY_FAILED, language)
     answer = telegram_text(reply.text)
     await asyncio.to_thread(record_bot_turn, services.db, LOCAL_CHAT_ID, answer)
     return answer
@@ -59,10 +62,17 @@ async def run_command(services: Services, line: str) -> str:
     name, *args = line.split()
     name = name[1:].split("@", 1)[0].lower()  # "/Temp@charbot" -> "temp"
     command = commands.find(name)
+    language = await asyncio.to_thread(user_language, services.db, LOCAL_USER_ID, None)
     if command is None:
-        return texts.UNKNOWN_COMMAND
+        return gettext(texts.UNKNOWN_COMMAND, language)
     request = commands.Request(
-        services, LOCAL_USER_ID, args, admin=True, chat_id=LOCAL_CHAT_ID, chat_type=CHAT_TYPE
+        services,
+        LOCAL_USER_ID,
+        args,
+        admin=True,
+        language=language,
+        chat_id=LOCAL_CHAT_ID,
+        chat_type=CHAT_TYPE,
     )
     answer = await commands.answer(command, request)
     parts = [answer.text]

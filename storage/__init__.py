@@ -19,6 +19,7 @@ from storage.database import (
 from storage.models import (
     CHAT_TYPES,
     DEFAULT_TEMPERATURE,
+    GROUP_CHAT_TYPES,
     MAX_REPLY_CHANCE,
     MAX_TEMPERATURE,
     MIN_REPLY_CHANCE,
@@ -32,24 +33,27 @@ from storage.models import (
     TrainingRun,
     User,
 )
+from storage.owed import (
+    add_pending_reply,
+    delete_pending_reply,
+    get_pending_reply,
+    pending_replies,
+    unasked_owed,
+)
 from storage.personal import personal_data, reply_chance, set_language, set_reply_chance
 from storage.repository import (
     Transcript,
     add_message,
-    add_pending_reply,
     count_human_messages_since,
     count_messages,
     count_trainable_messages,
-    delete_pending_reply,
     forget_user,
     get_chat,
     get_or_create_chat,
     get_or_create_user,
-    get_pending_reply,
     get_user,
     last_message_id,
     learning_user_ids,
-    pending_replies,
     recent_turns,
     set_learning,
     set_temperature,
@@ -74,6 +78,7 @@ __all__ = [
     "CHAT_TYPES",
     "DEFAULT_TEMPERATURE",
     "FINAL_STATUSES",
+    "GROUP_CHAT_TYPES",
     "MAX_REPLY_CHANCE",
     "MAX_TEMPERATURE",
     "MIN_REPLY_CHANCE",
@@ -125,5 +130,6 @@ __all__ = [
     "sqlite_url",
     "start_run",
     "training_transcripts",
+    "unasked_owed",
     "unreported_runs",
 ]

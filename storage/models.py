@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     false,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -33,6 +34,8 @@ MAX_REPLY_CHANCE = 1.0  # answer every message
 
 # Chat types we store: Telegram's four plus the local `charbot chat` terminal.
 CHAT_TYPES = ("private", "group", "supergroup", "channel", "terminal")
+GROUP_CHAT_TYPES = ("group", "supergroup")
+LANGUAGE_CODE_CHARS = 16  # room for an IETF language tag ("pt-br", "zh-hans")
 
 # Deterministic constraint names, so later migrations (batch mode on SQLite) can
 # refer to constraints by name.
@@ -84,8 +87,9 @@ class User(Base):
     name: Mapped[str | None] = mapped_column(String(255))
     temperature: Mapped[float] = mapped_column(Float, default=DEFAULT_TEMPERATURE)
     learning: Mapped[bool] = mapped_column(default=True)  # may the bot learn from their text?
-    language: Mapped[str | None] = mapped_column(String(16))  # their /lang choice; NULL: none
-    app_language: Mapped[str | None] = mapped_column(String(16))  # their app's language_code
+    # Their /lang choice (NULL: none) and their Telegram app's language_code.
+    language: Mapped[str | None] = mapped_column(String(LANGUAGE_CODE_CHARS))
+    app_language: Mapped[str | None] = mapped_column(String(LANGUAGE_CODE_CHARS))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     def __repr__(self) -> str:
@@ -153,6 +157,8 @@ class PendingReply(Base):
     user_id: Mapped[int] = mapped_column(BigInteger, index=True)  # the asker (/forget)
     context_until: Mapped[int]  # messages.id of the newest human turn the reply may read
     thread_id: Mapped[int | None] = mapped_column(BigInteger)  # forum topic, if any
+    # False: nobody asked, the group's reply chance picked it (no apology if it fails).
+    asked: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     def __repr__(self) -> str:

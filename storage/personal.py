@@ -9,10 +9,15 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from storage.models import MAX_REPLY_CHANCE, MIN_REPLY_CHANCE, Chat, Message, User
+from storage.models import (
+    LANGUAGE_CODE_CHARS,
+    MAX_REPLY_CHANCE,
+    MIN_REPLY_CHANCE,
+    Chat,
+    Message,
+    User,
+)
 from storage.repository import get_or_create_user
-
-LANGUAGE_CODE_CHARS = 16  # the width of users.language and users.app_language
 
 
 def set_language(session: Session, user_id: int, language: str | None) -> None:
@@ -41,9 +46,9 @@ def set_reply_chance(session: Session, chat_id: int, value: float) -> None:
 
 
 def personal_data(session: Session, user_id: int) -> dict[str, Any]:
-    """Everything stored about one person: their settings and every message they wrote
-    (with the chat it is in), oldest first. Empty settings (None) if the bot never met them.
-    """
+    """Everything stored about one person, as `forget_user` would delete it: their
+    settings, every message they wrote (with the chat it is in) and the bot's turns in
+    their private chat, oldest first. Settings None if the bot never met them."""
     user = session.get(User, user_id)
     settings = None
     if user is not None:
@@ -57,9 +62,16 @@ def personal_data(session: Session, user_id: int) -> dict[str, Any]:
             "first_seen": user.created_at.isoformat(timespec="seconds"),
         }
     rows = session.execute(
-        select(Message.chat_id, Chat.type, Chat.title, Message.text, Message.created_at)
+        select(
+            Message.chat_id,
+            Chat.type,
+            Chat.title,
+            Message.from_bot,
+            Message.text,
+            Message.created_at,
+        )
         .join(Chat, Message.chat_id == Chat.id)
-        .where(Message.user_id == user_id)
+        .where((Message.user_id == user_id) | (Message.chat_id == user_id))
         .order_by(Message.id)
     ).all()
     messages = [
@@ -67,9 +79,10 @@ def personal_data(session: Session, user_id: int) -> dict[str, Any]:
             "chat_id": chat_id,
             "chat_type": chat_type,
             "chat_title": title,
+            "from": "bot" if from_bot else "you",
             "text": text,
             "sent_at": created_at.isoformat(timespec="seconds"),
         }
-        for chat_id, chat_type, title, text, created_at in rows
+        for chat_id, chat_type, title, from_bot, text, created_at in rows
     ]
     return {"user": settings, "messages": messages}

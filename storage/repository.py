@@ -19,7 +19,15 @@ from sqlalchemy import Select, delete, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from storage.models import MAX_TEMPERATURE, MIN_TEMPERATURE, Chat, Message, PendingReply, User
+from storage.models import (
+    LANGUAGE_CODE_CHARS,
+    MAX_TEMPERATURE,
+    MIN_TEMPERATURE,
+    Chat,
+    Message,
+    PendingReply,
+    User,
+)
 
 Transcript = list[tuple[str, bool]]  # one chat's turns, oldest first: (text, from a human)
 
@@ -28,7 +36,7 @@ _UPSERT_INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 M = TypeVar("M", User, Chat, Message, PendingReply)
 
 
-def _insert_unless_taken(
+def insert_unless_taken(
     session: Session, model: type[M], values: dict[str, Any], *key: str
 ) -> M | None:
     """Insert one row unless the unique column(s) `key` already hold its values.
@@ -61,12 +69,15 @@ def get_or_create_user(
 ) -> User:
     """The user with this id, created with default settings on first sight.
 
-    A given `name` or `app_language` (their Telegram app's language_code) replaces the
-    stored one (people rename themselves and change their phone's language).
+    A given `name` or `app_language` (their Telegram app's language_code, cut to the
+    column's width) replaces the stored one (people rename themselves and change their
+    phone's language).
     """
+    if app_language is not None:
+        app_language = app_language[:LANGUAGE_CODE_CHARS]
     user = session.get(User, user_id)
     if user is None:
-        user = _insert_unless_taken(session, User, {"id": user_id, "name": name}, "id")
+        user = insert_unless_taken(session, User, {"id": user_id, "name": name}, "id")
         user = user or session.get_one(User, user_id)  # created meanwhile by another writer
     if name is not None and user.name != name:
         user.name = name
@@ -120,7 +131,7 @@ def get_or_create_chat(session: Session, chat_id: int, type: str, title: str | N
     chat = session.get(Chat, chat_id)
     if chat is None:
         values = {"id": chat_id, "type": type, "title": title}
-        chat = _insert_unless_taken(session, Chat, values, "id")
+        chat = insert_unless_taken(session, Chat, values, "id")
         chat = chat or session.get_one(Chat, chat_id)  # created meanwhile by another writer
     if chat.type != type:
         chat.type = type
@@ -157,7 +168,7 @@ def add_message(
         session.add(message)
         session.flush()
         return message
-    return _insert_unless_taken(session, Message, values, "chat_id", "telegram_message_id")
+    return insert_unless_taken(session, Message, values, "chat_id", "telegram_message_id")
 
 
 def recent_turns(
@@ -262,45 +273,3 @@ def last_message_id(session: Session, chat_id: int | None = None) -> int:
     if chat_id is not None:
         stmt = stmt.where(Message.chat_id == chat_id)
     return session.scalar(stmt) or 0
-
-
-# -- replies owed -------------------------------------------------------------
-
-
-def add_pending_reply(
-    session: Session,
-    chat_id: int,
-    telegram_message_id: int,
-    user_id: int,
-    context_until: int,
-    thread_id: int | None = None,
-) -> None:
-    """Note that the bot owes an answer to this message (once: a redelivery adds nothing)."""
-    values = {
-        "chat_id": chat_id,
-        "telegram_message_id": telegram_message_id,
-        "user_id": user_id,
-        "context_until": context_until,
-        "thread_id": thread_id,
-    }
-    _insert_unless_taken(session, PendingReply, values, "chat_id", "telegram_message_id")
-
-
-def get_pending_reply(
-    session: Session, chat_id: int, telegram_message_id: int
-) -> PendingReply | None:
-    return session.get(PendingReply, (chat_id, telegram_message_id))
-
-
-def pending_replies(session: Session) -> list[PendingReply]:
-    """Every answer still owed, oldest first."""
-    stmt = select(PendingReply).order_by(PendingReply.created_at, PendingReply.chat_id)
-    return list(session.scalars(stmt))
-
-
-def delete_pending_reply(session: Session, chat_id: int, telegram_message_id: int) -> bool:
-    """The answer is no longer owed (sent, or given up); False if it was not owed."""
-    stmt = delete(PendingReply).where(
-        PendingReply.chat_id == chat_id, PendingReply.telegram_message_id == telegram_message_id
-    )
-    return session.execute(stmt).rowcount > 0

@@ -11,17 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from alembic.script import ScriptDirectory
 
+from storage import alembic_config
 
-def _latest_revision() -> str:
-    from alembic.script import ScriptDirectory
-
-    from storage import alembic_config
-
-    return ScriptDirectory.from_config(alembic_config()).get_current_head()
-
-
-LATEST_REVISION = _latest_revision()  # the migrations' head: what open_database makes
+# The migrations' head: the revision open_database brings a database to.
+LATEST_REVISION = ScriptDirectory.from_config(alembic_config()).get_current_head()
 TINY_META = {"kind": "tiny-test", "created": "2025-01-01T00:00:00+00:00"}
 
 

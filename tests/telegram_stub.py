@@ -690,7 +690,8 @@ class BotApiStub:
         if not _CHAT_ACTION_RE.fullmatch(str(params.get("action"))):
             raise _bad("wrong parameter action in request")
         with self._lock:
-            self._actions.append({**copy.deepcopy(params), "chat_id": chat_id, "time": time.time()})
+            record = {"chat_id": chat_id, "time": time.time(), "received_at": time.monotonic()}
+            self._actions.append({**copy.deepcopy(params), **record})
         return True
 
     def _send_message(self, params: Params) -> Params:
@@ -1077,8 +1078,9 @@ class BotApiStub:
 
     @property
     def chat_actions(self) -> _RecordList:
-        """Every accepted sendChatAction (``chat_id``, ``action``, ``time``); call it with a
-        chat_id to filter: ``stub.chat_actions(42)``."""
+        """Every accepted sendChatAction (``chat_id``, ``action``, ``time``, and
+        ``received_at``: ``time.monotonic()`` on arrival, comparable with
+        :meth:`sent_messages`); call it with a chat_id to filter: ``stub.chat_actions(42)``."""
         with self._lock:
             return _RecordList(copy.deepcopy(self._actions))
 

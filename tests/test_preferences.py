@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from bot import texts
+from bot.conversation import MAX_UNASKED_OWED, Incoming, record_incoming
 from bot.i18n import LANGUAGES
 from bot.i18n import say as tr
 from bot.preferences import (
@@ -27,6 +28,7 @@ from storage import (
     get_or_create_user,
     get_user,
     open_database,
+    pending_replies,
     set_reply_chance,
     sqlite_url,
 )
@@ -112,3 +114,20 @@ def test_my_data_of_someone_never_met_is_empty(db):
     count, content = my_data(db, ANN)
     assert count == 0
     assert json.loads(content) == {"user": None, "messages": []}
+
+
+def group_message(n: int, draw: float | None) -> Incoming:
+    return Incoming(GROUP, "supergroup", ANN, f"message {n}", message_id=n, draw=draw)
+
+
+def test_the_reply_chance_picks_by_the_draw_until_the_unasked_backlog_is_full(db):
+    # chance 0.25: a draw of 0.3 is not picked, those below are, while fewer than
+    # MAX_UNASKED_OWED unasked replies wait
+    draws = [0.3, *[0.1] * (MAX_UNASKED_OWED + 2)]
+    recorded = record_incoming(db, [(group_message(n, d), False) for n, d in enumerate(draws)])
+    assert recorded.owed == [(GROUP, n) for n in range(1, MAX_UNASKED_OWED + 1)]
+    mention = record_incoming(db, [(group_message(99, None), True)])  # asked: always owed
+    assert mention.owed == [(GROUP, 99)]
+    with db.read() as session:
+        asked = {p.telegram_message_id: p.asked for p in pending_replies(session)}
+    assert asked == {**dict.fromkeys(range(1, MAX_UNASKED_OWED + 1), False), 99: True}

@@ -253,9 +253,11 @@ def test_typing_is_shown_while_the_flood_limiter_holds_a_reply(stub, settings, g
     held = sent[-1]
     released = sent[19]["received_at"]  # the last reply the limiter let through at once
     assert held["received_at"] - released > 1.0  # it was held by the limiter
-    # The tiny model answers in milliseconds: only the limiter's wait can show "typing…".
-    typing = [a for a in stub.chat_actions(GROUP) if a["action"] == "typing"]
-    assert typing, "no typing action while replies waited for the limiter"
+    # The tiny model answers in milliseconds: only the limiter's wait can show "typing…",
+    # and it shows while the held replies wait, never after the last one went out.
+    typing = [a["received_at"] for a in stub.chat_actions(GROUP) if a["action"] == "typing"]
+    assert any(released < t < held["received_at"] for t in typing), typing
+    assert all(t < held["received_at"] for t in typing)
 
 
 # -- what it keeps --------------------------------------------------------------------------
@@ -281,15 +283,21 @@ def test_mydata_returns_exactly_what_is_stored(stub, settings, data_dir, generat
     # The group message carried no app language: the one stored with the first is used.
     assert hint == gettext(texts.SENT_PRIVATELY, "ko") and privacy == gettext(texts.PRIVACY, "ko")
     data = json.loads(first["data"])
+    # What /forget would delete: their messages, and the bot's turns in their private chat.
     stored = sql(
         data_dir,
-        "SELECT chat_id, text FROM messages WHERE user_id = ? ORDER BY id",
+        "SELECT chat_id, from_bot, text FROM messages WHERE user_id = ? OR chat_id = ? ORDER BY id",
+        USER,
         USER,
     )
-    assert [(m["chat_id"], m["text"]) for m in data["messages"]] == stored
-    assert [m["text"] for m in data["messages"]] == ["first words", "in the group 你好 👋"]
+    listed = [(m["chat_id"], m["from"] == "bot", m["text"]) for m in data["messages"]]
+    assert listed == [(chat, bool(bot), text) for chat, bot, text in stored]
+    mine = [m["text"] for m in data["messages"] if m["from"] == "you"]
+    assert mine == ["first words", "in the group 你好 👋"]
+    assert not any(m["chat_id"] == GROUP and m["from"] == "bot" for m in data["messages"])
     user = data["user"]
     assert (user["telegram_id"], user["temperature"], user["learning"]) == (USER, 1.2, False)
+    assert (user["language"], user["app_language"]) == (None, "ko")
     assert json.loads(second["data"]) == data  # nothing changed between the two
 
 
@@ -300,7 +308,6 @@ def test_forget_says_what_trained_versions_keep(stub, settings, generator):
 
     done = run(settings, generator, body)
     assert done == tr("ru", texts.FORGET_DONE, count=1)
-    assert "Model versions trained before" in texts.FORGET_DONE
 
 
 def test_privacy_mode_is_reported_in_the_log_and_status(stub, settings, generator, caplog):
@@ -331,3 +338,39 @@ def test_an_anonymous_group_admin_may_set_the_chance_and_a_channel_may_not(
     assert anonymous == tr("en", texts.CHANCE_SET, value="0.5")
     assert stub.calls("getChatMember") == []  # the sender chat says it all
     assert sql(data_dir, "SELECT reply_chance FROM chats WHERE id = ?", GROUP) == [(0.5,)]
+
+
+def test_a_reply_nobody_asked_for_gets_no_apology(stub, settings, data_dir, generator):
+    class Broken:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def reply(self, *args, **kwargs):
+            raise RuntimeError("the model is broken")
+
+    async def body(app):
+        await say(stub, "/chance 1", user=ADMIN, **GROUP_CHAT)
+        stub.push_message("chatting, not asking", user_id=OTHER, **IN_GROUP)
+        await until(lambda: stored_count(data_dir, GROUP) == 1, what="stored")
+        await until(lambda: not sql(data_dir, "SELECT * FROM pending_replies"), what="given up")
+        command = await say(stub, "/temp", user=OTHER, **GROUP_CHAT)  # one answer, no reply
+        asked = await say(stub, f"@{BOT_NAME} and you?", user=OTHER, **GROUP_CHAT)
+        await asyncio.sleep(0.5)
+        return command, asked
+
+    command, asked = run(settings, generator, body, wrap=Broken)
+    assert command == tr("en", texts.TEMP_SHOW, value="0.6")
+    assert asked == texts.REPLY_FAILED  # asked: an apology
+    assert len(stub.sent_messages(GROUP)) == 3  # /chance's answer, /temp's, the apology
+
+
+def test_forget_answers_in_the_language_chosen_before_it(stub, settings, generator):
+    async def body(app):
+        await say(stub, "/lang fr", language_code="de")
+        await say(stub, "bonjour", language_code="de")
+        return await say(stub, "/forget", language_code="de")
+
+    assert run(settings, generator, body) == tr("fr", texts.FORGET_DONE, count=1)

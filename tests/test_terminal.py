@@ -12,6 +12,7 @@ import time
 import pytest
 
 from bot import commands, texts
+from bot.i18n import gettext, say
 from bot.services import open_services
 from bot.settings import load_settings
 from bot.terminal import LOCAL_CHAT_ID, LOCAL_USER_ID, WAITING, chat, format_answer, respond
@@ -52,6 +53,16 @@ def test_piped_lines_each_get_one_answer(services, tmp_path):
     turns = sql(data, "SELECT from_bot, text FROM messages ORDER BY id")
     assert [t for t in turns if not t[0]] == [(0, "hello"), (0, "你好 😀")]
     assert len(turns) == 4  # two replies; commands are not stored
+
+
+def test_the_terminal_speaks_the_language_chosen_with_lang(services):
+    async def answers():
+        return [await respond(services, line) for line in ("/lang de", "/help", "/nope")]
+
+    chosen, help_, unknown = asyncio.run(answers())
+    assert chosen == say("de", texts.LANG_SET, language="Deutsch")
+    assert help_ == commands.help_text(admin=True, language="de")
+    assert unknown == gettext(texts.UNKNOWN_COMMAND, "de")
 
 
 def test_multi_line_answers_are_indented():

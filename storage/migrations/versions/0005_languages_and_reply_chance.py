@@ -1,8 +1,8 @@
-"""Users' languages (their /lang choice and their Telegram app's), and each group's
-chance of answering messages not meant for the bot.
+"""Users' languages (their /lang choice and their Telegram app's), each group's chance
+of answering messages not meant for the bot, and whether an owed reply was asked for.
 
-Adding nullable columns keeps every row as it was: NULL means "no choice" (the app's
-language, or English) and "only when mentioned or replied to".
+Every row keeps its meaning: NULL means "no choice" (the app's language, or English)
+and "only when mentioned or replied to"; replies owed before were all asked for.
 
 Revision ID: 0005
 Revises: 0004
@@ -26,9 +26,13 @@ def upgrade() -> None:
         batch.add_column(sa.Column("app_language", sa.String(length=16), nullable=True))
     with op.batch_alter_table("chats") as batch:
         batch.add_column(sa.Column("reply_chance", sa.Float(), nullable=True))
+    with op.batch_alter_table("pending_replies") as batch:
+        batch.add_column(sa.Column("asked", sa.Boolean(), server_default=sa.true(), nullable=False))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("pending_replies") as batch:
+        batch.drop_column("asked")
     with op.batch_alter_table("chats") as batch:
         batch.drop_column("reply_chance")
     with op.batch_alter_table("users") as batch:
