@@ -19,6 +19,7 @@ from test_bot_e2e import (
     OTHER,
     PUBLIC,
     USER,
+    HookedGenerator,
     data_dir,
     env,
     run,
@@ -43,6 +44,13 @@ pytestmark = pytest.mark.e2e
 GROUP_CHAT = {"chat": GROUP, "chat_type": "supergroup", "chat_title": "Friends"}
 IN_GROUP = {"chat_id": GROUP, "chat_type": "supergroup", "chat_title": "Friends"}
 GROUP_ADMIN = 4004
+
+
+class BrokenGenerator(HookedGenerator):
+    """A model that fails every reply."""
+
+    def before(self):
+        raise RuntimeError("the model is broken")
 
 
 def stored_count(data_dir, chat_id: int) -> int:
@@ -118,20 +126,10 @@ def test_lang_overrides_the_app_language_and_is_kept(stub, settings, data_dir, g
 
 
 def test_an_apology_is_in_the_askers_language(stub, settings, data_dir, generator):
-    class Broken:
-        def __init__(self, inner):
-            self.inner = inner
-
-        def __getattr__(self, name):
-            return getattr(self.inner, name)
-
-        def reply(self, *args, **kwargs):
-            raise RuntimeError("the model is broken")
-
     async def body(app):
         return await say(stub, "hola", language_code="es")
 
-    sorry = run(settings, generator, body, wrap=Broken)
+    sorry = run(settings, generator, body, wrap=BrokenGenerator)
     assert sorry == gettext(texts.REPLY_FAILED, "es")
     assert sql(data_dir, "SELECT app_language FROM users WHERE id = ?", USER) == [("es",)]
 
@@ -341,16 +339,6 @@ def test_an_anonymous_group_admin_may_set_the_chance_and_a_channel_may_not(
 
 
 def test_a_reply_nobody_asked_for_gets_no_apology(stub, settings, data_dir, generator):
-    class Broken:
-        def __init__(self, inner):
-            self.inner = inner
-
-        def __getattr__(self, name):
-            return getattr(self.inner, name)
-
-        def reply(self, *args, **kwargs):
-            raise RuntimeError("the model is broken")
-
     async def body(app):
         await say(stub, "/chance 1", user=ADMIN, **GROUP_CHAT)
         stub.push_message("chatting, not asking", user_id=OTHER, **IN_GROUP)
@@ -361,7 +349,7 @@ def test_a_reply_nobody_asked_for_gets_no_apology(stub, settings, data_dir, gene
         await asyncio.sleep(0.5)
         return command, asked
 
-    command, asked = run(settings, generator, body, wrap=Broken)
+    command, asked = run(settings, generator, body, wrap=BrokenGenerator)
     assert command == tr("en", texts.TEMP_SHOW, value="0.6")
     assert asked == texts.REPLY_FAILED  # asked: an apology
     assert len(stub.sent_messages(GROUP)) == 3  # /chance's answer, /temp's, the apology
