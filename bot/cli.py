@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.metadata
 import logging
 import os
 import re
 import sys
 import tempfile
-import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
+from bot.backup import BackupError, backup, restore
 from bot.datadir import DataDirError, open_database_for, open_store, pretrain_dir, run_lock
+from bot.logs import configure_logging, redact
 from bot.model_info import ModelInfo
 from bot.reports import describe_run, result_line, status_lines, status_text
 from bot.settings import Settings, SettingsError, load_settings
@@ -26,7 +29,6 @@ from model import ModelFileError
 from model.store import StoreError
 from storage import DatabaseFileError
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # What TensorFlow's native code prints at import below TF_CPP_MIN_LOG_LEVEL=1 all the same:
 # absl's preamble and INFO lines such as "I0000 00:00:17... port.cc:153] oneDNN ...".
 _ABSL_PREAMBLE = "WARNING: All log messages before absl::InitializeLog() is called"
@@ -57,8 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
         "recurrent network. Configured by environment variables (or a .env file): "
         "TELEGRAM_BOT_TOKEN, CHARBOT_TELEGRAM_BASE_URL, CHARBOT_ADMIN_IDS, CHARBOT_DATA_DIR, "
         "CHARBOT_DATABASE_URL, CHARBOT_RETRAIN_INTERVAL, CHARBOT_RETRAIN_MIN_MESSAGES, "
-        "CHARBOT_RETRAIN_EPOCHS, CHARBOT_MODEL_PATH.",
+        "CHARBOT_RETRAIN_EPOCHS, CHARBOT_MODEL_PATH, CHARBOT_LOG_FORMAT.",
     )
+    parser.add_argument("--version", action="version", version=f"charbot {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = sub.add_parser("run", help="run the bot on Telegram (needs TELEGRAM_BOT_TOKEN)")
     run.set_defaults(func=cmd_run)
@@ -75,9 +78,20 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_chat
     )
     sub.add_parser("status", help="print what /status shows").set_defaults(func=cmd_status)
-    sub.add_parser("pretrain", help="rebuild the base model from the corpus").set_defaults(
-        func=cmd_pretrain
+    pretrain = sub.add_parser("pretrain", help="rebuild the base model from the corpus")
+    pretrain.set_defaults(func=cmd_pretrain)
+    pretrain.add_argument(
+        "--out", type=Path, default=None, help="where to write it (default: the shipped base)"
     )
+    saving = sub.add_parser(
+        "backup",
+        help="copy the database and the live model into a new folder, even while the bot runs",
+    )
+    saving.set_defaults(func=cmd_backup)
+    saving.add_argument("path", type=Path, help="the backup folder to create")
+    restoring = sub.add_parser("restore", help="start an empty data dir from a backup")
+    restoring.set_defaults(func=cmd_restore)
+    restoring.add_argument("path", type=Path, help="a folder `charbot backup` wrote")
     evaluate = sub.add_parser("eval", help="report how well a model does on held-out data")
     evaluate.add_argument("model_path", nargs="?", help="model file (default: the served one)")
     evaluate.set_defaults(func=cmd_eval)
@@ -95,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_run(args: argparse.Namespace) -> int:
     settings = load_settings()
     token = settings.require_token()
-    configure_logging(logging.INFO, secrets=[token])
+    configure_logging(logging.INFO, secrets=[token], json_lines=settings.log_format == "json")
     preflight(settings)
     import_tensorflow()
     from telegram.error import InvalidToken, NetworkError
@@ -118,7 +132,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_chat(args: argparse.Namespace) -> int:
     settings = load_settings()
-    configure_logging(logging.WARNING)
+    configure_logging(logging.WARNING, json_lines=settings.log_format == "json")
     preflight(settings)
     import_tensorflow()
     from bot.services import open_services
@@ -139,7 +153,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     """What /status shows, without TensorFlow: the model file is read, not loaded."""
     settings = load_settings()
-    configure_logging(logging.WARNING)
+    configure_logging(logging.WARNING, json_lines=settings.log_format == "json")
     db = open_database_for(settings)
     try:
         store = open_store(settings, repair=False)
@@ -158,17 +172,40 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
     settings = load_settings()
-    configure_logging(logging.INFO)
+    if args.out is not None and not args.out.resolve().parent.is_dir():
+        raise CommandError(f"{args.out.parent} is not a folder: --out names a file in one")
+    configure_logging(logging.INFO, json_lines=settings.log_format == "json")
     import_tensorflow()
     from model.pretrain import pretrain
 
-    pretrain(log_dir=pretrain_dir(settings))
+    out = {} if args.out is None else {"out_path": args.out}
+    pretrain(log_dir=pretrain_dir(settings), **out)
+    return 0
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    try:
+        version = backup(settings, args.path.resolve())
+    except BackupError as exc:
+        raise CommandError(str(exc)) from None
+    print(f"backed up the database and model version {version} to {args.path}")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    try:
+        version = restore(settings, args.path.resolve())
+    except BackupError as exc:
+        raise CommandError(str(exc)) from None
+    print(f"restored {args.path} into {settings.data_dir} (model version {version} live)")
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     settings = load_settings()
-    configure_logging(logging.INFO)
+    configure_logging(logging.INFO, json_lines=settings.log_format == "json")
     import_tensorflow()
     from model.evaluate import main_report
 
@@ -184,7 +221,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     """One retraining run in this process, at low priority, as the scheduler starts it."""
     settings = load_settings()
-    configure_logging(logging.INFO)
+    configure_logging(logging.INFO, json_lines=settings.log_format == "json")
     with contextlib.suppress(OSError):
         os.nice(10)  # the bot answering on the same cores comes first
     import_tensorflow()
@@ -209,6 +246,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 # -- helpers ----------------------------------------------------------------------------
 
 
+def package_version() -> str:
+    try:
+        return importlib.metadata.version("charbot")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout, not installed
+        return "unknown"
+
+
 def preflight(settings: Settings) -> None:
     """Fail in a second, before TensorFlow loads, on a data dir or database the bot cannot
     use (DataDirError, DatabaseFileError: one line each)."""
@@ -217,43 +261,6 @@ def preflight(settings: Settings) -> None:
 
 def model_hint(exc: Exception) -> str:
     return f"{exc} (build the base model with `charbot pretrain`, or set CHARBOT_MODEL_PATH)"
-
-
-def configure_logging(level: int, secrets: Sequence[str] = ()) -> None:
-    handler = logging.StreamHandler()
-    handler.setFormatter(RedactingFormatter(LOG_FORMAT, secrets=secrets))
-    logging.basicConfig(level=level, handlers=[handler], force=True)
-    # httpx logs every request URL at INFO, and Bot API URLs contain the token.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("httpcore").setLevel(logging.WARNING)
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # a line per plugin
-
-
-class RedactingFormatter(logging.Formatter):
-    """A formatter that replaces secrets (the bot token) wherever they appear (redact)."""
-
-    def __init__(self, fmt: str, secrets: Sequence[str] = ()):
-        super().__init__(fmt)
-        self.secrets = [s for s in secrets if s]
-
-    def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record), self.secrets)
-
-
-def redact(text: str, secrets: Sequence[str]) -> str:
-    """`text` with every form of each secret replaced by "<token>": in any letter case
-    (python-telegram-bot capitalises some error texts, which lower-cases the rest),
-    URL-encoded, and the part after "123456:" alone."""
-    forms = set()
-    for secret in filter(None, secrets):
-        forms |= {secret, urllib.parse.quote(secret, safe="")}
-        _, colon, key = secret.partition(":")
-        if colon and key:
-            forms.add(key)
-    if not forms:
-        return text
-    pattern = "|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True))
-    return re.sub(pattern, "<token>", text, flags=re.IGNORECASE)
 
 
 def import_tensorflow() -> None:

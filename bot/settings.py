@@ -31,6 +31,9 @@ _USER_ID = re.compile(r"[0-9]+", re.ASCII)
 _SECONDS = re.compile(r"\+?[0-9]+", re.ASCII)
 
 
+LOG_FORMATS = ("text", "json")  # CHARBOT_LOG_FORMAT: lines for people, or one JSON object each
+
+
 class SettingsError(ValueError):
     """A configuration value the bot cannot start with; the message is one line."""
 
@@ -46,6 +49,7 @@ class Settings:
     retrain_min_messages: int = DEFAULT_RETRAIN_MIN_MESSAGES  # new human messages per run
     retrain_epochs: int | None = None  # cap on a run's epochs (None: model.retrain's default)
     model_path: Path | None = None  # the model a new data dir starts from (default: shipped base)
+    log_format: str = LOG_FORMATS[0]  # one of LOG_FORMATS
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -63,6 +67,7 @@ class Settings:
             "retrain_min_messages": self.retrain_min_messages,
             "retrain_epochs": self.retrain_epochs,
             "model_path": None if self.model_path is None else str(self.model_path),
+            "log_format": self.log_format,
         }
         return f"Settings({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
@@ -110,10 +115,21 @@ def load_settings(
         retrain_min_messages=parse_min_messages(get("CHARBOT_RETRAIN_MIN_MESSAGES")),
         retrain_epochs=parse_epochs(get("CHARBOT_RETRAIN_EPOCHS")),
         model_path=parse_model_path(get("CHARBOT_MODEL_PATH")),
+        log_format=parse_log_format(get("CHARBOT_LOG_FORMAT")),
     )
 
 
 # -- one parser per variable -------------------------------------------------------
+
+
+def parse_log_format(value: str | None) -> str:
+    if value is None:
+        return LOG_FORMATS[0]
+    if value.lower() not in LOG_FORMATS:
+        raise SettingsError(
+            f"CHARBOT_LOG_FORMAT: {value[:40]!r} is not one of {', '.join(LOG_FORMATS)}"
+        )
+    return value.lower()
 
 
 def parse_token(value: str | None) -> str | None:

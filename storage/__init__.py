@@ -10,6 +10,7 @@ Retraining runs are recorded with start_run / finish_run (storage.runs).
 """
 
 from storage.database import (
+    DATABASE_FILE,
     Database,
     DatabaseFileError,
     alembic_config,
@@ -76,6 +77,7 @@ from storage.runs import (
 
 __all__ = [
     "CHAT_TYPES",
+    "DATABASE_FILE",
     "DEFAULT_TEMPERATURE",
     "FINAL_STATUSES",
     "GROUP_CHAT_TYPES",

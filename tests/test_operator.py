@@ -1,0 +1,169 @@
+"""What an operator runs: `charbot --version`, JSON logs, backups restored into a fresh
+data dir that the bot then serves from, and one clear line for each bad path."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+import sys
+import threading
+import tomllib
+from pathlib import Path
+
+import pytest
+from packaging.markers import Marker
+from packaging.requirements import Requirement
+from test_bot_e2e import ADMIN, USER, data_dir, env, running_bot, say, settings, sql, stub
+
+from bot import cli
+from bot.backup import BackupError, backup, restore
+from bot.logs import JsonFormatter
+from bot.settings import SettingsError, load_settings
+from model.store import ModelStore
+
+__all__ = ["data_dir", "env", "settings", "stub"]  # fixtures used here, defined there
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_version_is_the_installed_package_version(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"charbot {cli.package_version()}"
+    assert cli.package_version()[0].isdigit()
+
+
+def test_json_logs_are_one_object_per_line_with_the_token_redacted():
+    token = "123456:SecretPartOfTheToken"
+    formatter = JsonFormatter("%(message)s", secrets=[token])
+    try:
+        raise RuntimeError(f"failed at /bot{token}/getUpdates")
+    except RuntimeError:
+        record = logging.LogRecord(
+            "bot.app", logging.ERROR, __file__, 1, "talking to %s failed", (token.lower(),), None
+        )
+        record.exc_info = sys.exc_info()
+    line = formatter.format(record)
+    entry = json.loads(line)
+    assert "\n" not in line and "secretpart" not in line.lower()
+    assert entry["level"] == "ERROR" and entry["logger"] == "bot.app"
+    assert entry["message"] == "talking to <token> failed"
+    assert "RuntimeError" in entry["exception"] and entry["time"].endswith("+00:00")
+
+
+@pytest.mark.parametrize("value", ["xml", "JSONL", "🙂"])
+def test_an_unknown_log_format_is_one_line_naming_the_variable(value):
+    with pytest.raises(SettingsError, match=r"^CHARBOT_LOG_FORMAT: ") as error:
+        load_settings({"CHARBOT_LOG_FORMAT": value}, env_file=None)
+    assert "\n" not in str(error.value)
+    assert load_settings({"CHARBOT_LOG_FORMAT": "JSON"}, env_file=None).log_format == "json"
+
+
+@pytest.mark.parametrize(
+    ("machine", "system", "package"),
+    [
+        ("x86_64", "Linux", "tensorflow-cpu"),
+        ("AMD64", "Windows", "tensorflow-cpu"),
+        ("aarch64", "Linux", "tensorflow"),
+        ("arm64", "Darwin", "tensorflow"),
+    ],
+)
+def test_every_platform_gets_one_tensorflow_with_wheels(machine, system, package):
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    environment = {"platform_machine": machine, "platform_system": system}
+    chosen = [
+        req.name
+        for req in map(Requirement, project["dependencies"])
+        if req.name in ("tensorflow", "tensorflow-cpu")
+        and (req.marker is None or req.marker.evaluate(environment))
+    ]
+    assert chosen == [package]
+    assert Marker("platform_machine == 'x86_64'").evaluate(environment) == (machine == "x86_64")
+
+
+# -- backups --------------------------------------------------------------------------------
+
+
+def test_a_backup_taken_while_the_bot_runs_restores_into_a_fresh_data_dir(
+    stub, env, settings, data_dir, generator, tmp_path, monkeypatch
+):
+    dest = tmp_path / "backup"
+
+    async def before(app):
+        await say(stub, "/temp 1.3")
+        await say(stub, "remember this")
+        writing = threading.Event()
+
+        def write_meanwhile():  # another writer all through the backup
+            with sqlite3.connect(data_dir / "charbot.sqlite3") as conn:
+                for i in range(200):
+                    conn.execute("UPDATE users SET name = ? WHERE id = ?", (f"n{i}", USER))
+                    conn.commit()
+                    writing.set()
+
+        writer = threading.Thread(target=write_meanwhile)
+        writer.start()
+        writing.wait()
+        version = await asyncio.to_thread(backup, settings, dest)
+        writer.join()
+        return version
+
+    async def main(settings_, body):
+        async with running_bot(settings_, generator) as app:
+            return await body(app)
+
+    version = asyncio.run(main(settings, before))
+    assert sorted(p.name for p in dest.iterdir()) == ["charbot.sqlite3", "models"]
+    messages = sql(data_dir, "SELECT text, from_bot FROM messages ORDER BY id")
+
+    fresh = tmp_path / "fresh"
+    monkeypatch.setenv("CHARBOT_DATA_DIR", str(fresh))
+    monkeypatch.delenv("CHARBOT_DATABASE_URL", raising=False)
+    assert cli.main(["restore", str(dest)]) == 0
+    assert ModelStore(fresh / "models").live_version() == version
+    restored = load_settings({**env, "CHARBOT_DATA_DIR": str(fresh)}, env_file=None)
+
+    async def after(app):
+        return await say(stub, "/temp"), await say(stub, "/status", user=ADMIN)
+
+    shown, status = asyncio.run(main(restored, after))
+    assert shown.startswith("Your temperature is 1.3 ")
+    assert f"version {version}" in status
+    assert sql(fresh, "SELECT text, from_bot FROM messages ORDER BY id")[: len(messages)] == (
+        messages
+    )
+
+
+def test_bad_backup_and_restore_paths_are_one_line_each(settings, tmp_path, capsys, monkeypatch):
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(BackupError, match="exists already"):
+        backup(settings, tmp_path / "taken")
+    with pytest.raises(BackupError, match="is not a folder this user can write in"):
+        backup(settings, tmp_path / "no" / "such" / "dir")
+    with pytest.raises(BackupError, match="nothing to back up yet"):
+        backup(settings, tmp_path / "first")
+    with pytest.raises(BackupError, match="is not a charbot backup"):
+        restore(settings, tmp_path / "taken")
+    assert not (tmp_path / "first").exists()
+
+    (settings.data_dir).mkdir(parents=True)
+    (settings.data_dir / "charbot.sqlite3").write_bytes(b"")
+    (tmp_path / "taken" / "charbot.sqlite3").write_bytes(b"")
+    (tmp_path / "taken" / "models").mkdir()
+    with pytest.raises(BackupError, match="restore into an empty data dir"):
+        restore(settings, tmp_path / "taken")
+    assert (settings.data_dir / "charbot.sqlite3").read_bytes() == b""  # left as it was
+
+    monkeypatch.setenv("CHARBOT_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("CHARBOT_DATABASE_URL", "postgresql://charbot@db.example/charbot")
+    assert cli.main(["backup", str(tmp_path / "pg")]) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "pg_dump" in error and "CHARBOT_DATABASE_URL" in error
+
+
+def test_pretrain_out_in_a_missing_folder_is_refused_before_tensorflow_loads(tmp_path, capsys):
+    assert cli.main(["pretrain", "--out", str(tmp_path / "nowhere" / "base.npz")]) == 1
+    assert "nowhere is not a folder" in capsys.readouterr().err
