@@ -1,4 +1,4 @@
-"""The `charbot` command: run, chat, status, pretrain, eval, train.
+"""The `charbot` command: run, chat, status, pretrain, eval, train, backup, restore.
 
 Settings are loaded here, once, and passed down. This is the one module of the bot that
 imports inside functions: each subcommand imports the modules it runs when it runs, as the
@@ -13,26 +13,19 @@ import contextlib
 import importlib.metadata
 import logging
 import os
-import re
 import sys
-import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from bot.backup import BackupError, backup, restore
 from bot.datadir import DataDirError, open_database_for, open_store, pretrain_dir, run_lock
-from bot.logs import configure_logging, redact
+from bot.logs import configure_logging, import_tensorflow, redact
 from bot.model_info import ModelInfo
 from bot.reports import describe_run, result_line, status_lines, status_text
 from bot.settings import Settings, SettingsError, load_settings
 from model import ModelFileError
 from model.store import StoreError
 from storage import DatabaseFileError
-
-# What TensorFlow's native code prints at import below TF_CPP_MIN_LOG_LEVEL=1 all the same:
-# absl's preamble and INFO lines such as "I0000 00:00:17... port.cc:153] oneDNN ...".
-_ABSL_PREAMBLE = "WARNING: All log messages before absl::InitializeLog() is called"
-_ABSL_INFO = re.compile(r"I\d{4} \d\d:\d\d:[\d.]+\s+\d+ \S+:\d+\] ")
 
 
 class CommandError(Exception):
@@ -172,8 +165,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
     settings = load_settings()
-    if args.out is not None and not args.out.resolve().parent.is_dir():
-        raise CommandError(f"{args.out.parent} is not a folder: --out names a file in one")
+    if args.out is not None:
+        check_writable_file(args.out.resolve())
     configure_logging(logging.INFO, json_lines=settings.log_format == "json")
     import_tensorflow()
     from model.pretrain import pretrain
@@ -185,6 +178,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 def cmd_backup(args: argparse.Namespace) -> int:
     settings = load_settings()
+    configure_logging(logging.WARNING, json_lines=settings.log_format == "json")
     try:
         version = backup(settings, args.path.resolve())
     except BackupError as exc:
@@ -195,6 +189,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 def cmd_restore(args: argparse.Namespace) -> int:
     settings = load_settings()
+    configure_logging(logging.WARNING, json_lines=settings.log_format == "json")
     try:
         version = restore(settings, args.path.resolve())
     except BackupError as exc:
@@ -246,6 +241,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 # -- helpers ----------------------------------------------------------------------------
 
 
+def check_writable_file(path: Path) -> None:
+    """CommandError unless a file can be written at `path` (said before hours of work)."""
+    if path.is_dir():
+        raise CommandError(f"{path} is a folder: name the file to write")
+    if not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
+        raise CommandError(f"{path.parent} is not a folder this user can write in")
+
+
 def package_version() -> str:
     try:
         return importlib.metadata.version("charbot")
@@ -261,41 +264,6 @@ def preflight(settings: Settings) -> None:
 
 def model_hint(exc: Exception) -> str:
     return f"{exc} (build the base model with `charbot pretrain`, or set CHARBOT_MODEL_PATH)"
-
-
-def import_tensorflow() -> None:
-    """Import TensorFlow without its import-time INFO chatter on stderr."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-    if os.environ["TF_CPP_MIN_LOG_LEVEL"].strip() in ("", "0"):
-        import tensorflow  # the user asked for everything
-
-        return
-    with filtered_stderr(_is_tensorflow_chatter):
-        import tensorflow  # noqa: F401
-
-
-def _is_tensorflow_chatter(line: str) -> bool:
-    return line.startswith(_ABSL_PREAMBLE) or bool(_ABSL_INFO.match(line))
-
-
-@contextlib.contextmanager
-def filtered_stderr(drop: Callable[[str], bool]) -> Iterator[None]:
-    """Capture file descriptor 2 (native code writes there too), then replay what `drop` keeps."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            captured.seek(0)
-            for line in captured.read().decode(errors="replace").splitlines(keepends=True):
-                if not drop(line):
-                    sys.stderr.write(line)
-            sys.stderr.flush()
 
 
 if __name__ == "__main__":

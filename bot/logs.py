@@ -1,17 +1,26 @@
-"""Logging for the `charbot` commands: one line per record, or one JSON object per line
-(CHARBOT_LOG_FORMAT=json, for log collectors), with the bot token redacted in every form.
+"""What the `charbot` commands print: log records as one line each, or one JSON object
+per line (CHARBOT_LOG_FORMAT=json, for log collectors), with the bot token redacted in
+every form; and TensorFlow imported without its import-time chatter on stderr.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
+import os
 import re
+import sys
+import tempfile
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# What TensorFlow's native code prints at import below TF_CPP_MIN_LOG_LEVEL=1 all the same:
+# absl's preamble and INFO lines such as "I0000 00:00:17... port.cc:153] oneDNN ...".
+_ABSL_PREAMBLE = "WARNING: All log messages before absl::InitializeLog() is called"
+_ABSL_INFO = re.compile(r"I\d{4} \d\d:\d\d:[\d.]+\s+\d+ \S+:\d+\] ")
 
 
 def configure_logging(level: int, secrets: Sequence[str] = (), *, json_lines: bool = False) -> None:
@@ -37,8 +46,9 @@ class RedactingFormatter(logging.Formatter):
 
 
 class JsonFormatter(RedactingFormatter):
-    """One JSON object per record: time (UTC, ISO 8601), level, logger, message and, for
-    an exception, its traceback; secrets redacted in every field."""
+    """One JSON object per record, on one line (non-ASCII escaped, so no character can
+    break it): time (UTC, ISO 8601), level, logger, message and, when there are, the
+    exception's traceback and the stack; secrets redacted in every field."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
@@ -51,7 +61,9 @@ class JsonFormatter(RedactingFormatter):
         }
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return redact(json.dumps(entry, ensure_ascii=False), self.secrets)
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        return json.dumps({key: redact(value, self.secrets) for key, value in entry.items()})
 
 
 def redact(text: str, secrets: Sequence[str]) -> str:
@@ -68,3 +80,38 @@ def redact(text: str, secrets: Sequence[str]) -> str:
         return text
     pattern = "|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True))
     return re.sub(pattern, "<token>", text, flags=re.IGNORECASE)
+
+
+def import_tensorflow() -> None:
+    """Import TensorFlow without its import-time INFO chatter on stderr."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    if os.environ["TF_CPP_MIN_LOG_LEVEL"].strip() in ("", "0"):
+        import tensorflow  # the user asked for everything
+
+        return
+    with filtered_stderr(_is_tensorflow_chatter):
+        import tensorflow  # noqa: F401
+
+
+def _is_tensorflow_chatter(line: str) -> bool:
+    return line.startswith(_ABSL_PREAMBLE) or bool(_ABSL_INFO.match(line))
+
+
+@contextlib.contextmanager
+def filtered_stderr(drop: Callable[[str], bool]) -> Iterator[None]:
+    """Capture file descriptor 2 (native code writes there too), then replay what `drop` keeps."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode(errors="replace").splitlines(keepends=True):
+                if not drop(line):
+                    sys.stderr.write(line)
+            sys.stderr.flush()

@@ -18,6 +18,19 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def fsync_tree(path: Path) -> None:
+    """Make every file and folder below `path` (and `path` itself) durable, e.g. before a
+    rename that publishes the whole tree."""
+    for folder, _, files in os.walk(path, topdown=False):
+        for name in files:
+            fd = os.open(Path(folder) / name, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(Path(folder))
+
+
 def write_atomically(path: Path, data: bytes) -> None:
     """Replace `path` with `data`: readers see the old or the new content, never a mix."""
     tmp = path.with_name(f"{TMP_PREFIX}{path.name}-{secrets.token_hex(4)}")

@@ -233,6 +233,21 @@ class ModelStore:
             raise StoreError(f"{self.root}: no loadable model version")
         return version
 
+    def export_live(self, dest: str | os.PathLike) -> int:
+        """Copy the live version into a new store at `dest` (a backup); its pointer keeps
+        this store's version counter, so a store restored from it never reuses a number
+        that runs recorded. Returns the version."""
+        with self._writing():  # no publish, rollback or prune meanwhile
+            pointer = self._read_pointer()
+            version = self.live_version()
+            if version is None:
+                raise StoreError(f"{self.root}: no model version to copy")
+            copy = ModelStore(dest)
+            shutil.copytree(self.path(version), copy.path(version))
+            copy._check_loadable(version)  # the copy loads, or there is none
+            copy._write_pointer(Pointer(version, [], max(pointer.last, version)))
+        return version
+
     # -- internals ----------------------------------------------------------------
 
     @contextlib.contextmanager

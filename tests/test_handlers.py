@@ -16,14 +16,13 @@ from hypothesis import strategies as st
 from telegram import Chat, Message, MessageEntity, Update, User
 from telegram.error import BadRequest, NetworkError
 
-from bot.cli import _is_tensorflow_chatter as is_tensorflow_chatter
-from bot.cli import filtered_stderr
 from bot.commands import help_text
 from bot.conversation import telegram_text, utf16_len
 from bot.handlers import log_error
 from bot.i18n import LANGUAGES
 from bot.inbox import addressed_text
-from bot.logs import RedactingFormatter
+from bot.logs import RedactingFormatter, filtered_stderr
+from bot.logs import _is_tensorflow_chatter as is_tensorflow_chatter
 from bot.preferences import parse_temperature
 from bot.profile import command_menu, register_profile
 

@@ -4,8 +4,10 @@ data dir that the bot then serves from, and one clear line for each bad path."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import os
 import sqlite3
 import sys
 import threading
@@ -13,14 +15,13 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from packaging.markers import Marker
 from packaging.requirements import Requirement
 from test_bot_e2e import ADMIN, USER, data_dir, env, running_bot, say, settings, sql, stub
 
 from bot import cli
 from bot.backup import BackupError, backup, restore
 from bot.logs import JsonFormatter
-from bot.settings import SettingsError, load_settings
+from bot.settings import Settings, SettingsError, load_settings
 from model.store import ModelStore
 
 __all__ = ["data_dir", "env", "settings", "stub"]  # fixtures used here, defined there
@@ -81,7 +82,6 @@ def test_every_platform_gets_one_tensorflow_with_wheels(machine, system, package
         and (req.marker is None or req.marker.evaluate(environment))
     ]
     assert chosen == [package]
-    assert Marker("platform_machine == 'x86_64'").evaluate(environment) == (machine == "x86_64")
 
 
 # -- backups --------------------------------------------------------------------------------
@@ -90,7 +90,9 @@ def test_every_platform_gets_one_tensorflow_with_wheels(machine, system, package
 def test_a_backup_taken_while_the_bot_runs_restores_into_a_fresh_data_dir(
     stub, env, settings, data_dir, generator, tmp_path, monkeypatch
 ):
+    monkeypatch.chdir(tmp_path)  # no .env of the developer's
     dest = tmp_path / "backup"
+    failures = []
 
     async def before(app):
         await say(stub, "/temp 1.3")
@@ -98,15 +100,19 @@ def test_a_backup_taken_while_the_bot_runs_restores_into_a_fresh_data_dir(
         writing = threading.Event()
 
         def write_meanwhile():  # another writer all through the backup
-            with sqlite3.connect(data_dir / "charbot.sqlite3") as conn:
-                for i in range(200):
-                    conn.execute("UPDATE users SET name = ? WHERE id = ?", (f"n{i}", USER))
-                    conn.commit()
-                    writing.set()
+            try:
+                with contextlib.closing(sqlite3.connect(data_dir / "charbot.sqlite3")) as conn:
+                    for i in range(200):
+                        conn.execute("UPDATE users SET name = ? WHERE id = ?", (f"n{i}", USER))
+                        conn.commit()
+                        writing.set()
+            except Exception as exc:
+                failures.append(exc)
+                writing.set()
 
         writer = threading.Thread(target=write_meanwhile)
         writer.start()
-        writing.wait()
+        assert await asyncio.to_thread(writing.wait, 10)
         version = await asyncio.to_thread(backup, settings, dest)
         writer.join()
         return version
@@ -116,7 +122,11 @@ def test_a_backup_taken_while_the_bot_runs_restores_into_a_fresh_data_dir(
             return await body(app)
 
     version = asyncio.run(main(settings, before))
+    assert failures == []
     assert sorted(p.name for p in dest.iterdir()) == ["charbot.sqlite3", "models"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no leftovers
+    [(name,)] = sql(dest, "SELECT name FROM users WHERE id = ?", USER)
+    assert name.startswith("n")  # a snapshot taken while the writer wrote
     messages = sql(data_dir, "SELECT text, from_bot FROM messages ORDER BY id")
 
     fresh = tmp_path / "fresh"
@@ -138,11 +148,16 @@ def test_a_backup_taken_while_the_bot_runs_restores_into_a_fresh_data_dir(
 
 
 def test_bad_backup_and_restore_paths_are_one_line_each(settings, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no .env of the developer's
     (tmp_path / "taken").mkdir()
     with pytest.raises(BackupError, match="exists already"):
         backup(settings, tmp_path / "taken")
     with pytest.raises(BackupError, match="is not a folder this user can write in"):
         backup(settings, tmp_path / "no" / "such" / "dir")
+    with monkeypatch.context() as read_only:
+        read_only.setattr(os, "access", lambda *args, **kwargs: False)
+        with pytest.raises(BackupError, match="is not a folder this user can write in"):
+            backup(settings, tmp_path / "fine")
     with pytest.raises(BackupError, match="nothing to back up yet"):
         backup(settings, tmp_path / "first")
     with pytest.raises(BackupError, match="is not a charbot backup"):
@@ -153,7 +168,9 @@ def test_bad_backup_and_restore_paths_are_one_line_each(settings, tmp_path, caps
     (settings.data_dir / "charbot.sqlite3").write_bytes(b"")
     (tmp_path / "taken" / "charbot.sqlite3").write_bytes(b"")
     (tmp_path / "taken" / "models").mkdir()
-    with pytest.raises(BackupError, match="restore into an empty data dir"):
+    with pytest.raises(
+        BackupError, match="exist already: restore into a data dir with no database"
+    ):
         restore(settings, tmp_path / "taken")
     assert (settings.data_dir / "charbot.sqlite3").read_bytes() == b""  # left as it was
 
@@ -164,6 +181,38 @@ def test_bad_backup_and_restore_paths_are_one_line_each(settings, tmp_path, caps
     assert error.count("\n") == 1 and "pg_dump" in error and "CHARBOT_DATABASE_URL" in error
 
 
-def test_pretrain_out_in_a_missing_folder_is_refused_before_tensorflow_loads(tmp_path, capsys):
-    assert cli.main(["pretrain", "--out", str(tmp_path / "nowhere" / "base.npz")]) == 1
-    assert "nowhere is not a folder" in capsys.readouterr().err
+def test_a_backup_or_restore_that_fails_half_way_leaves_nothing(settings, tmp_path):
+    settings.data_dir.mkdir(parents=True)
+    sqlite3.connect(settings.data_dir / "charbot.sqlite3").close()
+    (settings.data_dir / "models").mkdir()  # no version in it
+    with pytest.raises(BackupError, match="no model version"):
+        backup(settings, tmp_path / "b")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no partial folder
+
+    fake = tmp_path / "fake"
+    (fake / "models").mkdir(parents=True)
+    sqlite3.connect(fake / "charbot.sqlite3").close()
+    fresh = Settings(data_dir=tmp_path / "fresh")
+    with pytest.raises(BackupError, match="holds no model version that loads"):
+        restore(fresh, fake)
+    assert list(fresh.data_dir.iterdir()) == []
+
+    (fresh.data_dir / "charbot.sqlite3-wal").write_bytes(b"old")  # a database's leftover
+    with pytest.raises(BackupError, match="sqlite3-wal exist already"):
+        restore(fresh, fake)
+
+
+@pytest.mark.parametrize("case", ["missing folder", "a folder", "unwritable"])
+def test_pretrain_out_is_checked_before_tensorflow_loads(case, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli, "import_tensorflow", lambda: pytest.fail("TensorFlow loaded"))
+    out = tmp_path / "base.npz"
+    if case == "missing folder":
+        out = tmp_path / "nowhere" / "base.npz"
+    elif case == "a folder":
+        out = tmp_path
+    else:
+        monkeypatch.setattr(os, "access", lambda *args, **kwargs: False)
+    assert cli.main(["pretrain", "--out", str(out)]) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and error.startswith("charbot: ")

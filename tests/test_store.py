@@ -135,6 +135,19 @@ def test_rollback_undoes_the_last_change_of_the_live_version(store: ModelStore, 
     assert store.rollback() == 1
 
 
+def test_export_copies_the_live_version_and_keeps_the_version_counter(store, tmp_path):
+    for seed in (1, 2, 3):
+        store.publish(tiny_file(seed))
+    store.rollback()  # live 2; 3 was given out
+    assert store.export_live(tmp_path / "copy") == 2
+    copy = ModelStore(tmp_path / "copy")
+    assert copy.versions() == [2] and copy.live_version() == 2
+    assert seed_of(copy.load(2)) == 2
+    assert copy.publish(tiny_file(4)) == 4  # never a second version 3
+    with pytest.raises(StoreError):
+        ModelStore(tmp_path / "empty").export_live(tmp_path / "nothing")
+
+
 def test_rollback_skips_versions_that_vanished(store: ModelStore):
     for seed in (1, 2, 3):
         store.publish(tiny_file(seed))
