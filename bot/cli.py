@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"charbot: {exc}", file=sys.stderr)
         return 2
-    except (CommandError, DataDirError, DatabaseFileError) as exc:
+    except (CommandError, DataDirError, DatabaseFileError, BackupError) as exc:
         print(f"charbot: {exc}", file=sys.stderr)
         return 1
 
@@ -179,10 +179,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 def cmd_backup(args: argparse.Namespace) -> int:
     settings = load_settings()
     configure_logging(logging.WARNING, json_lines=settings.log_format == "json")
-    try:
-        version = backup(settings, args.path.resolve())
-    except BackupError as exc:
-        raise CommandError(str(exc)) from None
+    version = backup(settings, args.path.resolve())
     print(f"backed up the database and model version {version} to {args.path}")
     return 0
 
@@ -190,10 +187,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
 def cmd_restore(args: argparse.Namespace) -> int:
     settings = load_settings()
     configure_logging(logging.WARNING, json_lines=settings.log_format == "json")
-    try:
-        version = restore(settings, args.path.resolve())
-    except BackupError as exc:
-        raise CommandError(str(exc)) from None
+    version = restore(settings, args.path.resolve())
     print(f"restored {args.path} into {settings.data_dir} (model version {version} live)")
     return 0
 
