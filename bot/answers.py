@@ -71,6 +71,7 @@ async def _answer(bot: Bot, services: Services, chat_id: int, message_id: int) -
             log.exception("generating a reply to message %s in chat %s failed", message_id, chat_id)
             reply = None
         if reply is None and not owed.asked:  # nobody asked: no apology either
+            services.metrics.replies.labels("dropped").inc()
             await asyncio.to_thread(settle_owed, db, chat_id, message_id, None, None)
             return
         text = gettext(failure, owed.language) if reply is None else telegram_text(reply.text)
@@ -81,15 +82,19 @@ async def _answer(bot: Bot, services: Services, chat_id: int, message_id: int) -
             await sending()  # nothing holds the message: it goes now
             limiter = {}
         else:
-            limiter = {"rate_limit_args": sending}  # bot.app.RateLimiter calls it
+            limiter = {"rate_limit_args": sending}  # bot.dispatch.RateLimiter calls it
         try:
             sent = await bot.send_message(
                 chat_id, text, reply_parameters=quote, message_thread_id=owed.thread_id, **limiter
             )
         except (BadRequest, Forbidden) as exc:  # the chat is gone, or the bot is blocked there
             log.warning("could not answer message %s in chat %s: %s", message_id, chat_id, exc)
+            services.metrics.replies.labels("undeliverable").inc()
             await asyncio.to_thread(settle_owed, db, chat_id, message_id, None, None)
             return
+    services.metrics.replies.labels("apology" if reply is None else "sent").inc()
+    waited = dt.datetime.now(dt.UTC) - owed.created_at
+    services.metrics.latency.observe(max(waited.total_seconds(), 0.0))
     services.sent.add((chat_id, message_id))
     stored = None if reply is None else text  # an apology is not a turn
     await asyncio.to_thread(settle_owed, db, chat_id, message_id, stored, sent.message_id)

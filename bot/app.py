@@ -11,10 +11,8 @@ from pathlib import Path
 from telegram import Bot, Update
 from telegram.error import TelegramError
 from telegram.ext import (
-    AIORateLimiter,
     Application,
     ApplicationBuilder,
-    BaseUpdateProcessor,
     CallbackQueryHandler,
     CommandHandler,
     MessageHandler,
@@ -23,8 +21,10 @@ from telegram.ext import (
 from telegram.request import HTTPXRequest
 
 from bot import commands, handlers, texts
-from bot.answers import SendingNow, answer_at_start, answer_overdue
+from bot.answers import answer_at_start, answer_overdue
+from bot.dispatch import ChatOrderedUpdates, RateLimiter
 from bot.inbox import CONVERSATION, Inbox, PollingBot
+from bot.metrics import MetricsServer, recently
 from bot.profile import register_profile
 from bot.retrainer import POINTER_CHECK, Retrainer
 from bot.services import Services, open_services
@@ -39,80 +39,9 @@ PROFILE_TASK = "profile"  # bot_data key of the task registering menus and descr
 OVERDUE_CHECK = 30.0  # seconds between looks for owed replies nothing is writing
 RATE_LIMIT_RETRIES = 3  # a 429 from Telegram is waited out this many times before giving up
 CONNECTION_POOL = 256  # connections for sending (PTB's default); getUpdates has its own
-# PTB holds one of these slots per update from before it waits for its chat's turn
-# (PTB's default is 256). The reply service's own queue bounds the work; an update
-# waiting costs a few KB.
-MAX_CONCURRENT_UPDATES = 4096
-# Beyond this many updates of one chat waiting, the chat's next ones are handled at once,
-# out of order: a flood in one chat must not take every slot and stall the others.
-MAX_WAITING_PER_CHAT = 64
-
-
-class ChatOrderedUpdates(BaseUpdateProcessor):
-    """Updates of different chats are handled concurrently, one chat's in arrival order.
-
-    Without this, a group message and a mention right behind it could be handled at
-    once, and the reply to the mention be written without the message before it (or
-    the two stored in the wrong order).
-    """
-
-    def __init__(
-        self,
-        max_concurrent_updates: int = MAX_CONCURRENT_UPDATES,
-        max_waiting_per_chat: int = MAX_WAITING_PER_CHAT,
-    ):
-        super().__init__(max_concurrent_updates)
-        self.max_waiting_per_chat = max_waiting_per_chat
-        self._locks: dict[int, asyncio.Lock] = {}
-        self._users: dict[int, int] = {}  # updates holding or waiting for each chat's lock
-
-    async def do_process_update(self, update, coroutine) -> None:
-        chat = getattr(getattr(update, "effective_chat", None), "id", None)
-        if chat is None or self._users.get(chat, 0) > self.max_waiting_per_chat:
-            await coroutine
-            return
-        # PTB starts one task per update in arrival order, and a free asyncio.Lock is
-        # taken without yielding while a held one queues its waiters first come first
-        # served: so a chat's updates run in the order they arrived.
-        lock = self._locks.setdefault(chat, asyncio.Lock())
-        self._users[chat] = self._users.get(chat, 0) + 1
-        try:
-            async with lock:
-                await coroutine
-        finally:
-            self._users[chat] -= 1
-            if not self._users[chat]:
-                del self._users[chat], self._locks[chat]
-
-    async def initialize(self) -> None:
-        pass
-
-    async def shutdown(self) -> None:
-        pass
-
-
-class RateLimiter(AIORateLimiter):
-    """Telegram's flood limits, except for chat actions.
-
-    "typing…" is cosmetic and must not use up a group's 20 messages a minute. A send
-    whose `rate_limit_args` is a bot.answers.SendingNow tells it when the limiter lets
-    the message go, so that "typing…" covers the wait and stops before the message.
-    """
-
-    async def process_request(self, callback, args, kwargs, endpoint, data, rate_limit_args):
-        if endpoint == "sendChatAction":
-            return await callback(*args, **kwargs)
-        if isinstance(rate_limit_args, SendingNow):
-            sending, rate_limit_args = rate_limit_args, None
-            inner = callback
-
-            async def callback(*args, **kwargs):
-                await sending()
-                return await inner(*args, **kwargs)
-
-        return await super().process_request(
-            callback, args, kwargs, endpoint, data, rate_limit_args
-        )
+# /healthz fails when Telegram has not answered a getUpdates for this long (a long poll
+# returns within its timeout, 10 s with run_polling's default, or at once with updates).
+POLL_SILENCE = 60.0
 
 
 def build_application(
@@ -121,11 +50,13 @@ def build_application(
     *,
     max_batch: int | None = None,
     rate_limit: bool = True,
+    metrics_server: MetricsServer | None = None,
 ) -> Application:
     """The bot, ready for `run_polling`.
 
     Services (database, generator) are opened in post_init and closed in post_shutdown,
     unless given here: then the caller owns them (tests share a generator between runs).
+    `metrics_server` (bound already) serves /metrics and /healthz while the bot runs.
     `max_batch=1` (no batching) and `rate_limit=False` exist for benchmarks.
     """
 
@@ -155,12 +86,18 @@ def build_application(
         for notice in opened.live.store.notices:  # repairs the model store made: never silent
             await notify_admins(app.bot, settings.admin_ids, texts.STORE_NOTICE.format(notice))
         await start_retraining(app, settings, opened)
+        if metrics_server is not None:
+            polling = recently(lambda: inbox.last_poll, POLL_SILENCE)
+            running = lambda: app.updater is not None and app.updater.running  # noqa: E731
+            metrics_server.serve(opened.metrics, lambda: running() and polling())
         # Beside polling, not before it: owed replies may take minutes (a group's limit).
         app.bot_data[STARTUP_ANSWERS] = asyncio.create_task(
             answer_at_start(app.bot, opened), name="answer-at-start"
         )
 
     async def post_shutdown(app: Application) -> None:
+        if metrics_server is not None:
+            await asyncio.to_thread(metrics_server.close)
         for key in (STARTUP_ANSWERS, PROFILE_TASK):
             task = app.bot_data.pop(key, None)
             if task is not None and not task.done():
@@ -276,9 +213,17 @@ def _log_failure(task: asyncio.Task) -> None:
         log.error("%s failed", task.get_name(), exc_info=task.exception())
 
 
-def run(settings: Settings, *, max_batch: int | None = None, rate_limit: bool = True) -> None:
+def run(
+    settings: Settings,
+    *,
+    max_batch: int | None = None,
+    rate_limit: bool = True,
+    metrics_server: MetricsServer | None = None,
+) -> None:
     """Long-poll Telegram until SIGINT/SIGTERM; replies in flight finish before exit."""
-    app = build_application(settings, max_batch=max_batch, rate_limit=rate_limit)
+    app = build_application(
+        settings, max_batch=max_batch, rate_limit=rate_limit, metrics_server=metrics_server
+    )
     app.run_polling(allowed_updates=Update.ALL_TYPES, drop_pending_updates=False)
     refusal = app.bot_data[handlers.INBOX].refusal
     if refusal is not None:  # Telegram refused the token while polling: exit, not hang deaf

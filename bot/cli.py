@@ -20,6 +20,7 @@ from pathlib import Path
 from bot.backup import BackupError, backup, restore
 from bot.datadir import DataDirError, open_database_for, open_store, pretrain_dir, run_lock
 from bot.logs import configure_logging, import_tensorflow, redact
+from bot.metrics import MetricsServer
 from bot.model_info import ModelInfo
 from bot.reports import describe_run, result_line, status_lines, status_text
 from bot.settings import Settings, SettingsError, load_settings
@@ -52,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
         "recurrent network. Configured by environment variables (or a .env file): "
         "TELEGRAM_BOT_TOKEN, CHARBOT_TELEGRAM_BASE_URL, CHARBOT_ADMIN_IDS, CHARBOT_DATA_DIR, "
         "CHARBOT_DATABASE_URL, CHARBOT_RETRAIN_INTERVAL, CHARBOT_RETRAIN_MIN_MESSAGES, "
-        "CHARBOT_RETRAIN_EPOCHS, CHARBOT_MODEL_PATH, CHARBOT_LOG_FORMAT.",
+        "CHARBOT_RETRAIN_EPOCHS, CHARBOT_MODEL_PATH, CHARBOT_LOG_FORMAT, "
+        "CHARBOT_METRICS_ADDRESS.",
     )
     parser.add_argument("--version", action="version", version=f"charbot {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -104,13 +106,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     token = settings.require_token()
     configure_logging(logging.INFO, secrets=[token], json_lines=settings.log_format == "json")
     preflight(settings)
+    metrics_server = bind_metrics(settings)
     import_tensorflow()
     from telegram.error import InvalidToken, NetworkError
 
     from bot.app import run
 
     try:
-        run(settings, max_batch=args.max_batch, rate_limit=args.rate_limit)
+        run(
+            settings,
+            max_batch=args.max_batch,
+            rate_limit=args.rate_limit,
+            metrics_server=metrics_server,
+        )
     except (ModelFileError, StoreError) as exc:
         raise CommandError(model_hint(exc)) from None
     except InvalidToken:
@@ -233,6 +241,19 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 # -- helpers ----------------------------------------------------------------------------
+
+
+def bind_metrics(settings: Settings) -> MetricsServer | None:
+    """The /metrics server, bound before the model loads (a port in use: one line)."""
+    if settings.metrics_address is None:
+        return None
+    host, port = settings.metrics_address
+    try:
+        return MetricsServer(host, port)
+    except OSError as exc:
+        raise CommandError(
+            f"CHARBOT_METRICS_ADDRESS: cannot listen on {host}:{port} ({exc.strerror or exc})"
+        ) from None
 
 
 def check_writable_file(path: Path) -> None:

@@ -8,6 +8,7 @@ the debt, which the next start pays (bot/answers.py).
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -71,6 +72,7 @@ class Owed:
     thread_id: int | None  # the forum topic to answer in
     language: str  # the asker's (bot.i18n), for an apology
     asked: bool  # False: the group's reply chance picked it (no apology if it fails)
+    created_at: dt.datetime  # when it was stored
 
 
 @dataclass(frozen=True)
@@ -167,6 +169,7 @@ def read_owed(db: Database, chat_id: int, message_id: int, max_bytes: int) -> Ow
             owed.thread_id,
             choose(user.language, user.app_language) if user else choose(None, None),
             owed.asked,
+            owed.created_at,
         )
 
 

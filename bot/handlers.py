@@ -207,3 +207,5 @@ async def log_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         return
     update_id = update.update_id if isinstance(update, Update) else None
     log.error("update %s failed", update_id, exc_info=error)
+    if (services := context.bot_data.get(SERVICES)) is not None:
+        services.metrics.errors.inc()

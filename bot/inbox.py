@@ -21,6 +21,7 @@ import asyncio
 import logging
 import random
 import re
+import time
 from collections.abc import Callable, Sequence
 
 from telegram import Bot, Message, Update
@@ -58,6 +59,7 @@ class PollingBot(ExtBot):
     async def get_updates(self, *args, **kwargs) -> tuple[Update, ...]:
         try:
             updates = await super().get_updates(*args, **kwargs)
+            self._inbox.last_poll = time.monotonic()  # Telegram answered: polling works
         except InvalidToken as exc:
             # PTB would end its polling loop here and leave the process up, deaf. Instead
             # the application stops (bot.app.run then exits with one line).
@@ -99,6 +101,7 @@ class Inbox:
         self.on_refused: Callable[[], None] = lambda: None
         self.accepting: Callable[[], bool] = lambda: True  # False once polling stops
         self.failures = 0  # batches in a row that could not be stored
+        self.last_poll: float | None = None  # time.monotonic() of the last getUpdates answer
         # (chat id, message id) of stored messages whose handler has not run yet
         self.queued: set[tuple[int, int]] = set()
         # update id -> (messages deleted, the language to say so in) of a /forget done as it

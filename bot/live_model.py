@@ -79,6 +79,11 @@ class LiveModel:
 
     # -- answering ----------------------------------------------------------------
 
+    @property
+    def service(self) -> ReplyService | None:
+        """The reply service (its stats and queue, for metrics); None before start()."""
+        return self._service
+
     async def start(self) -> None:
         """Start the batching worker on the running event loop."""
         if self._service is None:

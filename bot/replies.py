@@ -56,6 +56,7 @@ class ServiceStats:
     failed_batches: int = 0
     busy: int = 0
     largest_batch: int = 0
+    batch_sizes: dict[int, int] = field(default_factory=dict)  # size -> batches of that size
 
 
 class ReplyService:
@@ -82,6 +83,11 @@ class ReplyService:
     @property
     def generator(self) -> ReplyModel:
         return self._generator
+
+    @property
+    def waiting(self) -> int:
+        """Requests queued and not yet in a batch."""
+        return self._queue.qsize()
 
     def swap(self, generator: ReplyModel) -> ReplyModel:
         """Serve the next batches with `generator` (batches already running finish as they are)."""
@@ -151,6 +157,8 @@ class ReplyService:
         self.stats.batches += 1
         self.stats.requests += len(batch)
         self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
+        sizes = self.stats.batch_sizes
+        sizes[len(batch)] = sizes.get(len(batch), 0) + 1
         try:
             replies = await loop.run_in_executor(
                 self._executor, generator.reply, contexts, temperatures

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from bot.datadir import adopt_shipped_base, open_database_for, open_store
 from bot.live_model import LiveModel
+from bot.metrics import Metrics
 from bot.replies import ReplyModel
 from bot.retrainer import Retrainer
 from bot.settings import Settings
@@ -31,6 +32,7 @@ class Services:
     started: float = field(default_factory=time.monotonic)  # for uptime
     # Telegram hides group messages not meant for the bot (BotFather's privacy mode)
     privacy_mode: bool = False
+    metrics: Metrics = field(default_factory=Metrics)
     # (chat id, message id) of the replies being written now (bot.answers)
     answering: set[tuple[int, int]] = field(default_factory=set)
     # replies sent whose recording failed: never sent again by this process
@@ -60,4 +62,6 @@ def open_services(
     except BaseException:
         db.dispose()
         raise
-    return Services(settings, db, live)
+    services = Services(settings, db, live)
+    services.metrics.watch(services)
+    return services

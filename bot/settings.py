@@ -29,8 +29,10 @@ MAX_RETRAIN_INTERVAL = 366 * 24 * 60 * 60  # a year: more overflows the schedule
 _TOKEN = re.compile(r"[0-9]+:[A-Za-z0-9_-]+", re.ASCII)  # what @BotFather hands out
 _USER_ID = re.compile(r"[0-9]+", re.ASCII)
 _SECONDS = re.compile(r"\+?[0-9]+", re.ASCII)
+_HOST = re.compile(r"[A-Za-z0-9.:-]+", re.ASCII)  # a host name, IPv4 or IPv6 address
 
 
+METRICS_HOST = "127.0.0.1"  # where /metrics listens when CHARBOT_METRICS_ADDRESS is a port
 LOG_FORMATS = ("text", "json")  # CHARBOT_LOG_FORMAT: lines for people, or one JSON object each
 
 
@@ -50,6 +52,7 @@ class Settings:
     retrain_epochs: int | None = None  # cap on a run's epochs (None: model.retrain's default)
     model_path: Path | None = None  # the model a new data dir starts from (default: shipped base)
     log_format: str = LOG_FORMATS[0]  # one of LOG_FORMATS
+    metrics_address: tuple[str, int] | None = None  # (host, port) of /metrics; None: off
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -68,6 +71,7 @@ class Settings:
             "retrain_epochs": self.retrain_epochs,
             "model_path": None if self.model_path is None else str(self.model_path),
             "log_format": self.log_format,
+            "metrics_address": self.metrics_address,
         }
         return f"Settings({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
@@ -116,10 +120,26 @@ def load_settings(
         retrain_epochs=parse_epochs(get("CHARBOT_RETRAIN_EPOCHS")),
         model_path=parse_model_path(get("CHARBOT_MODEL_PATH")),
         log_format=parse_log_format(get("CHARBOT_LOG_FORMAT")),
+        metrics_address=parse_metrics_address(get("CHARBOT_METRICS_ADDRESS")),
     )
 
 
 # -- one parser per variable -------------------------------------------------------
+
+
+def parse_metrics_address(value: str | None) -> tuple[str, int] | None:
+    """ "9100" (on 127.0.0.1) or "0.0.0.0:9100" -> (host, port)."""
+    if value is None:
+        return None
+    host, colon, port = value.rpartition(":")
+    host = host.strip("[]") if colon else METRICS_HOST
+    digits = port.isascii() and port.isdigit()
+    if not (digits and 0 < int(port) < 65536 and _HOST.fullmatch(host)):
+        raise SettingsError(
+            f"CHARBOT_METRICS_ADDRESS: {value[:60]!r} is not a port or host:port "
+            "(e.g. 9100 or 0.0.0.0:9100)"
+        )
+    return host, int(port)
 
 
 def parse_log_format(value: str | None) -> str:

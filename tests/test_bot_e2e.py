@@ -77,11 +77,12 @@ def settings(env):
 
 
 @contextlib.asynccontextmanager
-async def running_bot(settings, generator, *, wrap=None):
+async def running_bot(settings, generator, *, wrap=None, **options):
     """Start the bot the way `charbot run` does, but inside this event loop; `wrap` puts a
-    hook (a HookedGenerator class below) around the generator."""
+    hook (a HookedGenerator class below) around the generator; `options` go to
+    build_application."""
     services = open_services(settings, generator=generator if wrap is None else wrap(generator))
-    app = build_application(settings, services)
+    app = build_application(settings, services, **options)
     try:
         async with app:
             await app.post_init(app)

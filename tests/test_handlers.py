@@ -287,7 +287,7 @@ def test_tensorflow_import_chatter_is_dropped_but_warnings_stay(capfd):
 
 
 def test_one_chats_updates_run_in_order_other_chats_meanwhile():
-    from bot.app import ChatOrderedUpdates
+    from bot.dispatch import ChatOrderedUpdates
 
     done = []
 
@@ -324,7 +324,7 @@ def test_one_chats_updates_run_in_order_other_chats_meanwhile():
 
 
 def test_a_flooded_chat_cannot_hold_every_update_slot():
-    from bot.app import ChatOrderedUpdates
+    from bot.dispatch import ChatOrderedUpdates
 
     done = []
 

@@ -12,6 +12,8 @@ import sqlite3
 import sys
 import threading
 import tomllib
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,7 @@ from test_bot_e2e import ADMIN, USER, data_dir, env, running_bot, say, settings,
 from bot import cli
 from bot.backup import BackupError, backup, restore
 from bot.logs import JsonFormatter
+from bot.metrics import HEALTH_PATH, MetricsServer
 from bot.settings import Settings, SettingsError, load_settings
 from model.store import ModelStore
 
@@ -216,3 +219,72 @@ def test_pretrain_out_is_checked_before_tensorflow_loads(case, tmp_path, capsys,
     assert cli.main(["pretrain", "--out", str(out)]) == 1
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and error.startswith("charbot: ")
+
+
+# -- metrics and health ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "address"),
+    [("9100", ("127.0.0.1", 9100)), ("0.0.0.0:9100", ("0.0.0.0", 9100)), ("[::1]:80", ("::1", 80))],
+)
+def test_the_metrics_address_is_a_port_or_host_and_port(value, address):
+    settings = load_settings({"CHARBOT_METRICS_ADDRESS": value}, env_file=None)
+    assert settings.metrics_address == address
+
+
+@pytest.mark.parametrize("value", ["0", "65536", "http://x:9100", "x:", ":", "9100 ", "a b:1"])
+def test_a_bad_metrics_address_is_one_line_naming_the_variable(value):
+    with pytest.raises(SettingsError, match=r"^CHARBOT_METRICS_ADDRESS: "):
+        load_settings({"CHARBOT_METRICS_ADDRESS": value + "x" * (value == "9100 ")}, env_file=None)
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def test_metrics_count_replies_and_health_follows_polling(stub, settings, generator):
+    server = MetricsServer("127.0.0.1", 0)
+    base = f"http://127.0.0.1:{server.port}"
+
+    async def main():
+        async with running_bot(settings, generator, metrics_server=server) as app:
+            await say(stub, "hello")
+            await say(stub, "/temp x")  # a command: not a reply to an owed message
+            scraped = await asyncio.to_thread(get, base + "/metrics")
+            healthy = await asyncio.to_thread(get, base + HEALTH_PATH)
+            await app.updater.stop()  # polling is dead from here
+            dead = await asyncio.to_thread(get, base + HEALTH_PATH)
+            await app.updater.start_polling(poll_interval=0, timeout=1)  # for running_bot
+            return scraped, healthy, dead
+
+    (status, text), healthy, dead = asyncio.run(main())
+    assert status == 200
+    assert 'charbot_replies_total{outcome="sent"} 1.0' in text
+    assert 'charbot_replies_total{outcome="apology"} 0.0' in text
+    assert "charbot_reply_latency_seconds_count 1.0" in text
+    assert "charbot_model_version 1.0" in text
+    assert "charbot_reply_queue_depth 0.0" in text
+    assert 'charbot_reply_batch_size_bucket{le="1.0"} 1.0' in text
+    assert "charbot_errors_total 0.0" in text
+    assert healthy == (200, "ok\n") and dead[0] == 503
+
+
+def test_a_metrics_port_in_use_is_one_line_before_the_model_loads(
+    env, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli, "import_tensorflow", lambda: pytest.fail("TensorFlow loaded"))
+    taken = MetricsServer("127.0.0.1", 0)
+    try:
+        for name, value in {**env, "CHARBOT_METRICS_ADDRESS": str(taken.port)}.items():
+            monkeypatch.setenv(name, value)
+        assert cli.main(["run"]) == 1
+    finally:
+        taken.close()
+    last = capsys.readouterr().err.splitlines()[-1]  # (the database's INFO lines before it)
+    assert last.startswith("charbot: CHARBOT_METRICS_ADDRESS: cannot listen on 127.0.0.1:")
