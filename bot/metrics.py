@@ -76,7 +76,8 @@ class _StateCollector(Collector):
             queue = GaugeMetricFamily("charbot_reply_queue_depth", "Replies waiting for a batch")
             queue.add_metric([], service.waiting)
             yield queue
-            yield _batch_histogram(service.stats.batch_sizes, service.max_batch)
+            sizes = dict(service.stats.batch_sizes)  # one copy: the loop thread adds to it
+            yield _batch_histogram(sizes, service.max_batch)
         yield from _last_run(self.services.db)
 
 

@@ -18,11 +18,12 @@ from telegram.error import BadRequest, NetworkError
 
 from bot.commands import help_text
 from bot.conversation import telegram_text, utf16_len
-from bot.handlers import log_error
+from bot.handlers import SERVICES, log_error
 from bot.i18n import LANGUAGES
 from bot.inbox import addressed_text
 from bot.logs import RedactingFormatter, filtered_stderr
 from bot.logs import _is_tensorflow_chatter as is_tensorflow_chatter
+from bot.metrics import Metrics
 from bot.preferences import parse_temperature
 from bot.profile import command_menu, register_profile
 
@@ -233,16 +234,20 @@ def test_an_admin_the_bot_cannot_reach_is_logged_not_fatal(caplog):
     assert "admin 404" in caplog.text
 
 
-def test_errors_are_logged_with_the_update_id(caplog):
+def test_errors_are_logged_with_the_update_id_and_counted(caplog):
     update = Update(4321)
-    context = SimpleNamespace(error=RuntimeError("boom"))
+    services = SimpleNamespace(metrics=Metrics())
+    context = SimpleNamespace(error=RuntimeError("boom"), bot_data={SERVICES: services})
+    polling = SimpleNamespace(error=NetworkError("timed out"), bot_data={SERVICES: services})
     with caplog.at_level(logging.INFO, logger="bot.handlers"):
         asyncio.run(log_error(update, context))
-        asyncio.run(log_error(None, SimpleNamespace(error=NetworkError("timed out"))))
+        asyncio.run(log_error(None, polling))
     [failed, network] = caplog.records
     assert failed.levelno == logging.ERROR and "update 4321" in failed.getMessage()
     assert failed.exc_info[1] is context.error
     assert network.levelno == logging.WARNING and "timed out" in network.getMessage()
+    # a handler's failure is an error; polling's network trouble (retried) is not
+    assert services.metrics.registry.get_sample_value("charbot_errors_total") == 1.0
 
 
 @pytest.mark.parametrize(
