@@ -88,8 +88,7 @@ def build_application(
         await start_retraining(app, settings, opened)
         if metrics_server is not None:
             polling = recently(lambda: inbox.last_poll, POLL_SILENCE)
-            running = lambda: app.updater is not None and app.updater.running  # noqa: E731
-            metrics_server.serve(opened.metrics, lambda: running() and polling())
+            metrics_server.serve(opened.metrics, lambda: inbox.accepting() and polling())
         # Beside polling, not before it: owed replies may take minutes (a group's limit).
         app.bot_data[STARTUP_ANSWERS] = asyncio.create_task(
             answer_at_start(app.bot, opened), name="answer-at-start"

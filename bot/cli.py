@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_run(args: argparse.Namespace) -> int:
     settings = load_settings()
     token = settings.require_token()
-    configure_logging(logging.INFO, secrets=[token], json_lines=settings.log_format == "json")
+    configure_logging(logging.INFO, settings.log_format, secrets=[token])
     preflight(settings)
     metrics_server = bind_metrics(settings)
     import_tensorflow()
@@ -133,7 +133,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_chat(args: argparse.Namespace) -> int:
     settings = load_settings()
-    configure_logging(logging.WARNING, json_lines=settings.log_format == "json")
+    configure_logging(logging.WARNING, settings.log_format)
     preflight(settings)
     import_tensorflow()
     from bot.services import open_services
@@ -154,7 +154,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     """What /status shows, without TensorFlow: the model file is read, not loaded."""
     settings = load_settings()
-    configure_logging(logging.WARNING, json_lines=settings.log_format == "json")
+    configure_logging(logging.WARNING, settings.log_format)
     db = open_database_for(settings)
     try:
         store = open_store(settings, repair=False)
@@ -175,7 +175,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     settings = load_settings()
     if args.out is not None:
         check_writable_file(args.out.resolve())
-    configure_logging(logging.INFO, json_lines=settings.log_format == "json")
+    configure_logging(logging.INFO, settings.log_format)
     import_tensorflow()
     from model.pretrain import pretrain
 
@@ -186,7 +186,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 def cmd_backup(args: argparse.Namespace) -> int:
     settings = load_settings()
-    configure_logging(logging.WARNING, json_lines=settings.log_format == "json")
+    configure_logging(logging.WARNING, settings.log_format)
     version = backup(settings, args.path.resolve())
     print(f"backed up the database and model version {version} to {args.path}")
     return 0
@@ -194,7 +194,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 def cmd_restore(args: argparse.Namespace) -> int:
     settings = load_settings()
-    configure_logging(logging.WARNING, json_lines=settings.log_format == "json")
+    configure_logging(logging.WARNING, settings.log_format)
     version = restore(settings, args.path.resolve())
     print(f"restored {args.path} into {settings.data_dir} (model version {version} live)")
     return 0
@@ -202,7 +202,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     settings = load_settings()
-    configure_logging(logging.INFO, json_lines=settings.log_format == "json")
+    configure_logging(logging.INFO, settings.log_format)
     import_tensorflow()
     from model.evaluate import main_report
 
@@ -218,7 +218,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     """One retraining run in this process, at low priority, as the scheduler starts it."""
     settings = load_settings()
-    configure_logging(logging.INFO, json_lines=settings.log_format == "json")
+    configure_logging(logging.INFO, settings.log_format)
     with contextlib.suppress(OSError):
         os.nice(10)  # the bot answering on the same cores comes first
     import_tensorflow()

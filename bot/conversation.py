@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from bot.i18n import choose
+from bot.preferences import language_for
 from model import FALLBACK_REPLY
 from storage import (
     DEFAULT_TEMPERATURE,
@@ -104,7 +104,7 @@ def record_incoming(db: Database, items: Sequence[tuple[Incoming, bool] | Forget
         for item in items:
             if isinstance(item, Forget):
                 user = get_user(session, item.user_id)
-                language = choose(user.language if user else None, item.app_language)
+                language = language_for(user, item.app_language)
                 deleted = forget_user(session, item.user_id)
                 recorded.forgotten[item.update_id] = (deleted, language)
                 continue
@@ -167,7 +167,7 @@ def read_owed(db: Database, chat_id: int, message_id: int, max_bytes: int) -> Ow
             user.temperature if user else DEFAULT_TEMPERATURE,
             turns,
             owed.thread_id,
-            choose(user.language, user.app_language) if user else choose(None, None),
+            language_for(user, None),
             owed.asked,
             owed.created_at,
         )

@@ -23,9 +23,10 @@ _ABSL_PREAMBLE = "WARNING: All log messages before absl::InitializeLog() is call
 _ABSL_INFO = re.compile(r"I\d{4} \d\d:\d\d:[\d.]+\s+\d+ \S+:\d+\] ")
 
 
-def configure_logging(level: int, secrets: Sequence[str] = (), *, json_lines: bool = False) -> None:
+def configure_logging(level: int, log_format: str, secrets: Sequence[str] = ()) -> None:
+    """Log at `level` to stderr, as CHARBOT_LOG_FORMAT says ("text" or "json")."""
     handler = logging.StreamHandler()
-    formatter = JsonFormatter if json_lines else RedactingFormatter
+    formatter = JsonFormatter if log_format == "json" else RedactingFormatter
     handler.setFormatter(formatter(LOG_FORMAT, secrets=secrets))
     logging.basicConfig(level=level, handlers=[handler], force=True)
     # httpx logs every request URL at INFO, and Bot API URLs contain the token.

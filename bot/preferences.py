@@ -20,6 +20,7 @@ from storage import (
     MIN_REPLY_CHANCE,
     MIN_TEMPERATURE,
     Database,
+    User,
     forget_user,
     get_chat,
     get_or_create_chat,
@@ -69,13 +70,18 @@ def shown(args: Sequence[str]) -> str:
     return f"“{text}”"
 
 
+def language_for(user: User | None, app_language: str | None) -> str:
+    """The language to answer `user` in: their /lang choice, else their app's (the one an
+    update carries, else the one stored), else English."""
+    if user is None:
+        return choose(None, app_language)
+    return choose(user.language, app_language or user.app_language)
+
+
 def user_language(db: Database, user_id: int, app_language: str | None) -> str:
-    """The language to answer the user in: their /lang choice, else their app's."""
+    """language_for the stored user."""
     with db.read() as session:
-        user = get_user(session, user_id)
-        chosen = user.language if user is not None else None
-        stored_app = user.app_language if user is not None else None
-    return choose(chosen, app_language or stored_app)
+        return language_for(get_user(session, user_id), app_language)
 
 
 def temperature_of(db: Database, user_id: int) -> float:
@@ -132,16 +138,14 @@ def lang_command(db: Database, user_id: int, args: Sequence[str], app_language: 
     with db.begin() as session:
         user = get_user(session, user_id)
         chosen = user.language if user is not None else None
-        if app_language is None and user is not None:  # as user_language does
-            app_language = user.app_language
-        current = choose(chosen, app_language)
+        current = language_for(user, app_language)
         if not args:
             text = texts.LANG_SHOW_CHOSEN if supported(chosen) else texts.LANG_SHOW_AUTO
             return say(current, text, language=LANGUAGE_NAMES[current], codes=codes)
         wanted = args[0].lower() if len(args) == 1 else ""
         if wanted == AUTO_LANGUAGE:
             set_language(session, user_id, None)
-            now = choose(None, app_language)
+            now = language_for(get_user(session, user_id), app_language)
             return say(now, texts.LANG_AUTO, language=LANGUAGE_NAMES[now])
         if len(args) != 1 or wanted not in LANGUAGE_NAMES:
             return say(current, texts.LANG_BAD, shown=shown(args), codes=codes)
