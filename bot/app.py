@@ -85,6 +85,10 @@ def build_application(
         app.bot_data[PROFILE_TASK] = profile
         for notice in opened.live.store.notices:  # repairs the model store made: never silent
             await notify_admins(app.bot, settings.admin_ids, texts.STORE_NOTICE.format(notice))
+        if opened.memory is not None:
+            for notice in opened.memory.notices:
+                await notify_admins(app.bot, settings.admin_ids, notice)
+            opened.memory.start()
         await start_retraining(app, settings, opened)
         if metrics_server is not None:
             polling = recently(lambda: inbox.last_poll, POLL_SILENCE)
@@ -109,6 +113,8 @@ def build_application(
         if opened.retrainer is not None:
             await opened.retrainer.stop()
             opened.retrainer = None
+        if opened.memory is not None:
+            await opened.memory.stop()
         await opened.live.stop()  # replies already asked for are answered first
         if app.bot_data.pop(OWNS_SERVICES, False):
             opened.close()

@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
         "TELEGRAM_BOT_TOKEN, CHARBOT_TELEGRAM_BASE_URL, CHARBOT_ADMIN_IDS, CHARBOT_DATA_DIR, "
         "CHARBOT_DATABASE_URL, CHARBOT_RETRAIN_INTERVAL, CHARBOT_RETRAIN_MIN_MESSAGES, "
         "CHARBOT_RETRAIN_EPOCHS, CHARBOT_MODEL_PATH, CHARBOT_LOG_FORMAT, "
-        "CHARBOT_METRICS_ADDRESS.",
+        "CHARBOT_METRICS_ADDRESS, CHARBOT_MEMORY_REFRESH_MESSAGES, "
+        "CHARBOT_MEMORY_REFRESH_INTERVAL, CHARBOT_MEMORY_WINDOW_BYTES, CHARBOT_MEMORY_MIN_USERS.",
     )
     parser.add_argument("--version", action="version", version=f"charbot {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

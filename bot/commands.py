@@ -102,7 +102,9 @@ async def temperature(request: Request) -> Answer:
 
 async def learn(request: Request) -> str:
     db, user, lang = request.services.db, request.user_id, request.language
-    return await asyncio.to_thread(preferences.learn_command, db, user, request.args, lang)
+    text = await asyncio.to_thread(preferences.learn_command, db, user, request.args, lang)
+    request.services.text_withdrawn()  # off: out of the chat memory at its next count
+    return text
 
 
 async def lang(request: Request) -> str:
@@ -148,16 +150,21 @@ async def my_data(request: Request) -> Answer:
 
 async def forget(request: Request) -> str:
     if request.forgotten is not None:
-        return preferences.forget_done(request.forgotten, request.language)
-    return await asyncio.to_thread(
-        preferences.forget_command, request.services.db, request.user_id, request.language
-    )
+        text = preferences.forget_done(request.forgotten, request.language)
+    else:
+        text = await asyncio.to_thread(
+            preferences.forget_command, request.services.db, request.user_id, request.language
+        )
+    request.services.text_withdrawn()  # out of the chat memory at its next count
+    return text
 
 
 async def status(request: Request) -> str:
     services = request.services
     retrainer = services.retrainer
     extra = [texts.PRIVACY_MODE] if services.privacy_mode else []
+    if services.memory is not None:
+        extra.append(services.memory.status_line())
     if retrainer is not None:
         extra += await asyncio.to_thread(
             status_lines,

@@ -5,7 +5,9 @@ reply service that batches every chat's requests onto it (bot/replies.py) and th
 `ModelInfo` that /status shows. Every change of version goes through `swap_to_live`
 (after a retraining run, the pointer watch, `/rollback`): the new version is loaded
 and warmed up beside the current one, which keeps answering, and then one reference is
-flipped between two batches; no reply waits for it.
+flipped between two batches; no reply waits for it. The chat memory
+(bot/chat_memory.py) is swapped in the same way (`use_memory`), and a new version is
+served with the memory being served.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from bot.model_info import ModelInfo
 from bot.replies import Busy, ReplyModel, ReplyService
 from model import ModelFile
 from model.generator import Generator, Reply
+from model.memory import ChatMemory
 from model.store import ModelStore
 
 log = logging.getLogger(__name__)
@@ -40,8 +43,10 @@ class LiveModel:
         info: ModelInfo,
         *,
         max_batch: int | None = None,
+        memory: ChatMemory | None = None,
     ):
         self.store = store
+        self.memory = memory  # the chat memory being served (None: none)
         self.info = info
         self.max_batch = max_batch  # None: the generator's largest batch; 1 turns batching off
         self._generator = generator
@@ -51,19 +56,25 @@ class LiveModel:
 
     @classmethod
     def open(
-        cls, store: ModelStore, *, generator: ReplyModel | None = None, max_batch=None
+        cls,
+        store: ModelStore,
+        *,
+        generator: ReplyModel | None = None,
+        max_batch=None,
+        memory: ChatMemory | None = None,
     ) -> LiveModel:
-        """Load and warm up the store's live version (seconds). `generator` stands in for
-        it when given (tests share one between bot restarts). Raises ModelFileError or
-        StoreError when no version loads."""
+        """Load and warm up the store's live version (seconds), with `memory` mixed in.
+        `generator` stands in for both when given (tests share one between bot restarts).
+        Raises ModelFileError or StoreError when no version loads."""
         if generator is None:
             version, model = store.load_live()
-            generator = Generator(model)
+            generator, memory = cls._with_memory({}, model, memory)
         else:
             version, model = store.live_version(), generator.model
-        return cls(
-            store, generator, ModelInfo.of_version(store, version, model), max_batch=max_batch
-        )
+            if memory is not None:  # the stand-in is served with the saved memory
+                generator, memory = cls._with_memory(shape_of(generator), model, memory)
+        info = ModelInfo.of_version(store, version, model)
+        return cls(store, generator, info, max_batch=max_batch, memory=memory)
 
     @property
     def version(self) -> int | None:
@@ -133,17 +144,30 @@ class LiveModel:
                 return None
             try:
                 model = await asyncio.to_thread(self.store.load, version)
-                generator = await asyncio.to_thread(self._generator_like_current, model)
+                generator, memory = await asyncio.to_thread(
+                    self._generator_like_current, model, self.memory
+                )
             except Exception:
                 self._unloadable = version
                 log.exception("loading model version %s failed; still serving %s", version, old)
                 raise
-            self._generator = generator
+            self._generator, self.memory = generator, memory
             if self._service is not None:
                 self._service.swap(generator)
             self.info = ModelInfo.of_version(self.store, version, model)
             log.info("now serving model version %s (was %s)", version, old)
             return SwapResult(old, version)
+
+    async def use_memory(self, memory: ChatMemory | None) -> None:
+        """Serve `memory` (None: none) with the live version, swapped in as a version is."""
+        async with self._swap_lock:
+            model = self._generator.model
+            generator, self.memory = await asyncio.to_thread(
+                self._generator_like_current, model, memory
+            )
+            self._generator = generator
+            if self._service is not None:
+                self._service.swap(generator)
 
     async def rollback(self) -> SwapResult | None:
         """Make the previous version live (StoreError if there is none) and serve it."""
@@ -151,12 +175,29 @@ class LiveModel:
             await asyncio.to_thread(self.store.rollback)
         return await self.swap_to_live()
 
-    def _generator_like_current(self, model: ModelFile) -> Generator:
-        """A warmed-up generator for `model`, shaped as the one serving now."""
-        current = self._generator
-        return Generator(
-            model,
-            batch_buckets=current.batch_buckets,
-            max_prompt_bytes=current.max_prompt_bytes,
-            max_reply_bytes=current.max_reply_bytes,
-        )
+    def _generator_like_current(
+        self, model: ModelFile, memory: ChatMemory | None
+    ) -> tuple[Generator, ChatMemory | None]:
+        return self._with_memory(shape_of(self._generator), model, memory)
+
+    @staticmethod
+    def _with_memory(
+        shape: dict, model: ModelFile, memory: ChatMemory | None
+    ) -> tuple[Generator, ChatMemory | None]:
+        """A warmed-up generator for `model` with `memory` (left out if its weights do not
+        fit the model: the next refresh fits new ones), shaped by `shape`."""
+        if memory is not None:
+            try:
+                return Generator(model, memory=memory, **shape), memory
+            except ValueError:
+                log.exception("the chat memory does not fit the model; served without it")
+        return Generator(model, **shape), None
+
+
+def shape_of(generator: ReplyModel) -> dict:
+    """The shape arguments of `generator`, for another Generator like it."""
+    return {
+        "batch_buckets": generator.batch_buckets,
+        "max_prompt_bytes": generator.max_prompt_bytes,
+        "max_reply_bytes": generator.max_reply_bytes,
+    }

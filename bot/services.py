@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from bot.chat_memory import ChatMemoryKeeper
 from bot.datadir import adopt_shipped_base, open_database_for, open_store
 from bot.live_model import LiveModel
 from bot.metrics import Metrics
@@ -27,6 +28,7 @@ class Services:
     settings: Settings
     db: Database
     live: LiveModel
+    memory: ChatMemoryKeeper | None = None  # keeps the chat memory fresh
     retrainer: Retrainer | None = None  # set once the bot's retraining is started
     next_check: Callable[[], dt.datetime | None] = lambda: None  # the scheduled retrain check
     started: float = field(default_factory=time.monotonic)  # for uptime
@@ -40,6 +42,11 @@ class Services:
 
     def uptime(self) -> float:
         return time.monotonic() - self.started
+
+    def text_withdrawn(self) -> None:
+        """A user's text may no longer be served (/forget, /learn off)."""
+        if self.memory is not None:
+            self.memory.withdrawn()
 
     def close(self) -> None:
         self.db.dispose()
@@ -58,10 +65,13 @@ def open_services(
     try:
         store = open_store(settings)
         adopt_shipped_base(settings, store)
-        live = LiveModel.open(store, generator=generator, max_batch=max_batch)
+        keeper = ChatMemoryKeeper(settings, db)
+        memory = keeper.load()
+        live = LiveModel.open(store, generator=generator, max_batch=max_batch, memory=memory)
+        keeper.live = live
     except BaseException:
         db.dispose()
         raise
-    services = Services(settings, db, live)
+    services = Services(settings, db, live, memory=keeper)
     services.metrics.watch(services)
     return services

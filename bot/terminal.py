@@ -124,8 +124,12 @@ async def _chat(services: Services, stdin: TextIO, stdout: TextIO) -> None:
     services.retrainer = retrainer
     for notice in services.live.store.notices:
         print(format_answer(texts.STORE_NOTICE.format(notice)), file=stdout, flush=True)
+    for notice in services.memory.notices if services.memory is not None else ():
+        print(format_answer(notice), file=stdout, flush=True)
     await asyncio.to_thread(retrainer.close_stale_runs)
     await services.live.start()
+    if services.memory is not None:
+        services.memory.start()
     answered = threading.Event()  # the next prompt waits for the answer to the last line
     lines = _lines(stdin, stdout, interactive, answered)
     try:
@@ -140,6 +144,8 @@ async def _chat(services: Services, stdin: TextIO, stdout: TextIO) -> None:
     finally:
         await retrainer.stop()  # Ctrl-C: the run is stopped, and recorded so
         await asyncio.to_thread(retrainer.close_stale_runs)
+        if services.memory is not None:
+            await services.memory.stop()
         await services.live.stop()
 
 

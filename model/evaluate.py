@@ -1,4 +1,5 @@
-"""`charbot eval`: the model's held-out bits per byte beside a byte n-gram, and sample replies."""
+"""`charbot eval`: the model's held-out bits per byte beside a byte n-gram, sample replies,
+and how often its replies stay in the prompt's language (model.fidelity)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from model.codec import encode_turns
 from model.corpus import base_split
+from model.fidelity import FidelityReport, format_fidelity, measure_fidelity, prompt_sets
 from model.generator import Generator
 from model.modelfile import BASE_MODEL_PATH, ModelFile, load
 from model.network import network_of
@@ -44,6 +46,7 @@ class EvalReport:
     best_weight: float = 1.0  # the weight that would have scored best on this split
     crossfit_bits: float = 0.0  # the mixture with weights chosen on the other half of the split
     samples: dict[str, dict[float, str]] = field(default_factory=dict)
+    fidelity: FidelityReport | None = None  # with the samples: replies in the prompt's language
     seconds: float = 0.0
 
     @property
@@ -78,11 +81,15 @@ def evaluate(model: ModelFile, *, samples: bool = True, seed: int = 0) -> EvalRe
             crossfit_bits=fitted.crossfit_bits,
         )
     if samples:
-        gen = Generator(model, batch_buckets=(len(PROMPTS),), seed=seed)
+        sets = prompt_sets()
+        # One compiled batch for the samples, one holding every fidelity prompt.
+        rows = max(sum(len(s.prompts) for s in sets), 1)
+        gen = Generator(model, batch_buckets=sorted({len(PROMPTS), rows}), seed=seed)
         for t in TEMPERATURES:
             replies = gen.reply([[p] for p in PROMPTS], [t] * len(PROMPTS), seed=seed)
             for prompt, reply in zip(PROMPTS, replies, strict=True):
                 report.samples.setdefault(prompt, {})[t] = reply.text
+        report.fidelity = measure_fidelity(gen, sets, seed=seed)
     report.seconds = time.monotonic() - start
     return report
 
@@ -112,6 +119,8 @@ def format_report(report: EvalReport, name: str) -> str:
         for prompt, by_t in report.samples.items():
             lines.append(f"  > {prompt}")
             lines += [f"    {t:.1f}: {text}" for t, text in by_t.items()]
+    if report.fidelity is not None:
+        lines += format_fidelity(report.fidelity)
     lines.append(f"({report.seconds:.0f} s)")
     return "\n".join(lines)
 

@@ -9,7 +9,10 @@ byte), so after warm-up serving never traces or compiles again.
 
 A model file can ask to be mixed with the base corpus' byte n-gram (model.mixture):
 then each step samples from weight * network + (1 - weight) * n-gram, the n-gram
-read inside the same compiled loop from each row's context ids.
+read inside the same compiled loop from each row's context ids. With a chat memory
+(model.memory) a third component joins, and the three weights at each step are read
+from the memory's table by both n-grams' evidence for the row's context
+(model.weighting).
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ import numpy as np
 import tensorflow as tf
 
 from model.codec import FALLBACK_REPLY, MAX_PROMPT_BYTES, PAD, SEP, decode, encode_prompt
-from model.mixture import CompiledNGram, base_ngram, initial_contexts
+from model.memory import ChatMemory
+from model.mixture import MIX_ORDER, CompiledNGram, base_ngram, initial_contexts
 from model.modelfile import ModelFile, weight_names
 from model.ngram import ByteNGram
+from model.weighting import COMPONENTS
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32)  # compiled batch sizes; a request is padded up
 MAX_REPLY_BYTES = 300  # cap on one reply: 99% of corpus turns are shorter (259 bytes);
@@ -54,9 +59,12 @@ class Generator:
         warm_up: bool = True,
         seed: int | None = None,
         ngram: ByteNGram | None = None,
+        memory: ChatMemory | None = None,
     ):
         """`ngram` stands in for the base corpus n-gram of a model that mixes one in
-        (model.mixture); it must be of the order the model file names."""
+        (model.mixture); it must be of the order the model file names. `memory` mixes
+        the chat memory in with its weights (a model without a mixture entry then gets
+        the base n-gram too: the weights were fitted with it)."""
         self.model = model
         self.config = model.config
         self.max_prompt_bytes = max_prompt_bytes
@@ -65,7 +73,8 @@ class Generator:
         self._rng = np.random.default_rng(seed)
         self._lock = threading.Lock()
         self._load_weights(model)
-        self._load_ngram(model, ngram)
+        self.memory = memory
+        self._load_ngram(model, ngram, memory)
         fn = tf.function(self._generate, jit_compile=jit_compile, autograph=False)
         self._concrete = {}
         for b in self.batch_buckets:
@@ -165,6 +174,9 @@ class Generator:
             contexts = np.zeros((b, self._context_width), dtype=np.int32)
         else:
             contexts = initial_contexts(self._ngram, ids, b)
+        if self._memory_ngram is not None:
+            memory = initial_contexts(self._memory_ngram, ids, b)
+            contexts = np.concatenate([contexts, memory], axis=1)
         if seed is None:
             seed_pair = self._rng.integers(0, 2**31 - 1, size=2, dtype=np.int32)
         else:
@@ -207,19 +219,31 @@ class Generator:
         self._out_kernel = tf.constant(w["logits/kernel"], tf.float32)  # (u, vocab)
         self._out_bias = tf.constant(w["logits/bias"], tf.float32)
 
-    def _load_ngram(self, model: ModelFile, ngram: ByteNGram | None) -> None:
+    def _load_ngram(self, model: ModelFile, ngram: ByteNGram | None, memory) -> None:
         mix = model.mix
         self._ngram = self._compiled_ngram = None
+        self._memory_ngram = self._compiled_memory = self._weight_table = None
         self.network_weight = 1.0
         self._context_width = 1
-        if mix is None:
+        if mix is None and memory is None:
             return
-        order, self.network_weight = mix
+        order, self.network_weight = mix if mix is not None else (MIX_ORDER, 1.0)
         self._ngram = base_ngram(order) if ngram is None else ngram
         if self._ngram.order != order:
             raise ValueError(f"the model mixes an order-{order} n-gram, got order {ngram.order}")
         self._compiled_ngram = _compiled(self._ngram)
         self._context_width = order
+        if memory is None:
+            return
+        if memory.weights.shape != (order, memory.ngram.order):
+            raise ValueError(
+                f"the chat memory's weights are for a {memory.weights.shape} table, "
+                f"not ({order}, {memory.ngram.order})"
+            )
+        self._memory_ngram = memory.ngram
+        self._compiled_memory = _compiled(memory.ngram)
+        self._weight_table = tf.constant(memory.weights.table.reshape(-1, COMPONENTS))
+        self._context_width = order + memory.ngram.order
 
     def _step(self, tokens, states):
         """One byte through the GRU stack; Keras' GRU cell with reset_after=True."""
@@ -268,15 +292,27 @@ class Generator:
         uniform = tf.random.stateless_uniform([self.max_reply_bytes, batch], seed=seed)
 
         ngram, weight = self._compiled_ngram, self.network_weight
+        memory, table = self._compiled_memory, self._weight_table
+        split = ngram.order if ngram is not None else 0
+
+        def banned_probs(compiled, contexts, allowed):
+            p, read, evidence = compiled.probs(contexts)
+            p *= allowed  # the network's bans
+            return p / tf.reduce_sum(p, axis=-1, keepdims=True), read, evidence
 
         def write(i, out, done, contexts, *states):
             logits = tf.matmul(states[-1], self._out_kernel) + self._out_bias  # (B, vocab)
             bans = banned + tf.cast(i < min_new, tf.float32) * no_sep
             logits += bans
-            if ngram is not None:
-                p_ngram, read = ngram.probs(contexts)
-                p_ngram *= tf.cast(bans > -1e8, tf.float32)  # the same bans
-                p_ngram /= tf.reduce_sum(p_ngram, axis=-1, keepdims=True)
+            allowed = tf.cast(bans > -1e8, tf.float32)
+            if memory is not None:
+                p_base, read, e_base = banned_probs(ngram, contexts[:, :split], allowed)
+                p_mem, read_mem, e_mem = banned_probs(memory, contexts[:, split:], allowed)
+                w = tf.gather(table, e_base * memory.order + e_mem)  # (B, COMPONENTS)
+                p = w[:, :1] * tf.nn.softmax(logits) + w[:, 1:2] * p_base + w[:, 2:] * p_mem
+                logits = tf.math.log(tf.maximum(p, 1e-30)) + bans
+            elif ngram is not None:
+                p_ngram, read, _ = banned_probs(ngram, contexts, allowed)
                 p = weight * tf.nn.softmax(logits) + (1.0 - weight) * p_ngram
                 logits = tf.math.log(tf.maximum(p, 1e-30)) + bans
             best = tf.argmax(logits, axis=-1, output_type=tf.int32)
@@ -289,7 +325,11 @@ class Generator:
             token = tf.where(done, PAD, token)
             out = tf.tensor_scatter_nd_update(out, [[i]], token[None])
             done = done | tf.equal(token, SEP) | (i + 1 >= limit)
-            if ngram is not None:
+            if memory is not None:
+                contexts = tf.concat(
+                    [ngram.advance(read, token), memory.advance(read_mem, token)], axis=1
+                )
+            elif ngram is not None:
                 contexts = ngram.advance(read, token)
             return (i + 1, out, done, contexts, *self._step(token, list(states)))
 
@@ -315,7 +355,8 @@ def checked_temperature(t: float) -> float:
     return float(t)
 
 
-@functools.lru_cache(maxsize=2)
+@functools.lru_cache(maxsize=3)
 def _compiled(ngram: ByteNGram) -> CompiledNGram:
-    # One copy of the tables (~30 MB for the base 9-gram) per process, not per model version.
+    # One copy of the tables (~30 MB for the base 9-gram) per process, not per model
+    # version; room for the base n-gram and two chat memories (serving, being swapped in).
     return CompiledNGram(ngram.tables())

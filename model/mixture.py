@@ -78,11 +78,12 @@ class CompiledNGram:
 
     def probs(self, contexts):
         """contexts (B, order) int32 -> (P(next | contexts) (B, VOCAB_SIZE), what `advance`
-        needs to move the contexts on)."""
+        needs to move the contexts on, the evidence (B,): how many levels above the first
+        have counts for the context, as ByteNGram.target_evidence)."""
         batch = contexts.shape[0]
         p = tf.tile(self.level1, [batch, 1])
         if self.order == 1:
-            return p, (contexts,)
+            return p, (contexts,), tf.zeros([batch], tf.int32)
         ctx = contexts[:, 1:]
         rows = tf.where(ctx >= 0, ctx + self.ctx_offset, self.unseen)  # (B, levels)
         first = tf.gather(self.first, rows)
@@ -105,7 +106,8 @@ class CompiledNGram:
         )
         lowest = tf.reduce_prod(factor, axis=1, keepdims=True)  # scale of level 1
         p = tf.reshape(p_top, [batch, VOCAB_SIZE]) + lowest * p
-        return p, (contexts, first, valid, sym)
+        evidence = tf.reduce_sum(tf.cast(has, tf.int32), axis=1)
+        return p, (contexts, first, valid, sym), evidence
 
     def advance(self, read, tokens):
         """The contexts (B, order) after each row writes tokens[row]; `read` is what `probs`

@@ -35,21 +35,10 @@ from typing import Self
 import numpy as np
 
 from model.codec import SEP
+from model.ngram_counts import RADIX, Counts, checked, count, join, lookup
 
 ALPHABET = SEP + 1  # symbols a model can write: bytes 0..255 and SEP
 MIN_DISCOUNT = 0.1  # floor for D_k (tiny or perfectly regular data gives n1 = 0)
-_START = SEP + 1  # marks a sequence start in joined text: the "symbol before" a first n-gram
-RADIX = _START + 1  # k-gram code = id of its first k-1 symbols * RADIX + its last symbol
-
-
-@dataclass(frozen=True)
-class _Counts:
-    """N-gram statistics of one training set, for every order up to `max_order`."""
-
-    max_order: int
-    keys: list[np.ndarray]  # keys[k]: sorted codes of the distinct k-grams (k >= 2); id = index
-    raw: list[np.ndarray]  # raw[k][id]: how often the k-gram ends at a target position
-    cont: list[np.ndarray]  # cont[k][id], k < max_order: distinct symbols (or a start) before it
 
 
 @dataclass(frozen=True)
@@ -103,14 +92,24 @@ class ByteNGram:
             raise ValueError(f"discount must be in (0, 1], got {discount}")
         self.order = order
         self.fixed_discount = discount
-        self._levels = _levels(_count([], order), order, discount)  # no data: uniform
+        self.counts = count([], order)
+        self._levels = _levels(self.counts, order, discount)  # no data: uniform
 
-    def fit(self, sequences: Iterable[Sequence[int]]) -> Self:
-        """Count the n-grams of `sequences` (replacing any earlier fit)."""
-        return self._with_counts(_count(sequences, self.order))
+    def fit(
+        self,
+        sequences: Iterable[Sequence[int]],
+        owners: Sequence[int | Sequence[int]] | None = None,
+        min_owners: int = 1,
+    ) -> Self:
+        """Count the n-grams of `sequences` (replacing any earlier fit); with `owners` (per
+        sequence or per position), only those `min_owners` distinct owners wrote
+        (model.ngram_counts)."""
+        return self.with_counts(count(sequences, self.order, owners, min_owners))
 
-    def _with_counts(self, counts: _Counts) -> Self:
+    def with_counts(self, counts: Counts) -> Self:
+        """Fit from counts made earlier (model.ngram_counts.count, of at least this order)."""
         self._levels = _levels(counts, self.order, self.fixed_discount)
+        self.counts = counts  # what the model was fitted from (model.memory saves them)
         return self
 
     @property
@@ -124,7 +123,7 @@ class ByteNGram:
         Only the last order-1 symbols matter; a shorter context (a sequence start) is
         scored by the levels it has.
         """
-        ctx = _checked(context)
+        ctx = checked(context)
         ctx = ctx[max(len(ctx) - (self.order - 1), 0) :] if self.order > 1 else []
         p = np.full(ALPHABET, 1.0 / ALPHABET)
         for k, level in enumerate(self._levels, start=1):
@@ -155,16 +154,23 @@ class ByteNGram:
 
     def bits_per_byte(self, sequences: Iterable[Sequence[int]]) -> float:
         """Mean -log2 P(s[i] | up to order-1 symbols before it) over every i >= 1 of every s."""
-        return self._bits(*_join(sequences))
+        return self._bits(*join(sequences)[:2])
 
     def target_probs(self, sequences: Iterable[Sequence[int]]) -> np.ndarray:
         """P(s[i] | up to order-1 symbols before it) for every i >= 1 of every s, in order."""
-        return self._probs(*_join(sequences))
+        return self._probs(*join(sequences)[:2])[0]
+
+    def target_evidence(self, sequences: Iterable[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+        """(P, evidence) for every target as in `target_probs`; evidence is how many levels
+        above the first had counts for the target's context (0..order-1): how deep the
+        model's knowledge of that context goes. The mixture's gate reads it (model.gate_table).
+        """
+        return self._probs(*join(sequences)[:2])
 
     def context_ids(self, context: Sequence[int]) -> list[int]:
         """For levels k = 1..order: the id of the context the level reads after `context`
         (its last k-1 symbols), -1 where that context was never seen or `context` is shorter."""
-        ctx = _checked(context)
+        ctx = checked(context)
         return [
             self._context_id(ctx[len(ctx) - (k - 1) :]) if k - 1 <= len(ctx) else -1
             for k in range(1, self.order + 1)
@@ -227,27 +233,30 @@ class ByteNGram:
         return gid
 
     def _bits(self, symbols: np.ndarray, depth: np.ndarray) -> float:
-        return float(-np.log2(self._probs(symbols, depth)).mean())
+        return float(-np.log2(self._probs(symbols, depth)[0]).mean())
 
-    def _probs(self, symbols: np.ndarray, depth: np.ndarray) -> np.ndarray:
+    def _probs(self, symbols: np.ndarray, depth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         targets = np.flatnonzero(depth >= 1)
         if targets.size == 0:
             raise ValueError("no symbols to score: every sequence is empty or a lone SEP")
         p = np.full(targets.size, 1.0 / ALPHABET)  # (targets,)
+        evidence = np.zeros(targets.size, dtype=np.int32)
         ids = symbols  # ids of the k-grams ending at each position, -1 if unseen
         for k, level in enumerate(self._levels, start=1):
             if k == 1:
                 h = np.zeros(targets.size, dtype=np.int64)
             else:
                 h = ids[targets - 1]  # the (k-1)-gram just before each target
-                ids = _lookup(ids, symbols, level.keys)
+                ids = lookup(ids, symbols, level.keys)
             h = np.where(depth[targets] >= k - 1, h, -1)  # no context reaching past the start
             total = level.totals[h]
-            count = level.counts[ids[targets]]
+            seen = level.counts[ids[targets]]
             d = level.discount
-            blended = (np.maximum(count - d, 0.0) + d * level.types[h] * p) / np.maximum(total, 1)
+            blended = (np.maximum(seen - d, 0.0) + d * level.types[h] * p) / np.maximum(total, 1)
             p = np.where(total > 0, blended, p)
-        return p
+            if k >= 2:
+                evidence += total > 0
+        return p, evidence
 
 
 def best_ngram(
@@ -259,91 +268,16 @@ def best_ngram(
     orders = sorted(set(orders))
     if not orders or orders[0] < 1:
         raise ValueError(f"orders must be one or more integers >= 1, got {orders}")
-    counts = _count(train_sequences, orders[-1])
-    heldout = _join(heldout_sequences)
+    counts = count(train_sequences, orders[-1])
+    heldout = join(heldout_sequences)
     scores = {}
     for order in orders:
-        scores[order] = ByteNGram(order)._with_counts(counts)._bits(*heldout)
+        scores[order] = ByteNGram(order).with_counts(counts)._bits(*heldout[:2])
     best = min(orders, key=lambda order: (scores[order], order))
     return best, scores[best], scores
 
 
-_NOT_TEXT = f"ids must be bytes 0..255 or SEP ({SEP}); PAD and others are not text"
-
-
-def _checked(ids: Sequence[int]) -> list[int]:
-    out = [int(i) for i in ids]
-    if any(not 0 <= i <= SEP for i in out):
-        raise ValueError(_NOT_TEXT)
-    return out
-
-
-def _join(sequences: Iterable[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
-    """(symbols, depth): the sequences joined, each preceded by _START; depth is the
-    position within its sequence (-1 at the _START markers)."""
-    parts = []
-    for seq in sequences:
-        ids = np.asarray(seq, dtype=np.int64).reshape(-1)
-        if ids.size == 0:
-            continue
-        if ids.min() < 0 or ids.max() > SEP:
-            raise ValueError(_NOT_TEXT)
-        if ids[0] != SEP:
-            raise ValueError("each sequence must start with SEP (see codec.encode_turns)")
-        parts.append(ids)
-    if not parts:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    lengths = np.array([len(ids) + 1 for ids in parts])
-    symbols = np.concatenate([x for ids in parts for x in (np.array([_START]), ids)])
-    starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
-    return symbols, np.arange(symbols.size) - starts - 1
-
-
-def _next_codes(ids: np.ndarray, symbols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Codes of the k-grams ending at each position from the (k-1)-gram ids, and where they
-    exist (a _START may only come first, so no n-gram spans two sequences)."""
-    ok = np.zeros(symbols.size, dtype=bool)
-    ok[1:] = (ids[:-1] >= 0) & (symbols[1:] != _START)
-    codes = np.zeros(symbols.size, dtype=np.int64)
-    codes[1:] = ids[:-1] * RADIX + symbols[1:]
-    return codes, ok
-
-
-def _lookup(ids: np.ndarray, symbols: np.ndarray, keys: np.ndarray) -> np.ndarray:
-    """Ids in `keys` of the k-grams ending at each position, -1 where never seen."""
-    codes, ok = _next_codes(ids, symbols)
-    pos = np.minimum(np.searchsorted(keys, codes), max(len(keys) - 1, 0))
-    found = ok & (keys[pos] == codes) if len(keys) else np.zeros_like(ok)
-    return np.where(found, pos, -1)
-
-
-def _count(sequences: Iterable[Sequence[int]], max_order: int) -> _Counts:
-    symbols, depth = _join(sequences)
-    keys: list[np.ndarray] = [np.zeros(0, np.int64), np.zeros(0, np.int64)]  # unused at k < 2
-    ids = [symbols, symbols]  # ids[k][i]: id of the k-gram ending at position i, or -1
-    for _ in range(2, max_order + 1):
-        codes, ok = _next_codes(ids[-1], symbols)
-        unique, inverse = np.unique(codes[ok], return_inverse=True)
-        level_ids = np.full(symbols.size, -1, dtype=np.int64)
-        level_ids[ok] = inverse.reshape(-1)
-        keys.append(unique)
-        ids.append(level_ids)
-    raw: list[np.ndarray] = [np.zeros(0)]
-    cont: list[np.ndarray] = [np.zeros(0)]
-    for k in range(1, max_order + 1):
-        size = RADIX if k == 1 else len(keys[k])
-        at = depth >= max(k - 1, 1)  # targets with a whole k-gram inside their sequence
-        raw.append(np.bincount(ids[k][at], minlength=size).astype(np.float64))
-        if k == max_order:  # the top level of any model uses raw counts
-            break
-        # distinct (k+1)-grams (a _START counts as a symbol) per k-gram suffix
-        suffix = np.full(len(keys[k + 1]), -1, dtype=np.int64)
-        suffix[ids[k + 1][at]] = ids[k][at]  # the (k+1)-grams ending at targets -> their suffix
-        cont.append(np.bincount(suffix[suffix >= 0], minlength=size).astype(np.float64))
-    return _Counts(max_order, keys, raw, cont)
-
-
-def _levels(counts: _Counts, order: int, discount: float | None) -> list[_Level]:
+def _levels(counts: Counts, order: int, discount: float | None) -> list[_Level]:
     """The interpolation levels of an order-`order` model: raw counts on top, continuation below."""
     if order > counts.max_order:
         raise ValueError(f"counts go up to order {counts.max_order}, not {order}")

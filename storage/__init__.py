@@ -17,6 +17,7 @@ from storage.database import (
     open_database,
     sqlite_url,
 )
+from storage.memory_window import memory_window
 from storage.models import (
     CHAT_TYPES,
     DEFAULT_TEMPERATURE,
@@ -117,6 +118,7 @@ __all__ = [
     "last_run",
     "learning_user_ids",
     "mark_reported",
+    "memory_window",
     "open_database",
     "pending_replies",
     "personal_data",

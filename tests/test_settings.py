@@ -6,14 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.settings import (
-    DEFAULT_BASE_URL,
-    DEFAULT_RETRAIN_INTERVAL,
-    Settings,
-    SettingsError,
-    file_url_for,
-    load_settings,
-)
+from bot.config_values import DEFAULT_BASE_URL, DEFAULT_RETRAIN_INTERVAL, file_url_for
+from bot.settings import Settings, SettingsError, load_settings
 
 TOKEN = "123456789:AAHsecretSecretSecret_secret-SECRET"
 

@@ -1,0 +1,206 @@
+"""The chat memory with the shipped model: how fast the bot learns its users' words
+without any retrain, what it costs the other languages, and what a refresh costs.
+
+In one run:
+- learning curve: 20 users write N messages in a new style (bench_retrain's pirate) in
+  group chats of 10; the memory is counted from them (N = 100, 300, 1000) and the
+  mixture's weights fitted. Reported: held-out style bits/byte as served with the
+  memory and without it (the baseline, same run); a base-corpus held-out slice (200
+  conversations the weights were not fitted on) as served with and without; the share
+  of replies to 30 everyday prompts that use the style at T 0, 0.6 and 1, with and
+  without the memory; 5 prompts x 3 temperatures as samples.
+- refresh cost: SQLite databases holding 1 MB and 10 MB of human text; one refresh
+  (read the window, count, fit, build and warm the generator) timed, and this
+  process's resident memory after it. The window (CHARBOT_MEMORY_WINDOW_BYTES) bounds
+  both.
+
+Usage: python benchmarks/bench_memory.py [--sizes 100,300,1000] [--stored-mb 1,10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_retrain import ENDINGS, SUBJECTS, VERBS, pirate  # noqa: E402
+
+from bot.config_values import DEFAULT_MEMORY_WINDOW_BYTES  # noqa: E402
+from model.corpus import BASE_SEED, base_split  # noqa: E402
+from model.generator import Generator  # noqa: E402
+from model.memory import Messages  # noqa: E402
+from model.memory_fit import MemoryBuilder, target_evidence  # noqa: E402
+from model.mixture import base_ngram  # noqa: E402
+from model.modelfile import BASE_MODEL_PATH, load  # noqa: E402
+from model.network import network_of  # noqa: E402
+from model.retrain import limit_threads  # noqa: E402
+from model.scoring import network_probs  # noqa: E402
+from model.training import conversation_ids  # noqa: E402
+from model.weighting import bits, fixed, stack  # noqa: E402
+from storage import memory_window, open_database, sqlite_url  # noqa: E402
+
+EVERYDAY = [
+    "hello",
+    "how are you?",
+    "what is your name?",
+    "tell me a joke",
+    "do you like music?",
+    "good morning",
+    "what are you doing?",
+    "where are you from?",
+    "I am tired",
+    "what's new?",
+] * 3
+SAMPLE_PROMPTS = EVERYDAY[:5]
+TEMPERATURES = (0.0, 0.6, 1.0)
+STYLE = [s.lower() for s in SUBJECTS + VERBS + ENDINGS] + ["arr", "ship", "rum"]
+
+
+def rows_of(n: int, seed: int = 7) -> list[tuple[int, int, str]]:
+    rng = random.Random(seed)
+    return [(-(i // 10), 10_000 + i % 20, pirate(rng)) for i in range(n)]
+
+
+def styled(text: str) -> bool:
+    low = text.lower()
+    return any(word in low for word in STYLE)
+
+
+def replies(gen: Generator, prompts, t: float) -> list[str]:
+    return [r.text for r in gen.reply([[p] for p in prompts], [t] * len(prompts), seed=1)]
+
+
+def base_eval(model) -> tuple[list, object]:
+    """200 base held-out conversations the memory's weights were not fitted on."""
+    _, heldout = base_split()
+    order = np.random.RandomState(BASE_SEED).permutation(len(heldout))
+    encoded = [conversation_ids(heldout[i]) for i in np.sort(order[100:300])]
+    return encoded, network_probs(network_of(model), encoded)
+
+
+def learning(model, sizes) -> None:
+    builder = MemoryBuilder()
+    encoded, p_net = base_eval(model)
+    p_base, e_base = target_evidence(base_ngram(model.mix[0]), encoded)
+    plain = Generator(model, batch_buckets=(30,))
+    print(
+        "| style messages | held-out style, without -> with memory | base slice, without -> "
+        "with | style replies T 0 / 0.6 / 1, without -> with | refresh s |"
+    )
+    print("| ---: | --- | --- | --- | ---: |")
+    shares_plain = [sum(map(styled, replies(plain, EVERYDAY, t))) for t in TEMPERATURES]
+    samples = {}
+    for n in sizes:
+        start = time.monotonic()
+        memory = builder.build(model, Messages.of(rows_of(n)), version=1)
+        gen = Generator(model, batch_buckets=(30,), memory=memory)
+        seconds = time.monotonic() - start
+        p_mem, e_mem = target_evidence(memory.ngram, encoded)
+        p = stack([p_net, p_base, p_mem])
+        without = bits(fixed(model.mix[1], (1, 1)), p, e_base * 0, e_base * 0)
+        with_memory = bits(memory.weights, p, e_base, e_mem)
+        shares = [sum(map(styled, replies(gen, EVERYDAY, t))) for t in TEMPERATURES]
+        info = memory.info
+        print(
+            f"| {n} | {info.heldout_bits_without:.2f} -> {info.heldout_bits:.2f} | "
+            f"{without:.3f} -> {with_memory:.3f} | "
+            f"{'/'.join(map(str, shares_plain))} -> {'/'.join(map(str, shares))} of "
+            f"{len(EVERYDAY)} | {seconds:.1f} |"
+        )
+        samples[n] = gen
+    print("\nsamples (prompt, temperature: without memory | with the largest memory):")
+    gen = samples[max(sizes)]
+    for t in TEMPERATURES:
+        for prompt, a, b in zip(
+            SAMPLE_PROMPTS,
+            replies(plain, SAMPLE_PROMPTS, t),
+            replies(gen, SAMPLE_PROMPTS, t),
+            strict=True,
+        ):
+            print(f"  {prompt!r} {t}: {a!r} | {b!r}")
+
+
+def rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def fill(data_dir: Path, megabytes: float) -> None:
+    """A charbot database holding `megabytes` of human text (pirate and everyday words)."""
+    db = open_database(sqlite_url(data_dir))
+    db.dispose()
+    rng = random.Random(11)
+    words = ["hello", "well", "maybe", "tomorrow", "the", "game", "was", "great", "see", "you"]
+    target, total, rows = megabytes * 1e6, 0, []
+    while total < target:
+        text = pirate(rng) if rng.random() < 0.3 else " ".join(rng.choices(words, k=6))
+        total += len(text)
+        rows.append((-(len(rows) // 50) - 1, 100 + len(rows) % 500, text))
+    with sqlite3.connect(data_dir / "charbot.sqlite3") as conn:
+        conn.executemany(
+            "INSERT OR IGNORE INTO users (id, name, temperature, learning, created_at) "
+            "VALUES (?, 'u', 0.8, 1, '2026-12-02')",
+            [(u,) for u in range(100, 600)],
+        )
+        conn.executemany(
+            "INSERT OR IGNORE INTO chats (id, type) VALUES (?, 'group')",
+            [(c,) for c in {r[0] for r in rows}],
+        )
+        conn.executemany(
+            "INSERT INTO messages (chat_id, user_id, from_bot, text, created_at) "
+            "VALUES (?, ?, 0, ?, '2026-12-02')",
+            rows,
+        )
+
+
+def refresh_cost(model, stored_mb) -> None:
+    print(f"\nrefresh with the default window ({DEFAULT_MEMORY_WINDOW_BYTES / 1e6:.0f} MB):")
+    print("| stored text | window read | messages counted | refresh s | RSS after MiB |")
+    print("| ---: | ---: | ---: | ---: | ---: |")
+    builder = MemoryBuilder()
+    for mb in stored_mb:
+        with tempfile.TemporaryDirectory() as tmp:
+            fill(Path(tmp), mb)
+            db = open_database(sqlite_url(Path(tmp)))
+            start = time.monotonic()
+            with db.read() as session:
+                rows, newest = memory_window(session, DEFAULT_MEMORY_WINDOW_BYTES)
+            read = time.monotonic() - start
+            memory = builder.build(model, Messages.of(rows, newest), version=1)
+            gen = Generator(model, memory=memory)
+            seconds = time.monotonic() - start
+            print(
+                f"| {mb} MB | {read:.1f} s | {memory.info.messages} | {seconds:.1f} | "
+                f"{rss_mib():.0f} |"
+            )
+            del gen
+            db.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="100,300,1000")
+    parser.add_argument("--stored-mb", default="1,10")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    limit_threads(args.threads)
+    model = load(BASE_MODEL_PATH)
+    print(f"bench_memory {time.strftime('%Y-%m-%d %H:%M')}, shipped model, RSS {rss_mib():.0f} MiB")
+    learning(model, [int(s) for s in args.sizes.split(",")])
+    refresh_cost(model, [float(s) for s in args.stored_mb.split(",")])
+
+
+if __name__ == "__main__":
+    main()

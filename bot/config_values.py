@@ -1,0 +1,218 @@
+"""Reading one configuration value each: a value or one line naming the variable and
+what it accepts (SettingsError). bot.settings gathers them into `Settings`."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+DEFAULT_BASE_URL = "https://api.telegram.org/bot"  # the token is appended to it
+DEFAULT_DATA_DIR = Path("data")
+DEFAULT_RETRAIN_INTERVAL = 6 * 60 * 60  # seconds between scheduled retrain checks
+DEFAULT_RETRAIN_MIN_MESSAGES = 200  # new human messages a scheduled run waits for
+MAX_RETRAIN_INTERVAL = 366 * 24 * 60 * 60  # a year: more overflows the scheduler's timers
+# The chat memory (bot/chat_memory.py) is counted again after this many new human
+# messages or this many seconds, whichever comes first, from the last this many bytes
+# of human text; an n-gram enters it once this many distinct users wrote it.
+DEFAULT_MEMORY_REFRESH_MESSAGES = 100
+DEFAULT_MEMORY_REFRESH_INTERVAL = 300
+DEFAULT_MEMORY_WINDOW_BYTES = 4_000_000
+DEFAULT_MEMORY_MIN_USERS = 3
+
+_TOKEN = re.compile(r"[0-9]+:[A-Za-z0-9_-]+", re.ASCII)  # what @BotFather hands out
+_USER_ID = re.compile(r"[0-9]+", re.ASCII)
+_SECONDS = re.compile(r"\+?[0-9]+", re.ASCII)
+_HOST = re.compile(r"[A-Za-z0-9.:-]+", re.ASCII)  # a host name, IPv4 or IPv6 address
+
+
+METRICS_HOST = "127.0.0.1"  # where /metrics listens when CHARBOT_METRICS_ADDRESS is a port
+LOG_FORMATS = ("text", "json")  # CHARBOT_LOG_FORMAT: lines for people, or one JSON object each
+
+
+class SettingsError(ValueError):
+    """A configuration value the bot cannot start with; the message is one line."""
+
+
+# -- one parser per variable -------------------------------------------------------
+
+
+def parse_metrics_address(value: str | None) -> tuple[str, int] | None:
+    """ "9100" (on 127.0.0.1) or "0.0.0.0:9100" -> (host, port)."""
+    if value is None:
+        return None
+    host, colon, port = value.rpartition(":")
+    host = host.strip("[]") if colon else METRICS_HOST
+    digits = port.isascii() and port.isdigit()
+    if not (digits and 0 < int(port) < 65536 and _HOST.fullmatch(host)):
+        raise SettingsError(
+            f"CHARBOT_METRICS_ADDRESS: {value[:60]!r} is not a port or host:port "
+            "(e.g. 9100 or 0.0.0.0:9100)"
+        )
+    return host, int(port)
+
+
+def parse_log_format(value: str | None) -> str:
+    if value is None:
+        return LOG_FORMATS[0]
+    if value.lower() not in LOG_FORMATS:
+        raise SettingsError(
+            f"CHARBOT_LOG_FORMAT: {value[:40]!r} is not one of {', '.join(LOG_FORMATS)}"
+        )
+    return value.lower()
+
+
+def parse_token(value: str | None) -> str | None:
+    if value is not None and not _TOKEN.fullmatch(value):
+        # Never echo the value: a mistyped token is still mostly a secret.
+        raise SettingsError(
+            "TELEGRAM_BOT_TOKEN: does not look like a bot token "
+            "(expected digits, a colon and letters, as @BotFather gives it)"
+        )
+    return value
+
+
+def parse_base_url(value: str) -> str:
+    try:
+        parts = urlsplit(value)
+    except ValueError:  # e.g. an unclosed "[" of an IPv6 host
+        parts = urlsplit("")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SettingsError(
+            f"CHARBOT_TELEGRAM_BASE_URL: {value!r} is not an http(s) URL with a host "
+            f"(expected e.g. {DEFAULT_BASE_URL})"
+        )
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port like :abc or :99999
+    except ValueError:
+        raise SettingsError(
+            f"CHARBOT_TELEGRAM_BASE_URL: {value!r} has a bad port (expected e.g. "
+            "http://localhost:8081/bot)"
+        ) from None
+    if not parts.path.endswith("/bot") and "{token}" not in value:
+        # The token is appended to the URL: without "/bot" it would run into the host
+        # or port, and show up in connection errors.
+        raise SettingsError(
+            f"CHARBOT_TELEGRAM_BASE_URL: {value!r} must end with /bot, which the token "
+            f"follows (expected e.g. {DEFAULT_BASE_URL} or http://localhost:8081/bot)"
+        )
+    return value
+
+
+def file_url_for(base_url: str) -> str:
+    """The Bot API file URL for `base_url`: `/file` goes before the last `/bot` segment."""
+    parts = urlsplit(base_url)
+    path = parts.path
+    i = path.rfind("/bot")
+    path = path[:i] + "/file" + path[i:] if i >= 0 else path.rstrip("/") + "/file/bot"
+    return urlunsplit(parts._replace(path=path))
+
+
+def parse_admin_ids(value: str) -> frozenset[int]:
+    ids = set()
+    for piece in value.split(","):
+        piece = piece.strip()
+        if not piece:
+            continue
+        if not _USER_ID.fullmatch(piece) or int(piece) == 0:
+            raise SettingsError(
+                f"CHARBOT_ADMIN_IDS: {piece!r} is not a Telegram user id "
+                "(expected comma-separated integers)"
+            )
+        ids.add(int(piece))
+    return frozenset(ids)
+
+
+def parse_data_dir(value: str | None) -> Path:
+    path = _path("CHARBOT_DATA_DIR", value) if value else DEFAULT_DATA_DIR.resolve()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        where = "exists" if existing == path else f"is under {str(existing)!r}, which exists"
+        raise SettingsError(f"CHARBOT_DATA_DIR: {str(path)!r} {where} and is not a directory")
+    return path
+
+
+def _path(name: str, value: str) -> Path:
+    """`value` as an absolute path; "~user" of an unknown user is a clear error."""
+    try:
+        return Path(value).expanduser().resolve()
+    except (RuntimeError, OSError) as exc:
+        raise SettingsError(f"{name}: {value!r} is not a usable path ({exc})") from None
+
+
+def parse_database_url(value: str | None) -> str:
+    if value is None:
+        return ""  # Settings fills in the SQLite file in the data dir
+    expected = "(expected e.g. sqlite:////srv/charbot/charbot.sqlite3 or postgresql://user@host/db)"
+    try:
+        url = make_url(value)
+        url.port  # noqa: B018 - make_url accepts a port like :abc
+    except (ArgumentError, ValueError):
+        # Not echoed: it may hold a password.
+        raise SettingsError(f"CHARBOT_DATABASE_URL: not a database URL {expected}") from None
+    try:
+        url.get_dialect()
+    except NoSuchModuleError:
+        shown = url.render_as_string(hide_password=True)
+        raise SettingsError(
+            f"CHARBOT_DATABASE_URL: {shown!r} names a database SQLAlchemy does not know {expected}"
+        ) from None
+    return value
+
+
+def parse_min_messages(value: str | None) -> int:
+    return parse_whole(
+        "CHARBOT_RETRAIN_MIN_MESSAGES",
+        value,
+        DEFAULT_RETRAIN_MIN_MESSAGES,
+        10**9,
+        "new human messages a scheduled retrain waits for",
+    )
+
+
+def parse_epochs(value: str | None) -> int | None:
+    if value is None:
+        return None
+    return parse_whole("CHARBOT_RETRAIN_EPOCHS", value, 8, 1000, "the most epochs a run takes")
+
+
+def parse_interval(value: str | None) -> int:
+    if value is None:
+        return DEFAULT_RETRAIN_INTERVAL
+    if not 1 <= _whole(value) <= MAX_RETRAIN_INTERVAL:
+        raise SettingsError(
+            f"CHARBOT_RETRAIN_INTERVAL: {value!r} is not a whole number of seconds from 1 to "
+            f"{MAX_RETRAIN_INTERVAL} (e.g. {DEFAULT_RETRAIN_INTERVAL} = every 6 hours)"
+        )
+    return int(value)
+
+
+def parse_whole(name: str, value: str | None, default: int, high: int, what: str) -> int:
+    """`value` as a whole number from 1 to `high`; `default` when unset."""
+    if value is None:
+        return default
+    if not 1 <= _whole(value) <= high:
+        raise SettingsError(
+            f"{name}: {value[:40]!r} is not a whole number from 1 to {high} "
+            f"({what}, e.g. {default})"
+        )
+    return int(value)
+
+
+def _whole(value: str) -> int:
+    """`value` as a whole number, or -1 when it is not one (or too long to be sensible)."""
+    if len(value) > 19 or not _SECONDS.fullmatch(value):
+        return -1
+    return int(value)
+
+
+def parse_model_path(value: str | None) -> Path | None:
+    if value is None:
+        return None
+    path = _path("CHARBOT_MODEL_PATH", value)
+    if not path.is_file():
+        raise SettingsError(f"CHARBOT_MODEL_PATH: {value!r} is not a file (expected a model .npz)")
+    return path

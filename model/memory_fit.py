@@ -1,0 +1,163 @@
+"""Building a chat memory and fitting the mixture's weights for it.
+
+The weights (model.weighting) are fitted on held-out text as it would be served: a
+seeded tenth of the window's messages is held out, a memory counted from the rest
+scores them, and the network and the base n-gram score them too. A fixed slice of the
+base corpus' held-out conversations is fitted on beside them, with equal say, so that
+chats in the languages the users do not write keep the weights that serve them (the
+memory knows nothing there, and the slice keeps the network's weight where it was).
+The memory that is served is then counted from every message of the window.
+
+Scoring the network is the slow part (about a second per 10 KB on two cores); the base
+slice's scores depend only on the network, so they are kept per model.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from model.codec import Encoded, encode_transcript
+from model.corpus import BASE_SEED, base_split
+from model.memory import MEMORY_ORDER, MIN_USERS, ChatMemory, MemoryInfo, Messages, count_memory
+from model.mixture import MIX_ORDER, base_ngram
+from model.modelfile import ModelFile
+from model.network import network_of
+from model.ngram import ByteNGram
+from model.scoring import network_probs
+from model.training import conversation_ids
+from model.weighting import bits, fit, fixed, stack
+
+HELDOUT_SHARE = 0.1  # of the window's messages, to fit the weights on
+MAX_HELDOUT_MESSAGES = 500  # ~25 KB of chat: the network scores it in seconds
+MIN_HELDOUT_MESSAGES = 20  # a small window holds out up to a quarter, at least this many
+MIN_HELDOUT_BYTES = 200  # fewer held-out bytes fit nothing: no memory yet
+BASE_SLICE_CONVERSATIONS = 100  # of the base held-out split (~11 KB, all languages)
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Each component's P(target) on some text, and both n-grams' evidence."""
+
+    p: np.ndarray  # (N, 3): network, base n-gram, memory
+    base_evidence: np.ndarray
+    memory_evidence: np.ndarray
+
+
+class MemoryBuilder:
+    """Builds memories for one network at a time (thread-safe; builds are serialised)."""
+
+    def __init__(self, min_users: int = MIN_USERS, base_conversations: int | None = None):
+        self.min_users = min_users
+        self.base_conversations = base_conversations or BASE_SLICE_CONVERSATIONS
+        self._lock = threading.Lock()
+        self._model: ModelFile | None = None
+        self._net = None
+        self._base_slice: tuple[list[Encoded], np.ndarray] | None = None
+
+    def build(
+        self, model: ModelFile, messages: Messages, version: int | None = None
+    ) -> ChatMemory | None:
+        """The memory of `messages` with weights fitted for `model`; None when the window
+        holds too little text to fit them (then the bot serves without a memory)."""
+        with self._lock:
+            heldout_ix, train_ix = split(len(messages.texts))
+            heldout = messages.subset(heldout_ix)
+            if heldout.text_bytes < MIN_HELDOUT_BYTES:
+                return None
+            base = self._base(model)
+            fit_memory = count_memory(messages.subset(train_ix), MEMORY_ORDER, self.min_users)
+            chat = self._score(model, in_context(messages, heldout_ix), fit_memory)
+            base_scored = self._score(model, base[0], fit_memory, base[1])
+            both = _concat(chat, base_scored)
+            # The chats and the base slice count equally, whatever their sizes.
+            say = np.concatenate([np.full(len(x.p), 1.0 / len(x.p)) for x in (chat, base_scored)])
+            shape = table_shape(model)
+            weights = fit(both.p, both.base_evidence, both.memory_evidence, shape, say)
+            served = count_memory(messages, MEMORY_ORDER, self.min_users)
+            info = MemoryInfo(
+                messages=len(messages.texts),
+                users=len(set(messages.users)),
+                text_bytes=messages.text_bytes,
+                newest_message_id=messages.newest_message_id,
+                built_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                model_version=version,
+                heldout_bits=bits(weights, chat.p, chat.base_evidence, chat.memory_evidence),
+                heldout_bits_without=served_without(model, chat),
+            )
+            return ChatMemory(served, weights, info)
+
+    def _net_of(self, model: ModelFile):
+        if self._model is not model:
+            self._model, self._net, self._base_slice = model, network_of(model), None
+        return self._net
+
+    def _base(self, model: ModelFile) -> tuple[list[Encoded], np.ndarray]:
+        """The base slice and the network's P(target) on it (kept per model)."""
+        net = self._net_of(model)
+        if self._base_slice is None:
+            _, heldout = base_split()
+            order = np.random.RandomState(BASE_SEED).permutation(len(heldout))
+            picked = np.sort(order[: self.base_conversations])
+            encoded = [conversation_ids(heldout[i]) for i in picked]
+            self._base_slice = (encoded, network_probs(net, encoded))
+        return self._base_slice
+
+    def _score(self, model, encoded, memory: ByteNGram, p_net=None) -> Scored:
+        if p_net is None:
+            p_net = network_probs(self._net_of(model), encoded)
+        order = model.mix[0] if model.mix is not None else MIX_ORDER
+        p_base, e_base = target_evidence(base_ngram(order), encoded)
+        p_mem, e_mem = target_evidence(memory, encoded)
+        return Scored(stack([p_net, p_base, p_mem]), e_base, e_mem)
+
+
+def in_context(messages: Messages, indices: Sequence[int]) -> list[Encoded]:
+    """Messages as the bot meets them: each after the one before it in its chat (context,
+    not a target), as a reply is written after the chat's last turn."""
+    out = []
+    for i in indices:
+        before = messages.previous(i)
+        turns = [(before, False)] if before is not None else []
+        out.append(encode_transcript([*turns, (messages.texts[i], True)]))
+    return out
+
+
+def split(n: int, seed: int = BASE_SEED) -> tuple[list[int], list[int]]:
+    """(held-out, rest) indices of n messages: a seeded HELDOUT_SHARE (between
+    MIN_HELDOUT_MESSAGES, or a quarter of a small window, and MAX_HELDOUT_MESSAGES),
+    each list in order."""
+    order = np.random.RandomState(seed).permutation(n)
+    k = min(max(round(n * HELDOUT_SHARE), min(MIN_HELDOUT_MESSAGES, n // 4)), MAX_HELDOUT_MESSAGES)
+    return sorted(order[:k].tolist()), sorted(order[k:].tolist())
+
+
+def table_shape(model: ModelFile) -> tuple[int, int]:
+    order = model.mix[0] if model.mix is not None else MIX_ORDER
+    return order, MEMORY_ORDER
+
+
+def served_without(model: ModelFile, scored: Scored) -> float:
+    """Bits/byte of `scored` as the model is served without a memory."""
+    weight = model.mix[1] if model.mix is not None else 1.0
+    nowhere = np.zeros_like(scored.base_evidence)
+    return bits(fixed(weight, (1, 1)), scored.p, nowhere, nowhere)
+
+
+def target_evidence(ngram: ByteNGram, encoded: Sequence[Encoded]):
+    """P(target) and evidence at each target byte (mask[1:]) of each conversation."""
+    p, e = ngram.target_evidence([ids for ids, _ in encoded])
+    keep = np.concatenate([np.asarray(mask[1:], dtype=bool) for _, mask in encoded])
+    return p[keep], e[keep]
+
+
+def _concat(a: Scored, b: Scored) -> Scored:
+    return Scored(
+        np.concatenate([a.p, b.p]),
+        np.concatenate([a.base_evidence, b.base_evidence]),
+        np.concatenate([a.memory_evidence, b.memory_evidence]),
+    )

@@ -1,0 +1,261 @@
+"""The chat memory in the running bot: when it is counted again, what it leaves out,
+how it survives a restart or a damaged file, and that no one's private phrase reaches
+another user, after a memory refresh and a retrain."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import numpy as np
+import pytest
+
+from bot.chat_memory import MEMORY_FILE
+from bot.services import open_services
+from bot.settings import load_settings
+from model import load
+from model.generator import Generator
+from model.memory import ChatMemory
+from model.retrain import RetrainConfig, retrain
+from storage import (
+    add_message,
+    forget_user,
+    get_or_create_chat,
+    get_or_create_user,
+    set_learning,
+    training_transcripts,
+)
+
+PIRATE = ["arr", "matey", "ahoy", "yo ho", "avast", "grog", "the plank", "me hearty"]
+CANARY = "ring me at +1 555 0199 2834"
+SHARED = "zebra crossing blue"  # written by exactly three users
+
+
+def pieces(text: str, n: int = 10) -> set[bytes]:
+    raw = text.encode()
+    return {raw[i : i + n] for i in range(len(raw) - n + 1)}
+
+
+def knows(memory: ChatMemory, phrase: str | bytes) -> bool:
+    """Whether the memory holds the end of `phrase` as its longest context."""
+    raw = phrase if isinstance(phrase, bytes) else phrase.encode()
+    ids = list(raw)[-(memory.ngram.order - 1) :]
+    return memory.ngram.context_ids(ids)[-1] >= 0
+
+
+@pytest.fixture
+def settings(tmp_path, tiny_model_path):
+    env = {
+        "CHARBOT_DATA_DIR": str(tmp_path / "data"),
+        "CHARBOT_MODEL_PATH": str(tiny_model_path),
+        "CHARBOT_MEMORY_REFRESH_MESSAGES": "50",
+    }
+    return load_settings(env, env_file=None)
+
+
+@pytest.fixture(scope="module")
+def generator(tiny_model_path):
+    """One bucket and short replies: every refresh compiles a generator with the memory."""
+    return Generator(load(tiny_model_path), batch_buckets=(1,), max_reply_bytes=40)
+
+
+@pytest.fixture
+def services(settings, generator):
+    opened = open_services(settings, generator=generator)
+    yield opened
+    opened.close()
+
+
+def write(services, rows) -> None:
+    """Store (chat id, user id, text) rows as human messages, each chat a group."""
+    with services.db.begin() as session:
+        for chat, user, text in rows:
+            get_or_create_chat(session, chat, "private" if chat == user else "group")
+            get_or_create_user(session, user, f"user {user}")
+            add_message(session, chat_id=chat, user_id=user, text=text)
+
+
+def pirate_rows(n: int, users: int = 20, seed: int = 0) -> list[tuple[int, int, str]]:
+    rng = random.Random(seed)
+    return [
+        (-100 - i % 5, 10 + i % users, " ".join(rng.choice(PIRATE) for _ in range(3)) + "!")
+        for i in range(n)
+    ]
+
+
+def test_too_little_text_serves_no_memory(services):
+    write(services, pirate_rows(6))
+    keeper = services.memory
+
+    assert asyncio.run(keeper.due()) is None  # 6 < 50 new messages
+    assert asyncio.run(keeper.refresh("asked")) is None
+    assert services.live.memory is None
+    assert not (services.settings.data_dir / MEMORY_FILE).exists()
+    assert "empty" in keeper.status_line()
+
+
+def test_new_messages_make_a_refresh_due_and_it_is_served_and_saved(services):
+    keeper = services.memory
+    write(services, pirate_rows(49))
+
+    async def main():
+        assert await keeper.due() is None
+        write(services, pirate_rows(1, seed=1))
+        assert await keeper.due() == "50 new messages"
+        assert await keeper.check()
+        assert await keeper.due() is None  # counted: nothing new since
+        await services.live.start()
+        try:
+            return await services.live.reply(["ahoy matey!"], 0.0)
+        finally:
+            await services.live.stop()
+
+    reply = asyncio.run(main())
+    memory = services.live.memory
+    assert memory is not None and memory.info.messages == 50
+    assert memory.info.model_version == services.live.version
+    assert reply.text
+    saved = ChatMemory.load(services.settings.data_dir / MEMORY_FILE)
+    assert saved.info == memory.info
+    assert "50 messages from 20 users" in keeper.status_line()
+
+
+def test_the_memory_survives_a_restart(settings, generator):
+    first = open_services(settings, generator=generator)
+    try:
+        write(first, pirate_rows(200))
+        asyncio.run(first.memory.refresh())
+        info = first.live.memory.info
+    finally:
+        first.close()
+    again = open_services(settings, generator=generator)
+    try:
+        assert again.live.memory is not None and again.live.memory.info == info
+        assert again.memory.notices == []
+    finally:
+        again.close()
+
+
+@pytest.mark.parametrize("damage", [b"PK\x03\x04 not really a zip", None])
+def test_a_damaged_memory_file_is_moved_aside_and_reported(settings, generator, damage):
+    first = open_services(settings, generator=generator)
+    try:
+        write(first, pirate_rows(200))
+        asyncio.run(first.memory.refresh())
+    finally:
+        first.close()
+    path = settings.data_dir / MEMORY_FILE
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 3] if damage is None else damage)
+    again = open_services(settings, generator=generator)
+    try:
+        assert again.live.memory is None  # served without it
+        assert len(again.memory.notices) == 1 and "did not load" in again.memory.notices[0]
+        assert not path.exists() and list(settings.data_dir.glob(f"{MEMORY_FILE}.unreadable-*"))
+        asyncio.run(again.memory.refresh())  # the next count brings it back
+        assert again.live.memory is not None and path.exists()
+    finally:
+        again.close()
+
+
+def test_forgotten_and_opted_out_text_leaves_at_the_next_refresh(services):
+    keeper = services.memory
+    write(services, pirate_rows(200))
+    write(services, [(-7, user, SHARED) for user in (501, 502, 503)])
+    write(services, [(-7, 504, "a line nobody else wrote at all")])
+    asyncio.run(keeper.refresh())
+    assert knows(services.live.memory, SHARED)
+
+    with services.db.begin() as session:
+        forget_user(session, 501)
+    services.text_withdrawn()
+    assert asyncio.run(keeper.due()) == "text withdrawn"
+    asyncio.run(keeper.check())
+    assert not knows(services.live.memory, SHARED)  # two users left: not shared enough
+
+    write(services, [(-7, 505, SHARED)])
+    asyncio.run(keeper.refresh())
+    assert knows(services.live.memory, SHARED)
+    with services.db.begin() as session:
+        set_learning(session, 505, False)
+    services.text_withdrawn()
+    asyncio.run(keeper.check())
+    assert not knows(services.live.memory, SHARED)
+
+
+def test_text_withdrawn_while_counting_is_counted_again(services, monkeypatch):
+    keeper = services.memory
+    write(services, pirate_rows(200))
+    write(services, [(-7, user, SHARED) for user in (501, 502, 503)])
+    build = keeper.builder.build
+    calls = []
+
+    def build_then_forget(*args, **kwargs):
+        memory = build(*args, **kwargs)
+        if not calls:  # /forget lands while the first count runs
+            with services.db.begin() as session:
+                forget_user(session, 502)
+            services.text_withdrawn()
+        calls.append(memory)
+        return memory
+
+    monkeypatch.setattr(keeper.builder, "build", build_then_forget)
+    asyncio.run(keeper.refresh())
+    assert len(calls) == 2 and knows(calls[0], SHARED)
+    assert not knows(services.live.memory, SHARED)
+    assert asyncio.run(keeper.due()) is None
+
+
+def test_a_new_model_version_makes_a_refresh_due(services):
+    keeper = services.memory
+    write(services, pirate_rows(200))
+    asyncio.run(keeper.refresh())
+    memory = services.live.memory
+    services.live.memory = ChatMemory(
+        memory.ngram,
+        memory.weights,
+        type(memory.info)(**{**memory.info.__dict__, "model_version": 999}),
+    )
+    assert asyncio.run(keeper.due()) == "new model version"
+
+
+def test_a_private_phrase_reaches_no_other_user_after_a_refresh_and_a_retrain(services, tmp_path):
+    """The canary: a fake phone number one user wrote 50 times in a private chat."""
+    write(services, pirate_rows(400))
+    # Others write how the canary starts, so a reply often starts that way too: only the
+    # memory's rule stops it going on with the number.
+    endings = ["noon", "home", "five", "once"]
+    others = [(-200, 300 + i % 15, f"ring me at {endings[i % 4]}") for i in range(60)]
+    write(services, others)
+    write(services, [(77, 77, CANARY)] * 50)
+    # the canary's own pieces: those nobody else wrote
+    private = pieces(CANARY) - {p for _, _, text in others for p in pieces(text)}
+    asyncio.run(services.memory.refresh())
+    memory = services.live.memory
+    assert memory is not None
+    assert not any(knows(memory, p) for p in private)
+    assert knows(memory, "ring me at")
+    with services.db.read() as session:
+        transcripts = training_transcripts(session)
+    config = RetrainConfig(
+        learning_rate=1e-2,
+        epochs=2,
+        window=64,
+        batch_size=16,
+        base_eval_conversations=8,
+        threads=None,
+    )
+    base = ([["hi", "hello there"], ["how are you", "fine"]] * 20, [["good day", "to you"]] * 4)
+    result = retrain(services.live.generator.model, transcripts, config, tmp_path, base=base)
+    candidate = load(result.candidate_path)
+    gen = Generator(candidate, batch_buckets=(32,), memory=memory, seed=5)
+    rng = np.random.default_rng(0)
+    prompts = ["hello", "ring me", "what is your number?", "+1 555", "arr matey!", "call"]
+    replies = []
+    for temperature in (0.0, 1.0):
+        for _ in range(8):
+            batch = [[str(rng.choice(prompts))] for _ in range(32)]
+            replies += [r.text for r in gen.reply(batch, [temperature] * 32)]
+    assert len(replies) >= 500
+    leaked = [r for r in replies if private & pieces(r)]
+    assert leaked == []
