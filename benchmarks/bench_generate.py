@@ -7,7 +7,9 @@
 
 Every reply is exactly REPLY_BYTES long (the separator is suppressed) so both do the
 same work. Prints chars/s (bytes/s) and the ratios; the bars are (b1) >= 6x (a) and
-(b32) >= 30x (a). Usage: python benchmarks/bench_generate.py [--model PATH] [--repeats N]
+(b32) >= 30x (a). --memory N serves (b) with a chat memory counted from N messages
+(bench_retrain's pirate, 20 users): three components mixed per step.
+Usage: python benchmarks/bench_generate.py [--model PATH] [--repeats N] [--memory N]
 """
 
 from __future__ import annotations
@@ -23,9 +25,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 import numpy as np
 import tensorflow as tf
+from bench_memory import rows_of
 
 from model import BASE_MODEL_PATH, PAD, ModelFile, encode_turns, load
 from model.generator import Generator
+from model.memory import Messages
+from model.memory_fit import MemoryBuilder
 
 REPLY_BYTES = 200
 PROMPT = ["Hello! How are you doing today?"]
@@ -94,10 +99,15 @@ def timed(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+def chat_memory(model: ModelFile, n: int):
+    return MemoryBuilder().build(model, Messages.of(rows_of(n)), version=1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(BASE_MODEL_PATH))
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--memory", type=int, default=0, help="chat memory of N messages")
     args = parser.parse_args()
     model = load(args.model)
     c = model.config
@@ -111,9 +121,12 @@ def main() -> None:
     step = OneStep(TutorialModel(model), temperature=0.8)
     t_a = timed(lambda: tutorial_reply(step, prompt, c.units, c.layers), args.repeats)
 
+    memory = chat_memory(model, args.memory) if args.memory else None
     start = time.perf_counter()
-    gen = Generator(model, seed=0)
+    gen = Generator(model, seed=0, memory=memory)
     warm = time.perf_counter() - start
+    if memory is not None:
+        print(f"with a chat memory of {memory.info.messages} messages")
     one = lambda: gen.generate_ids(  # noqa: E731
         [prompt], [0.8], max_new=REPLY_BYTES, min_new=REPLY_BYTES
     )

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import random
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +38,7 @@ from bench_retrain import ENDINGS, SUBJECTS, VERBS, pirate  # noqa: E402
 
 from bot.config_values import DEFAULT_MEMORY_WINDOW_BYTES  # noqa: E402
 from model.corpus import BASE_SEED, base_split  # noqa: E402
+from model.fidelity import measure_fidelity, prompt_sets  # noqa: E402
 from model.generator import Generator  # noqa: E402
 from model.memory import Messages  # noqa: E402
 from model.memory_fit import MemoryBuilder, target_evidence  # noqa: E402
@@ -84,7 +86,7 @@ def base_eval(model) -> tuple[list, object]:
     """200 base held-out conversations the memory's weights were not fitted on."""
     _, heldout = base_split()
     order = np.random.RandomState(BASE_SEED).permutation(len(heldout))
-    encoded = [conversation_ids(heldout[i]) for i in np.sort(order[100:300])]
+    encoded = [conversation_ids(heldout[i]) for i in np.sort(order[200:400])]
     return encoded, network_probs(network_of(model), encoded)
 
 
@@ -118,8 +120,13 @@ def learning(model, sizes) -> None:
             f"{len(EVERYDAY)} | {seconds:.1f} |"
         )
         samples[n] = gen
-    print("\nsamples (prompt, temperature: without memory | with the largest memory):")
     gen = samples[max(sizes)]
+    sets = prompt_sets()
+    for name, g in (("without memory", plain_fidelity(model)), ("with the largest", gen)):
+        report = measure_fidelity(g, sets)
+        shares = " / ".join(f"{report.overall(t):.0%}" for t in report.temperatures)
+        print(f"language fidelity {name}: {shares} at T {report.temperatures}")
+    print("\nsamples (prompt, temperature: without memory | with the largest memory):")
     for t in TEMPERATURES:
         for prompt, a, b in zip(
             SAMPLE_PROMPTS,
@@ -128,6 +135,10 @@ def learning(model, sizes) -> None:
             strict=True,
         ):
             print(f"  {prompt!r} {t}: {a!r} | {b!r}")
+
+
+def plain_fidelity(model) -> Generator:
+    return Generator(model, batch_buckets=(1, 32))
 
 
 def rss_mib() -> float:
@@ -165,28 +176,42 @@ def fill(data_dir: Path, megabytes: float) -> None:
         )
 
 
-def refresh_cost(model, stored_mb) -> None:
-    print(f"\nrefresh with the default window ({DEFAULT_MEMORY_WINDOW_BYTES / 1e6:.0f} MB):")
-    print("| stored text | window read | messages counted | refresh s | RSS after MiB |")
-    print("| ---: | ---: | ---: | ---: | ---: |")
-    builder = MemoryBuilder()
+def refresh_cost(stored_mb) -> None:
+    print(
+        f"\nrefresh with the default window ({DEFAULT_MEMORY_WINDOW_BYTES / 1e6:.0f} MB), each "
+        "in a fresh process holding the shipped model's generator as the bot does:"
+    )
+    print(
+        "| stored text | messages counted | read s | count and fit s | generator s | "
+        "RSS before -> after MiB |"
+    )
+    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
     for mb in stored_mb:
-        with tempfile.TemporaryDirectory() as tmp:
-            fill(Path(tmp), mb)
-            db = open_database(sqlite_url(Path(tmp)))
-            start = time.monotonic()
-            with db.read() as session:
-                rows, newest = memory_window(session, DEFAULT_MEMORY_WINDOW_BYTES)
-            read = time.monotonic() - start
-            memory = builder.build(model, Messages.of(rows, newest), version=1)
-            gen = Generator(model, memory=memory)
-            seconds = time.monotonic() - start
-            print(
-                f"| {mb} MB | {read:.1f} s | {memory.info.messages} | {seconds:.1f} | "
-                f"{rss_mib():.0f} |"
-            )
-            del gen
-            db.dispose()
+        subprocess.run([sys.executable, __file__, "--refresh-one", str(mb)], check=True)
+
+
+def refresh_one(model, mb: float) -> None:
+    """One refresh in this process (a fresh one): the bot's generator loaded first."""
+    serving = Generator(model)
+    before = rss_mib()
+    with tempfile.TemporaryDirectory() as tmp:
+        fill(Path(tmp), mb)
+        db = open_database(sqlite_url(Path(tmp)))
+        start = time.monotonic()
+        with db.read() as session:
+            rows, newest = memory_window(session, DEFAULT_MEMORY_WINDOW_BYTES)
+        read = time.monotonic() - start
+        memory = MemoryBuilder().build(model, Messages.of(rows, newest), version=1)
+        built = time.monotonic() - start
+        serving = Generator(model, memory=memory)
+        done = time.monotonic() - start
+        print(
+            f"| {mb:g} MB | {memory.info.messages} | {read:.1f} | {built - read:.1f} | "
+            f"{done - built:.1f} | {before:.0f} -> {rss_mib():.0f} |",
+            flush=True,
+        )
+        del serving
+        db.dispose()
 
 
 def main() -> None:
@@ -194,12 +219,15 @@ def main() -> None:
     parser.add_argument("--sizes", default="100,300,1000")
     parser.add_argument("--stored-mb", default="1,10")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--refresh-one", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
     limit_threads(args.threads)
     model = load(BASE_MODEL_PATH)
+    if args.refresh_one is not None:
+        return refresh_one(model, args.refresh_one)
     print(f"bench_memory {time.strftime('%Y-%m-%d %H:%M')}, shipped model, RSS {rss_mib():.0f} MiB")
     learning(model, [int(s) for s in args.sizes.split(",")])
-    refresh_cost(model, [float(s) for s in args.stored_mb.split(",")])
+    refresh_cost([float(s) for s in args.stored_mb.split(",")])
 
 
 if __name__ == "__main__":

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import logging
 import time
-from pathlib import Path
 
+from bot.datadir import memory_path
 from bot.live_model import LiveModel
+from bot.reports import describe_memory, memory_line
 from bot.settings import Settings
 from model.memory import ChatMemory, MemoryFileError, Messages
 from model.memory_fit import MemoryBuilder
@@ -30,7 +30,6 @@ from storage import Database, count_human_messages_since, memory_window
 
 log = logging.getLogger(__name__)
 
-MEMORY_FILE = "memory.npz"
 CHECK_SECONDS = 10.0  # how often the keeper asks whether a refresh is due
 
 
@@ -39,7 +38,7 @@ class ChatMemoryKeeper:
         self.settings = settings
         self.db = db
         self.live = live  # set before start(): the memory is loaded before the model
-        self.path = Path(settings.data_dir) / MEMORY_FILE
+        self.path = memory_path(settings)
         self.builder = MemoryBuilder(min_users=settings.memory_min_users)
         self.notices: list[str] = []  # for the admins: a memory file that did not load
         self.refreshes = 0
@@ -136,7 +135,7 @@ class ChatMemoryKeeper:
                 "chat memory refreshed (%s) in %.1f s: %s",
                 reason,
                 self.last_seconds,
-                describe(memory),
+                describe_memory(memory),
             )
             return memory
 
@@ -162,20 +161,4 @@ class ChatMemoryKeeper:
 
     def status_line(self) -> str:
         """What /status says of the memory."""
-        memory = self.live.memory
-        every = (
-            f"counted again after {self.settings.memory_refresh_messages} new messages or "
-            f"{self.settings.memory_refresh_interval} s"
-        )
-        return f"Chat memory: {describe(memory)}; {every}"
-
-
-def describe(memory: ChatMemory | None) -> str:
-    if memory is None:
-        return "empty (too little text yet)"
-    info = memory.info
-    age = int(info.age_seconds(dt.datetime.now(dt.UTC)))
-    return (
-        f"{info.messages} messages from {info.users} users ({info.text_bytes / 1e6:.2f} MB "
-        f"of text), {memory.size_bytes / 1e6:.1f} MB of counts, counted {age} s ago"
-    )
+        return memory_line(self.live.memory, self.settings)

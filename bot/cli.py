@@ -18,11 +18,25 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bot.backup import BackupError, backup, restore
-from bot.datadir import DataDirError, open_database_for, open_store, pretrain_dir, run_lock
+from bot.datadir import (
+    DataDirError,
+    memory_path,
+    open_database_for,
+    open_store,
+    pretrain_dir,
+    run_lock,
+)
 from bot.logs import configure_logging, import_tensorflow, redact
 from bot.metrics import MetricsServer
 from bot.model_info import ModelInfo
-from bot.reports import describe_run, result_line, status_lines, status_text
+from bot.reports import (
+    describe_run,
+    memory_line,
+    result_line,
+    saved_memory,
+    status_lines,
+    status_text,
+)
 from bot.settings import Settings, SettingsError, load_settings
 from model import ModelFileError
 from model.store import StoreError
@@ -165,6 +179,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         raise CommandError(model_hint(exc)) from None
     try:
         extra = status_lines(settings, db, store, running=run_lock(settings).is_running())
+        extra.append(memory_line(saved_memory(memory_path(settings)), settings))
         info = ModelInfo.of_version(store, version, model)
         print(status_text(db, info, uptime=None, extra=extra))
     finally:

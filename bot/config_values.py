@@ -20,7 +20,7 @@ MAX_RETRAIN_INTERVAL = 366 * 24 * 60 * 60  # a year: more overflows the schedule
 # of human text; an n-gram enters it once this many distinct users wrote it.
 DEFAULT_MEMORY_REFRESH_MESSAGES = 100
 DEFAULT_MEMORY_REFRESH_INTERVAL = 300
-DEFAULT_MEMORY_WINDOW_BYTES = 4_000_000
+DEFAULT_MEMORY_WINDOW_BYTES = 2_000_000
 DEFAULT_MEMORY_MIN_USERS = 3
 
 _TOKEN = re.compile(r"[0-9]+:[A-Za-z0-9_-]+", re.ASCII)  # what @BotFather hands out

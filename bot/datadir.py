@@ -27,6 +27,7 @@ MODELS_DIR = "models"
 RUNS_DIR = "runs"
 TRAIN_LOG = "train.log"
 RUN_LOCK_FILE = "train.lock"
+MEMORY_FILE = "memory.npz"  # the chat memory (bot/chat_memory.py)
 # Written once the one-time upgrade of a pre-mixture store (adopt_shipped_base) was checked.
 MIXED_BASE_CHECKED = ".mixed-base-checked"
 
@@ -105,6 +106,10 @@ def run_dir(settings: Settings, run_id: int) -> Path:
 
 def train_log(settings: Settings) -> Path:
     return settings.data_dir / RUNS_DIR / TRAIN_LOG
+
+
+def memory_path(settings: Settings) -> Path:
+    return Path(settings.data_dir) / MEMORY_FILE
 
 
 def pretrain_dir(settings: Settings) -> Path:

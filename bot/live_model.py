@@ -161,6 +161,8 @@ class LiveModel:
     async def use_memory(self, memory: ChatMemory | None) -> None:
         """Serve `memory` (None: none) with the live version, swapped in as a version is."""
         async with self._swap_lock:
+            if memory is None and self.memory is None:
+                return  # nothing to swap: served without a memory already
             model = self._generator.model
             generator, self.memory = await asyncio.to_thread(
                 self._generator_like_current, model, memory

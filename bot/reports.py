@@ -15,6 +15,7 @@ from pathlib import Path
 
 from bot.model_info import ModelInfo
 from bot.settings import Settings
+from model.memory import ChatMemory, MemoryFileError
 from model.run_result import RunResult
 from model.store import ModelStore
 from storage import (
@@ -187,3 +188,31 @@ def run_id_from(stdout: bytes) -> int | None:
         with contextlib.suppress(ValueError, KeyError, TypeError):
             return int(json.loads(line)[RUN_ID_KEY])
     return None
+
+
+def describe_memory(memory: ChatMemory | None) -> str:
+    if memory is None:
+        return "empty (too little text yet)"
+    info = memory.info
+    age = _span(info.age_seconds(dt.datetime.now(dt.UTC)))
+    return (
+        f"{info.messages} messages from {info.users} users ({info.text_bytes / 1e6:.2f} MB "
+        f"of text), {memory.size_bytes / 1e6:.1f} MB of counts, counted {age} ago"
+    )
+
+
+def saved_memory(path: Path) -> ChatMemory | None:
+    """The chat memory saved at `path`; None when there is none or it does not load."""
+    try:
+        return ChatMemory.load(path)
+    except (FileNotFoundError, MemoryFileError):
+        return None
+
+
+def memory_line(memory: ChatMemory | None, settings: Settings) -> str:
+    """What /status and `charbot status` say of the chat memory."""
+    return (
+        f"Chat memory: {describe_memory(memory)}; counted again after "
+        f"{settings.memory_refresh_messages} new messages or "
+        f"{settings.memory_refresh_interval} s"
+    )

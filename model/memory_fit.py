@@ -3,10 +3,14 @@
 The weights (model.weighting) are fitted on held-out text as it would be served: a
 seeded tenth of the window's messages is held out, a memory counted from the rest
 scores them, and the network and the base n-gram score them too. A fixed slice of the
-base corpus' held-out conversations is fitted on beside them, with equal say, so that
-chats in the languages the users do not write keep the weights that serve them (the
-memory knows nothing there, and the slice keeps the network's weight where it was).
-The memory that is served is then counted from every message of the window.
+base corpus' held-out conversations (all languages) is fitted on beside them so that
+chats in the languages the users do not write keep being served well. The rule, as the
+retraining gate's: the weights do what is best for the held-out chats as long as the
+other half of the base slice loses at most BASE_MARGIN bits/byte against the model
+served without a memory; the base slice's say grows until it does, and without such
+weights there is no memory. The memory served is then counted from every message of
+the window (twice the counting, the slow part of a refresh, but every message counts and
+"several users wrote it" means what it says).
 
 Scoring the network is the slow part (about a second per 10 KB on two cores); the base
 slice's scores depend only on the network, so they are kept per model.
@@ -28,7 +32,7 @@ from model.mixture import MIX_ORDER, base_ngram
 from model.modelfile import ModelFile
 from model.network import network_of
 from model.ngram import ByteNGram
-from model.scoring import network_probs
+from model.scoring import BASE_MARGIN, network_probs
 from model.training import conversation_ids
 from model.weighting import bits, fit, fixed, stack
 
@@ -36,7 +40,9 @@ HELDOUT_SHARE = 0.1  # of the window's messages, to fit the weights on
 MAX_HELDOUT_MESSAGES = 500  # ~25 KB of chat: the network scores it in seconds
 MIN_HELDOUT_MESSAGES = 20  # a small window holds out up to a quarter, at least this many
 MIN_HELDOUT_BYTES = 200  # fewer held-out bytes fit nothing: no memory yet
-BASE_SLICE_CONVERSATIONS = 100  # of the base held-out split (~11 KB, all languages)
+BASE_SLICE_CONVERSATIONS = 200  # of the base held-out split (~23 KB, all languages):
+# the weights are fitted on the first half and checked on the second
+BASE_SAYS = (1, 2, 4, 8, 16, 32)  # the base slice's say against the chats', tried in turn
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,14 @@ class Scored:
     p: np.ndarray  # (N, 3): network, base n-gram, memory
     base_evidence: np.ndarray
     memory_evidence: np.ndarray
+
+    def halves(self) -> tuple[Scored, Scored]:
+        """The first and the second half of the targets."""
+        cut = len(self.p) // 2
+        parts = (slice(None, cut), slice(cut, None))
+        return tuple(  # type: ignore[return-value]
+            Scored(self.p[s], self.base_evidence[s], self.memory_evidence[s]) for s in parts
+        )
 
 
 class MemoryBuilder:
@@ -70,14 +84,13 @@ class MemoryBuilder:
             if heldout.text_bytes < MIN_HELDOUT_BYTES:
                 return None
             base = self._base(model)
-            fit_memory = count_memory(messages.subset(train_ix), MEMORY_ORDER, self.min_users)
-            chat = self._score(model, in_context(messages, heldout_ix), fit_memory)
-            base_scored = self._score(model, base[0], fit_memory, base[1])
-            both = _concat(chat, base_scored)
-            # The chats and the base slice count equally, whatever their sizes.
-            say = np.concatenate([np.full(len(x.p), 1.0 / len(x.p)) for x in (chat, base_scored)])
-            shape = table_shape(model)
-            weights = fit(both.p, both.base_evidence, both.memory_evidence, shape, say)
+            fitted = count_memory(messages.subset(train_ix), MEMORY_ORDER, self.min_users)
+            chat = self._score(model, in_context(messages, heldout_ix), fitted)
+            base_scored = self._score(model, base[0], fitted, base[1])
+            fitting, checking = base_scored.halves()
+            weights = self._weights(model, chat, fitting, checking)
+            if weights is None:
+                return None
             served = count_memory(messages, MEMORY_ORDER, self.min_users)
             info = MemoryInfo(
                 messages=len(messages.texts),
@@ -90,6 +103,25 @@ class MemoryBuilder:
                 heldout_bits_without=served_without(model, chat),
             )
             return ChatMemory(served, weights, info)
+
+    def _weights(self, model, chat: Scored, fitting: Scored, checking: Scored):
+        """The weights that serve the held-out chats best while the base slice's other
+        half stays within BASE_MARGIN of the model served without a memory: the base
+        slice gets more say until it does; None if it never does."""
+        shape = table_shape(model)
+        limit = served_without(model, checking) + BASE_MARGIN
+        both = _concat(chat, fitting)
+        for base_say in BASE_SAYS:
+            say = np.concatenate(
+                [
+                    np.full(len(chat.p), 1.0 / len(chat.p)),
+                    np.full(len(fitting.p), base_say / len(fitting.p)),
+                ]
+            )
+            weights = fit(both.p, both.base_evidence, both.memory_evidence, shape, say)
+            if bits(weights, checking.p, checking.base_evidence, checking.memory_evidence) <= limit:
+                return weights
+        return None
 
     def _net_of(self, model: ModelFile):
         if self._model is not model:

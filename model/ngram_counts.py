@@ -166,11 +166,16 @@ def count(
         raw.append(np.bincount(ids[k][at], minlength=size).astype(np.float64))
         if k == max_order:  # the top level of any model uses raw counts
             break
-        # distinct symbols just before each k-gram (a START counts as one), read from the
-        # text, not from the (k+1)-grams kept: a k-gram keeps its continuation count even
-        # where the longer n-grams before it were dropped for having too few owners
-        where = np.flatnonzero(at)
-        where = where[where >= k]
-        pairs = np.unique(ids[k][where] * RADIX + symbols[where - k])
-        cont.append(np.bincount(pairs // RADIX, minlength=size).astype(np.float64))
+        # distinct symbols just before each k-gram (a START counts as one)
+        if shared:  # read from the text: a k-gram keeps its continuation count even where
+            # the longer n-grams before it were dropped for having too few owners
+            where = np.flatnonzero(at)
+            where = where[where >= k]
+            pairs = np.unique(ids[k][where] * RADIX + symbols[where - k])
+            before = pairs // RADIX
+        else:  # every (k+1)-gram is kept: one per distinct symbol before its suffix
+            suffix = np.full(len(keys[k + 1]), -1, dtype=np.int64)
+            suffix[ids[k + 1][at]] = ids[k][at]
+            before = suffix[suffix >= 0]
+        cont.append(np.bincount(before, minlength=size).astype(np.float64))
     return Counts(max_order, keys, raw, cont)

@@ -30,7 +30,7 @@ from model.modelfile import MIX_KEY, ModelFile, save
 from model.network import network_of
 from model.plot import plot_losses
 from model.run_result import Examples, RunResult, json_safe
-from model.scoring import served_bits
+from model.scoring import BASE_MARGIN, served_bits
 from model.training import LN2, TrainConfig, conversation_ids, fit, target_bytes
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class RetrainConfig:
     holdout: float = 0.2  # share of conversation chunks held out for validation and the gate
     base_mix: float = 3.0  # base-corpus bytes mixed in per chat byte, against forgetting
     base_eval_conversations: int = 200  # ~23 KB of the base held-out split: ~2 s per model
-    gate_margin: float = 0.05  # bits/byte the base slice may get worse by
+    gate_margin: float = BASE_MARGIN  # bits/byte the base slice may get worse by
     inadmissible_patience: int = 2  # stop after this many epochs in a row over the margin
     max_seconds: float | None = 20 * 60  # training budget; stops after the epoch that passes it
     threads: int | None = 1  # TensorFlow intra-op threads (the bot shares two cores)

@@ -31,6 +31,9 @@ from model.mixture import base_ngram
 from model.ngram import ByteNGram
 
 WEIGHT_GRID = tuple(round(0.05 * i, 2) for i in range(21))  # network weights tried
+# Bits/byte a held-out slice of the base corpus may lose to learning the users' talk
+# (a retrain's candidate, the chat memory): other chats' languages must not break.
+BASE_MARGIN = 0.05
 SCORE_BATCH = 32  # pieces per forward pass
 
 

@@ -10,7 +10,7 @@ import random
 import numpy as np
 import pytest
 
-from bot.chat_memory import MEMORY_FILE
+from bot.datadir import MEMORY_FILE
 from bot.services import open_services
 from bot.settings import load_settings
 from model import load
@@ -85,10 +85,10 @@ def pirate_rows(n: int, users: int = 20, seed: int = 0) -> list[tuple[int, int, 
 
 def test_too_little_text_serves_no_memory(services):
     write(services, pirate_rows(6))
+    write(services, [(-9, 9, "the same line again and again")] * 300)  # one user's flood
     keeper = services.memory
 
-    assert asyncio.run(keeper.due()) is None  # 6 < 50 new messages
-    assert asyncio.run(keeper.refresh("asked")) is None
+    assert asyncio.run(keeper.refresh("asked")) is None  # 7 distinct messages: too few
     assert services.live.memory is None
     assert not (services.settings.data_dir / MEMORY_FILE).exists()
     assert "empty" in keeper.status_line()
@@ -118,6 +118,14 @@ def test_new_messages_make_a_refresh_due_and_it_is_served_and_saved(services):
     saved = ChatMemory.load(services.settings.data_dir / MEMORY_FILE)
     assert saved.info == memory.info
     assert "50 messages from 20 users" in keeper.status_line()
+
+
+def test_a_quiet_bot_refreshes_after_the_interval(services):
+    keeper = services.memory
+    write(services, pirate_rows(5))
+    assert asyncio.run(keeper.due()) is None
+    keeper._refreshed -= services.settings.memory_refresh_interval
+    assert asyncio.run(keeper.due()) == "5 new messages in 300 s"
 
 
 def test_the_memory_survives_a_restart(settings, generator):

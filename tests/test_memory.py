@@ -1,6 +1,7 @@
 """The chat memory's model side: counting only what several users wrote, the memory file,
 the context-dependent weights, and the generator serving all three components."""
 
+import keras
 import numpy as np
 import pytest
 from toy_model import untrained_model
@@ -15,6 +16,7 @@ from model.ngram_counts import count
 from model.weighting import COMPONENTS, MixWeights, bits, fit, fixed, stack
 
 CANARY = "call me on +1 555 0199 2834"
+SEED = 5
 
 
 def pieces(text: str, n: int = 10) -> set[bytes]:
@@ -235,6 +237,7 @@ def test_a_built_memory_learns_a_style_and_holds_no_private_phrase():
     rows = [(u % 7, u % 12, " ".join(rng.choice(words, 3)) + "!") for u in range(600)]
     rows += [(99, 99, CANARY)] * 50
     builder = MemoryBuilder(base_conversations=20)
+    keras.utils.set_random_seed(SEED)
     model = untrained_model(units=16)
     memory = builder.build(model, Messages.of(rows, newest_message_id=650), version=4)
     assert memory is not None

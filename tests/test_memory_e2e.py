@@ -23,7 +23,7 @@ pytestmark = pytest.mark.e2e
 PIRATE = ["arr", "matey", "ahoy", "yo ho", "avast", "grog", "the plank", "me hearty"]
 SHARED = "zebra crossing blue"
 NEWCOMER = 4040
-PROMPTS = ["hello", "how are you?", "ahoy matey!", "what is new?"]
+PROMPTS = ["ahoy matey!", "arr, the grog!", "yo ho, me hearty!", "avast, the plank!"]
 
 
 @pytest.fixture
