@@ -40,9 +40,9 @@ from bot.config_values import DEFAULT_MEMORY_WINDOW_BYTES  # noqa: E402
 from model.corpus import BASE_SEED, base_split  # noqa: E402
 from model.fidelity import measure_fidelity, prompt_sets  # noqa: E402
 from model.generator import Generator  # noqa: E402
+from model.languages import base_ngrams  # noqa: E402
 from model.memory import Messages  # noqa: E402
 from model.memory_fit import MemoryBuilder, target_evidence  # noqa: E402
-from model.mixture import base_ngram  # noqa: E402
 from model.modelfile import BASE_MODEL_PATH, load  # noqa: E402
 from model.network import network_of  # noqa: E402
 from model.retrain import limit_threads  # noqa: E402
@@ -93,7 +93,7 @@ def base_eval(model) -> tuple[list, object]:
 def learning(model, sizes) -> None:
     builder = MemoryBuilder()
     encoded, p_net = base_eval(model)
-    p_base, e_base = target_evidence(base_ngram(model.mix[0]), encoded)
+    p_base, e_base = base_ngrams(model.mix[0]).served(encoded)
     plain = Generator(model, batch_buckets=(30,))
     print(
         "| style messages | held-out style, without -> with memory | base slice, without -> "

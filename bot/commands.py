@@ -103,7 +103,8 @@ async def temperature(request: Request) -> Answer:
 async def learn(request: Request) -> str:
     db, user, lang = request.services.db, request.user_id, request.language
     text = await asyncio.to_thread(preferences.learn_command, db, user, request.args, lang)
-    request.services.text_withdrawn()  # off: out of the chat memory at its next count
+    if [a.lower() for a in request.args[:1]] == ["off"]:
+        request.services.text_withdrawn()  # out of the chat memory at once
     return text
 
 
@@ -155,7 +156,7 @@ async def forget(request: Request) -> str:
         text = await asyncio.to_thread(
             preferences.forget_command, request.services.db, request.user_id, request.language
         )
-    request.services.text_withdrawn()  # out of the chat memory at its next count
+    request.services.text_withdrawn()  # out of the chat memory at once
     return text
 
 

@@ -10,6 +10,8 @@ from urllib.parse import urlsplit, urlunsplit
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
+from model.memory import MIN_USERS
+
 DEFAULT_BASE_URL = "https://api.telegram.org/bot"  # the token is appended to it
 DEFAULT_DATA_DIR = Path("data")
 DEFAULT_RETRAIN_INTERVAL = 6 * 60 * 60  # seconds between scheduled retrain checks
@@ -21,7 +23,10 @@ MAX_RETRAIN_INTERVAL = 366 * 24 * 60 * 60  # a year: more overflows the schedule
 DEFAULT_MEMORY_REFRESH_MESSAGES = 100
 DEFAULT_MEMORY_REFRESH_INTERVAL = 300
 DEFAULT_MEMORY_WINDOW_BYTES = 2_000_000
-DEFAULT_MEMORY_MIN_USERS = 3
+DEFAULT_MEMORY_MIN_USERS = MIN_USERS
+# Fewer than two users would let the shared memory hold one person's words.
+LEAST_MEMORY_MIN_USERS = 2
+MAX_MEMORY_WINDOW_BYTES = 50_000_000  # counting takes about 1 GB per 10 MB at this size
 
 _TOKEN = re.compile(r"[0-9]+:[A-Za-z0-9_-]+", re.ASCII)  # what @BotFather hands out
 _USER_ID = re.compile(r"[0-9]+", re.ASCII)
@@ -190,13 +195,15 @@ def parse_interval(value: str | None) -> int:
     return int(value)
 
 
-def parse_whole(name: str, value: str | None, default: int, high: int, what: str) -> int:
-    """`value` as a whole number from 1 to `high`; `default` when unset."""
+def parse_whole(
+    name: str, value: str | None, default: int, high: int, what: str, low: int = 1
+) -> int:
+    """`value` as a whole number from `low` to `high`; `default` when unset."""
     if value is None:
         return default
-    if not 1 <= _whole(value) <= high:
+    if not low <= _whole(value) <= high:
         raise SettingsError(
-            f"{name}: {value[:40]!r} is not a whole number from 1 to {high} "
+            f"{name}: {value[:40]!r} is not a whole number from {low} to {high} "
             f"({what}, e.g. {default})"
         )
     return int(value)

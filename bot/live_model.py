@@ -171,6 +171,13 @@ class LiveModel:
             if self._service is not None:
                 self._service.swap(generator)
 
+    def silence_memory(self) -> None:
+        """Serve no chat memory from the next batch on (a text was withdrawn from it); the
+        next count builds a generator with a new one."""
+        if self.memory is not None:
+            self._generator.silence_memory()
+            self.memory = None
+
     async def rollback(self) -> SwapResult | None:
         """Make the previous version live (StoreError if there is none) and serve it."""
         async with self._swap_lock:

@@ -25,7 +25,9 @@ from bot.config_values import (
     DEFAULT_MEMORY_WINDOW_BYTES,
     DEFAULT_RETRAIN_INTERVAL,
     DEFAULT_RETRAIN_MIN_MESSAGES,
+    LEAST_MEMORY_MIN_USERS,
     LOG_FORMATS,
+    MAX_MEMORY_WINDOW_BYTES,
     MAX_RETRAIN_INTERVAL,
     SettingsError,
     file_url_for,
@@ -156,7 +158,7 @@ def load_settings(
             "CHARBOT_MEMORY_WINDOW_BYTES",
             get("CHARBOT_MEMORY_WINDOW_BYTES"),
             DEFAULT_MEMORY_WINDOW_BYTES,
-            10**9,
+            MAX_MEMORY_WINDOW_BYTES,
             "bytes of recent human text counted",
         ),
         memory_min_users=parse_whole(
@@ -165,5 +167,6 @@ def load_settings(
             DEFAULT_MEMORY_MIN_USERS,
             10**6,
             "distinct users an n-gram needs",
+            low=LEAST_MEMORY_MIN_USERS,
         ),
     )

@@ -27,8 +27,9 @@ import numpy as np
 import tensorflow as tf
 
 from model.codec import FALLBACK_REPLY, MAX_PROMPT_BYTES, PAD, SEP, decode, encode_prompt
+from model.languages import MIX_ORDER, BaseNGrams, base_ngrams
 from model.memory import ChatMemory
-from model.mixture import MIX_ORDER, CompiledNGram, base_ngram, initial_contexts
+from model.mixture import CompiledNGram, initial_contexts
 from model.modelfile import ModelFile, weight_names
 from model.ngram import ByteNGram
 from model.weighting import COMPONENTS
@@ -58,11 +59,11 @@ class Generator:
         jit_compile: bool = True,
         warm_up: bool = True,
         seed: int | None = None,
-        ngram: ByteNGram | None = None,
+        ngram: ByteNGram | BaseNGrams | None = None,
         memory: ChatMemory | None = None,
     ):
-        """`ngram` stands in for the base corpus n-gram of a model that mixes one in
-        (model.mixture); it must be of the order the model file names. `memory` mixes
+        """`ngram` stands in for the base corpus n-grams of a model that mixes them in
+        (model.mixture, model.languages); of the order the model file names. `memory` mixes
         the chat memory in with its weights (a model without a mixture entry then gets
         the base n-gram too: the weights were fitted with it)."""
         self.model = model
@@ -73,7 +74,6 @@ class Generator:
         self._rng = np.random.default_rng(seed)
         self._lock = threading.Lock()
         self._load_weights(model)
-        self.memory = memory
         self._load_ngram(model, ngram, memory)
         fn = tf.function(self._generate, jit_compile=jit_compile, autograph=False)
         self._concrete = {}
@@ -85,6 +85,7 @@ class Generator:
                 tf.TensorSpec([2], tf.int32),
                 tf.TensorSpec([], tf.int32),
                 tf.TensorSpec([b, self._context_width], tf.int32),
+                tf.TensorSpec([b], tf.int32),
             )
         self._fn = fn
         if warm_up:
@@ -170,10 +171,17 @@ class Generator:
         temps[:n] = temperatures
         limit = np.ones(b, dtype=np.int32)
         limit[:n] = np.clip(caps, 1, self.max_reply_bytes)
-        if self._ngram is None:
+        tables = np.zeros(b, dtype=np.int32)
+        if self._base is None:
             contexts = np.zeros((b, self._context_width), dtype=np.int32)
-        else:
-            contexts = initial_contexts(self._ngram, ids, b)
+        else:  # each row reads the base n-gram of its prompt's language (model.languages)
+            tables[:n] = self._base.detect(ids[:n])
+            contexts = np.concatenate(
+                [
+                    initial_contexts(self._base.ngrams[t], [row], 1)
+                    for t, row in zip(tables, ids, strict=True)
+                ]
+            )
         if self._memory_ngram is not None:
             memory = initial_contexts(self._memory_ngram, ids, b)
             contexts = np.concatenate([contexts, memory], axis=1)
@@ -189,6 +197,7 @@ class Generator:
                 tf.constant(seed_pair),
                 tf.constant(max(1, min_new), tf.int32),
                 tf.constant(contexts),
+                tf.constant(tables),
             ).numpy()
         rows = []
         for row in tokens[:n]:
@@ -221,17 +230,19 @@ class Generator:
 
     def _load_ngram(self, model: ModelFile, ngram: ByteNGram | None, memory) -> None:
         mix = model.mix
-        self._ngram = self._compiled_ngram = None
+        self._base = self._compiled_ngram = None
         self._memory_ngram = self._compiled_memory = self._weight_table = None
         self.network_weight = 1.0
         self._context_width = 1
         if mix is None and memory is None:
             return
         order, self.network_weight = mix if mix is not None else (MIX_ORDER, 1.0)
-        self._ngram = base_ngram(order) if ngram is None else ngram
-        if self._ngram.order != order:
-            raise ValueError(f"the model mixes an order-{order} n-gram, got order {ngram.order}")
-        self._compiled_ngram = _compiled(self._ngram)
+        self._base = base_ngrams(order) if ngram is None else ngram
+        if isinstance(self._base, ByteNGram):
+            self._base = BaseNGrams.single(self._base)
+        if self._base.order != order:
+            raise ValueError(f"the model mixes order-{order} n-grams, got order {ngram.order}")
+        self._compiled_ngram = _compiled(self._base)
         self._context_width = order
         if memory is None:
             return
@@ -242,8 +253,22 @@ class Generator:
             )
         self._memory_ngram = memory.ngram
         self._compiled_memory = _compiled(memory.ngram)
-        self._weight_table = tf.constant(memory.weights.table.reshape(-1, COMPONENTS))
+        # A variable, not a constant: silence_memory() changes it without a recompile.
+        table = memory.weights.table.reshape(-1, COMPONENTS)
+        self._weight_table = tf.Variable(table, trainable=False, name="mixture_weights")
         self._context_width = order + memory.ngram.order
+
+    def silence_memory(self) -> None:
+        """Stop the chat memory from having any say, at once (its weight becomes 0, the
+        network and the base n-gram keep their shares between them): what was withdrawn
+        from it must not wait for a new generator to compile."""
+        if self._weight_table is None:
+            return
+        table = self._weight_table.numpy()
+        table[:, 2] = 0.0
+        empty = table.sum(axis=1) == 0  # the memory had it all: the model file's mixture
+        table[empty] = [self.network_weight, 1.0 - self.network_weight, 0.0]
+        self._weight_table.assign(table / table.sum(axis=1, keepdims=True))
 
     def _step(self, tokens, states):
         """One byte through the GRU stack; Keras' GRU cell with reset_after=True."""
@@ -264,10 +289,11 @@ class Generator:
             x = h
         return new_states
 
-    def _generate(self, prompt, temperature, limit, seed, min_new, contexts):
+    def _generate(self, prompt, temperature, limit, seed, min_new, contexts, tables):
         # prompt (B, P) left-padded ids; temperature (B,); limit (B,) max new bytes per row;
         # min_new: no SEP before this many bytes (>= 1: a reply is never empty);
-        # contexts (B, order): each row's n-gram context ids after its prompt (if mixing)
+        # contexts (B, order): each row's n-gram context ids after its prompt (if mixing);
+        # tables (B,): the base n-gram table each row reads (its prompt's language)
         batch = prompt.shape[0]  # static: one trace per batch bucket
         width = prompt.shape[1]
         units = self.config.units
@@ -295,8 +321,8 @@ class Generator:
         memory, table = self._compiled_memory, self._weight_table
         split = ngram.order if ngram is not None else 0
 
-        def banned_probs(compiled, contexts, allowed):
-            p, read, evidence = compiled.probs(contexts)
+        def banned_probs(compiled, contexts, allowed, table=None):
+            p, read, evidence = compiled.probs(contexts, table)
             p *= allowed  # the network's bans
             return p / tf.reduce_sum(p, axis=-1, keepdims=True), read, evidence
 
@@ -306,13 +332,13 @@ class Generator:
             logits += bans
             allowed = tf.cast(bans > -1e8, tf.float32)
             if memory is not None:
-                p_base, read, e_base = banned_probs(ngram, contexts[:, :split], allowed)
+                p_base, read, e_base = banned_probs(ngram, contexts[:, :split], allowed, tables)
                 p_mem, read_mem, e_mem = banned_probs(memory, contexts[:, split:], allowed)
                 w = tf.gather(table, e_base * memory.order + e_mem)  # (B, COMPONENTS)
                 p = w[:, :1] * tf.nn.softmax(logits) + w[:, 1:2] * p_base + w[:, 2:] * p_mem
                 logits = tf.math.log(tf.maximum(p, 1e-30)) + bans
             elif ngram is not None:
-                p_ngram, read, _ = banned_probs(ngram, contexts, allowed)
+                p_ngram, read, _ = banned_probs(ngram, contexts, allowed, tables)
                 p = weight * tf.nn.softmax(logits) + (1.0 - weight) * p_ngram
                 logits = tf.math.log(tf.maximum(p, 1e-30)) + bans
             best = tf.argmax(logits, axis=-1, output_type=tf.int32)
@@ -356,7 +382,9 @@ def checked_temperature(t: float) -> float:
 
 
 @functools.lru_cache(maxsize=3)
-def _compiled(ngram: ByteNGram) -> CompiledNGram:
-    # One copy of the tables (~30 MB for the base 9-gram) per process, not per model
-    # version; room for the base n-gram and two chat memories (serving, being swapped in).
-    return CompiledNGram(ngram.tables())
+def _compiled(ngrams: ByteNGram | BaseNGrams) -> CompiledNGram:
+    # One copy of the tables (~60 MB for the base 9-grams) per process, not per model
+    # version; room for the base n-grams and two chat memories (serving, being swapped in).
+    if isinstance(ngrams, BaseNGrams):
+        return CompiledNGram([n.tables() for n in ngrams.ngrams])
+    return CompiledNGram(ngrams.tables())

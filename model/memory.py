@@ -29,11 +29,12 @@ import numpy as np
 
 from model.atomic import write_atomically
 from model.codec import SEP, encode_turns
+from model.languages import MIX_ORDER
 from model.ngram import ByteNGram
 from model.ngram_counts import Counts
 from model.weighting import MixWeights
 
-MEMORY_ORDER = 9  # as the base n-gram's (model.mixture.MIX_ORDER): contexts of 8 bytes
+MEMORY_ORDER = MIX_ORDER  # as the base n-gram's: contexts of 8 bytes
 MIN_USERS = 3  # distinct users an n-gram needs before the memory holds it
 FORMAT = 1
 
@@ -93,7 +94,7 @@ class ChatMemory:
                 counts = Counts.from_arrays(f)
                 weights = MixWeights.checked(f["weights"])
                 info = MemoryInfo(**meta["info"])
-                ngram = ByteNGram(int(meta["order"])).with_counts(counts)
+                ngram = ByteNGram(int(meta["order"])).with_counts(counts, keep_counts=True)
         except FileNotFoundError:
             raise
         except Exception as e:  # a damaged zip, a missing array, bad JSON: all "corrupt"
@@ -156,5 +157,8 @@ def count_memory(
         owners += [user] * len(turn)
     sequences = list(chats.values())
     return ByteNGram(order).fit(
-        [ids for ids, _ in sequences], owners=[o for _, o in sequences], min_owners=min_users
+        [ids for ids, _ in sequences],
+        owners=[o for _, o in sequences],
+        min_owners=min_users,
+        keep_counts=True,
     )

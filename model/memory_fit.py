@@ -27,8 +27,8 @@ import numpy as np
 
 from model.codec import Encoded, encode_transcript
 from model.corpus import BASE_SEED, base_split
+from model.languages import MIX_ORDER, base_ngrams
 from model.memory import MEMORY_ORDER, MIN_USERS, ChatMemory, MemoryInfo, Messages, count_memory
-from model.mixture import MIX_ORDER, base_ngram
 from model.modelfile import ModelFile
 from model.network import network_of
 from model.ngram import ByteNGram
@@ -143,7 +143,7 @@ class MemoryBuilder:
         if p_net is None:
             p_net = network_probs(self._net_of(model), encoded)
         order = model.mix[0] if model.mix is not None else MIX_ORDER
-        p_base, e_base = target_evidence(base_ngram(order), encoded)
+        p_base, e_base = base_ngrams(order).served(encoded)
         p_mem, e_mem = target_evidence(memory, encoded)
         return Scored(stack([p_net, p_base, p_mem]), e_base, e_mem)
 

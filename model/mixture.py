@@ -20,72 +20,87 @@ wrote, so a step costs no search.
 
 from __future__ import annotations
 
-import functools
 import itertools
 from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
 
-from model.codec import PAD, VOCAB_SIZE, encode_turns
-from model.corpus import base_split
+from model.codec import PAD, VOCAB_SIZE
 from model.ngram import ByteNGram, NGramTables
-
-MIX_ORDER = 9  # the best order of the base n-gram alone on the held-out split (3..9 tried)
-
-
-@functools.cache
-def base_ngram(order: int) -> ByteNGram:
-    """The n-gram of the base corpus' training split (once per process: ~4 s for order 9,
-    reading the corpus included)."""
-    train, _ = base_split()
-    return ByteNGram(order).fit(encode_turns(c) for c in train)
 
 
 class CompiledNGram:
-    """NGramTables as TensorFlow constants, with the step the generator's loop takes."""
+    """One or more NGramTables of one order as TensorFlow constants, with the step the
+    generator's loop takes; each row reads the table its index names (model.languages:
+    one per language)."""
 
-    def __init__(self, tables: NGramTables):
-        self.order = tables.order
-        self.unseen = tables.unseen
+    def __init__(self, tables: NGramTables | Sequence[NGramTables]):
+        tables = [tables] if isinstance(tables, NGramTables) else list(tables)
+        self.order = tables[0].order
+        if any(t.order != self.order for t in tables):
+            raise ValueError("compiled n-gram tables must share one order")
         # Level 1 has one context (the empty one), so its distribution is a constant.
         uniform = np.full(VOCAB_SIZE, 1.0 / (VOCAB_SIZE - 1), dtype=np.float32)
         uniform[PAD] = 0.0
-        level1 = uniform.copy()
-        if tables.has[0]:
-            level1 = tables.backoff[0] * uniform
-            level1[: tables.n_succ[0]] += tables.share[: tables.n_succ[0]]
-        self.level1 = tf.constant(level1[None, :])
+        level1 = []
+        for t in tables:
+            p = uniform.copy()
+            if t.has[0]:
+                p = t.backoff[0] * uniform
+                p[: t.n_succ[0]] += t.share[: t.n_succ[0]]
+            level1.append(p)
+        self.level1 = tf.constant(np.stack(level1))  # (tables, VOCAB_SIZE)
+        # The tables side by side: table j's contexts and successors move up by those of
+        # the tables before it.
+        ctx_base = np.cumsum([0, *(t.first.size for t in tables)], dtype=np.int32)[:-1]
+        succ_base = np.cumsum([0, *(t.sym.size for t in tables)], dtype=np.int32)[:-1]
+        self.ctx_offset = tf.constant(
+            np.stack([t.ctx_offset[1:] + c for t, c in zip(tables, ctx_base, strict=True)])
+        )  # (tables, levels)
+        self.succ_offset = tf.constant(
+            np.stack([t.succ_offset[1:] + s for t, s in zip(tables, succ_base, strict=True)])
+        )
+        self.unseen = tf.constant(
+            np.array([t.unseen + c for t, c in zip(tables, ctx_base, strict=True)], np.int32)
+        )
         # Each row reads, for levels 2..order, the successors of its context at that level
         # into "slots": as many per level as the level's busiest context has successors
-        # (113 at level 2 of the base 9-gram, 27 at level 9), all levels side by side.
-        bounds = [*tables.ctx_offset[1:], tables.unseen]
-        widths = [int(tables.n_succ[a:b].max(initial=0)) for a, b in itertools.pairwise(bounds)]
+        # in any table (113 at level 2 of the base 9-gram, 27 at level 9), levels side by side.
+        widths = [0] * (self.order - 1)
+        for t in tables:
+            bounds = [*t.ctx_offset[1:], t.unseen]
+            for k, (lo, hi) in enumerate(itertools.pairwise(bounds)):
+                widths[k] = max(widths[k], int(t.n_succ[lo:hi].max(initial=0)))
         self.slot_level = tf.constant(np.repeat(np.arange(len(widths)), widths), tf.int32)
         offsets = np.concatenate([np.arange(w) for w in widths] or [np.zeros(0, np.int32)])
         self.slot_offset = tf.constant(offsets, tf.int32)
         position = np.zeros((offsets.size, len(widths)), dtype=np.float32)  # (slots, levels)
         position[np.arange(offsets.size), np.repeat(np.arange(len(widths)), widths)] = offsets + 1
         self.slot_position = tf.constant(position)
-        self.ctx_offset = tf.constant(tables.ctx_offset[1:])
-        self.succ_offset = tf.constant(tables.succ_offset[1:])
-        self.first = tf.constant(tables.first)
-        self.n_succ = tf.constant(tables.n_succ)
-        self.backoff = tf.constant(tables.backoff)
-        self.has = tf.constant(tables.has)
-        self.sym = tf.constant(tables.sym)
-        self.share = tf.constant(tables.share)
+        self.first = tf.constant(
+            np.concatenate([t.first + s for t, s in zip(tables, succ_base, strict=True)])
+        )
+        self.n_succ = tf.constant(np.concatenate([t.n_succ for t in tables]))
+        self.backoff = tf.constant(np.concatenate([t.backoff for t in tables]))
+        self.has = tf.constant(np.concatenate([t.has for t in tables]))
+        self.sym = tf.constant(np.concatenate([t.sym for t in tables]))
+        self.share = tf.constant(np.concatenate([t.share for t in tables]))
 
-    def probs(self, contexts):
-        """contexts (B, order) int32 -> (P(next | contexts) (B, VOCAB_SIZE), what `advance`
-        needs to move the contexts on, the evidence (B,): how many levels above the first
-        have counts for the context, as ByteNGram.target_evidence)."""
+    def probs(self, contexts, table=None):
+        """contexts (B, order) int32, table (B,) int32 (None: table 0) -> (P(next |
+        contexts) (B, VOCAB_SIZE), what `advance` needs to move the contexts on, the
+        evidence (B,): how many levels above the first have counts for the context, as
+        ByteNGram.target_evidence)."""
         batch = contexts.shape[0]
-        p = tf.tile(self.level1, [batch, 1])
+        if table is None:
+            table = tf.zeros([batch], tf.int32)
+        p = tf.gather(self.level1, table)
         if self.order == 1:
-            return p, (contexts,), tf.zeros([batch], tf.int32)
+            return p, (contexts, table), tf.zeros([batch], tf.int32)
         ctx = contexts[:, 1:]
-        rows = tf.where(ctx >= 0, ctx + self.ctx_offset, self.unseen)  # (B, levels)
+        unseen = tf.gather(self.unseen, table)[:, None]
+        rows = tf.where(ctx >= 0, ctx + tf.gather(self.ctx_offset, table), unseen)  # (B, levels)
         first = tf.gather(self.first, rows)
         n_succ = tf.gather(self.n_succ, rows)
         valid = self.slot_offset < tf.gather(n_succ, self.slot_level, axis=1)  # (B, slots)
@@ -107,14 +122,14 @@ class CompiledNGram:
         lowest = tf.reduce_prod(factor, axis=1, keepdims=True)  # scale of level 1
         p = tf.reshape(p_top, [batch, VOCAB_SIZE]) + lowest * p
         evidence = tf.reduce_sum(tf.cast(has, tf.int32), axis=1)
-        return p, (contexts, first, valid, sym), evidence
+        return p, (contexts, table, first, valid, sym), evidence
 
     def advance(self, read, tokens):
         """The contexts (B, order) after each row writes tokens[row]; `read` is what `probs`
         returned with the distribution."""
         if self.order == 1:
             return read[0]
-        contexts, first, valid, sym = read
+        contexts, table, first, valid, sym = read
         ctx = contexts[:, 1:]
         batch = ctx.shape[0]
         # A context's successors have distinct symbols: at most one slot per level matches.
@@ -124,7 +139,7 @@ class CompiledNGram:
         at = tf.matmul(tf.cast(match, tf.float32), self.slot_position)  # (B, levels)
         at = tf.cast(tf.round(at), tf.int32)
         found = (at > 0) & (ctx >= 0)
-        child = tf.where(found, first + at - 1 - self.succ_offset, -1)
+        child = tf.where(found, first + at - 1 - tf.gather(self.succ_offset, table), -1)
         empty = tf.zeros([batch, 1], tf.int32)  # level 1 reads the empty context
         symbol = tf.where(tokens < PAD, tokens, -1)[:, None]  # level 2: the last symbol
         return tf.concat([empty, symbol, child[:, :-1]], axis=1)[:, : self.order]

@@ -92,24 +92,29 @@ class ByteNGram:
             raise ValueError(f"discount must be in (0, 1], got {discount}")
         self.order = order
         self.fixed_discount = discount
-        self.counts = count([], order)
-        self._levels = _levels(self.counts, order, discount)  # no data: uniform
+        self.counts: Counts | None = None
+        self._levels = _levels(count([], order), order, discount)  # no data: uniform
 
     def fit(
         self,
         sequences: Iterable[Sequence[int]],
         owners: Sequence[int | Sequence[int]] | None = None,
         min_owners: int = 1,
+        *,
+        keep_counts: bool = False,
     ) -> Self:
         """Count the n-grams of `sequences` (replacing any earlier fit); with `owners` (per
         sequence or per position), only those `min_owners` distinct owners wrote
         (model.ngram_counts)."""
-        return self.with_counts(count(sequences, self.order, owners, min_owners))
+        counts = count(sequences, self.order, owners, min_owners)
+        return self.with_counts(counts, keep_counts=keep_counts)
 
-    def with_counts(self, counts: Counts) -> Self:
-        """Fit from counts made earlier (model.ngram_counts.count, of at least this order)."""
+    def with_counts(self, counts: Counts, *, keep_counts: bool = False) -> Self:
+        """Fit from counts made earlier (model.ngram_counts.count, of at least this order);
+        `keep_counts` keeps them as `.counts` (model.memory saves them; others need not
+        hold the copy: 23 MB for the base 9-gram)."""
         self._levels = _levels(counts, self.order, self.fixed_discount)
-        self.counts = counts  # what the model was fitted from (model.memory saves them)
+        self.counts = counts if keep_counts else None
         return self
 
     @property
@@ -163,7 +168,7 @@ class ByteNGram:
     def target_evidence(self, sequences: Iterable[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
         """(P, evidence) for every target as in `target_probs`; evidence is how many levels
         above the first had counts for the target's context (0..order-1): how deep the
-        model's knowledge of that context goes. The mixture's gate reads it (model.gate_table).
+        model's knowledge of that context goes. The mixture's weights read it (model.weighting).
         """
         return self._probs(*join(sequences)[:2])
 

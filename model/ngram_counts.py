@@ -53,6 +53,8 @@ class Counts:
         """Counts from `arrays()`' output; ValueError when an array is missing or malformed."""
         try:
             max_order = int(arrays["max_order"])
+            if not 1 <= max_order <= 32:
+                raise ValueError(f"order {max_order}")
             empty = np.zeros(0, np.int64)
             keys = [empty, empty] + [
                 np.asarray(arrays[f"keys_{k}"], np.int64) for k in range(2, max_order + 1)
@@ -65,11 +67,18 @@ class Counts:
             ]
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"not n-gram counts: {e}") from e
-        sizes_ok = raw[1].size == RADIX and all(
-            raw[k].size == keys[k].size for k in range(2, max_order + 1)
+        sizes = [RADIX, *(keys[k].size for k in range(2, max_order + 1))]
+        contexts = [0, RADIX, *sizes[1:]]  # level k's keys name a context of level k - 1
+        fits = all(raw[k].size == sizes[k - 1] for k in range(1, max_order + 1)) and all(
+            cont[k].size == sizes[k - 1] for k in range(1, max_order)
         )
-        sorted_ok = all(np.all(np.diff(keys[k]) > 0) for k in range(2, max_order + 1))
-        if max_order < 1 or not sizes_ok or not sorted_ok:
+        for k in range(2, max_order + 1):
+            ks = keys[k]
+            fits = fits and bool(np.all(np.diff(ks) > 0)) and bool(np.all(ks >= 0))
+            fits = fits and (ks.size == 0 or bool(ks[-1] // RADIX < contexts[k - 1]))
+            fits = fits and bool(np.all(ks % RADIX <= SEP))
+        counted = [*raw[1:], *cont[1:]]
+        if not fits or not all(np.all(np.isfinite(a)) and np.all(a >= 0) for a in counted):
             raise ValueError("not n-gram counts: the arrays do not fit together")
         return cls(max_order, keys, raw, cont)
 

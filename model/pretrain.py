@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from model.corpus import BASE_SEED, base_split
-from model.mixture import MIX_ORDER
+from model.languages import MIX_ORDER
 from model.modelfile import BASE_MODEL_PATH, MIX_KEY, ModelConfig, ModelFile, save
 from model.network import build_network
 from model.scoring import fit_mix

@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from model.codec import MAX_PROMPT_BYTES, PAD, VOCAB_SIZE, Encoded
-from model.mixture import base_ngram
+from model.languages import base_ngrams
 from model.ngram import ByteNGram
 
 WEIGHT_GRID = tuple(round(0.05 * i, 2) for i in range(21))  # network weights tried
@@ -69,7 +69,7 @@ def target_scores(net, encoded: Sequence[Encoded], ngram_order: int | None = Non
     network = network_probs(net, encoded)
     if ngram_order is None:
         return TargetScores(network)
-    ngram = ngram_probs(base_ngram(ngram_order), encoded)
+    ngram, _ = base_ngrams(ngram_order).served(encoded)
     if ngram.shape != network.shape:
         raise AssertionError("network and n-gram scored different targets")
     return TargetScores(network, ngram)

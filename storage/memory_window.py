@@ -1,38 +1,42 @@
 """What the chat memory is counted from: the newest human messages the bot may learn from.
 
 Bounded by bytes of text, newest first, so the read costs the same however long the
-history grows: the query walks the primary key backwards and stops at the budget.
+history grows: the query walks the primary key backwards and stops at the budget. A
+user's identical messages are read once, and no user fills more than MAX_USER_SHARE of
+the window, so one person's flood cannot push everyone else out of it.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from storage.models import Message, User
+from storage.models import Message
+from storage.repository import trainable
 
 FETCH_ROWS = 1000  # rows per round trip while walking back
+MAX_USER_SHARE = 0.1  # of the window's bytes, for any one user
 
 
 def memory_window(session: Session, max_bytes: int) -> tuple[list[tuple[int, int, str]], int]:
-    """((chat id, user id, text) oldest first, the newest message id seen) for the newest
-    human messages holding at most `max_bytes` bytes of UTF-8 text, of users with learning
-    on (opted-out and forgotten users' text is never in it)."""
-    stmt = (
-        select(Message.id, Message.chat_id, Message.user_id, Message.text)
-        .join(User, Message.user_id == User.id)
-        .where(Message.from_bot.is_(False), User.learning.is_(True))
-        .order_by(Message.id.desc())
-        .execution_options(yield_per=FETCH_ROWS)
-    )
-    rows, total, newest = [], 0, 0
+    """((chat id, user id, text) oldest first, the newest message id when it was read)
+    for the newest human messages holding at most `max_bytes` bytes of UTF-8 text, of
+    users with learning on (opted-out and forgotten users' text is never in it)."""
+    newest = session.scalar(select(func.max(Message.id))) or 0
+    stmt = trainable(select(Message.chat_id, Message.user_id, Message.text))
+    stmt = stmt.order_by(Message.id.desc()).execution_options(yield_per=FETCH_ROWS)
+    per_user_cap = max(int(max_bytes * MAX_USER_SHARE), 1)
+    rows, total, per_user, seen = [], 0, {}, set()
     result = session.execute(stmt)
     try:
-        for message_id, chat_id, user_id, text in result:
+        for chat_id, user_id, text in result:
             size = len(text.encode("utf-8"))
+            if (user_id, text) in seen or per_user.get(user_id, 0) + size > per_user_cap:
+                continue
             if total + size > max_bytes:
                 break
-            newest = max(newest, message_id)
+            seen.add((user_id, text))
+            per_user[user_id] = per_user.get(user_id, 0) + size
             total += size
             rows.append((chat_id, user_id, text))
     finally:

@@ -245,10 +245,11 @@ def count_human_messages_since(session: Session, message_id: int) -> int:
     return session.scalar(stmt) or 0
 
 
-def count_trainable_messages(session: Session) -> int:
-    """Human messages the bot may learn from (their authors have learning on)."""
-    stmt = _trainable(select(func.count()).select_from(Message))
-    return session.scalar(stmt) or 0
+def count_trainable_messages(session: Session, since_message_id: int = 0) -> int:
+    """Human messages the bot may learn from (their authors have learning on), with an id
+    above `since_message_id`."""
+    stmt = trainable(select(func.count()).select_from(Message))
+    return session.scalar(stmt.where(Message.id > since_message_id)) or 0
 
 
 def learning_user_ids(session: Session) -> set[int]:
@@ -257,10 +258,10 @@ def learning_user_ids(session: Session) -> set[int]:
     A training run notes them when it reads the transcripts; anyone missing from this set
     at its end withdrew their text meanwhile.
     """
-    return set(session.scalars(_trainable(select(Message.user_id)).distinct()))
+    return set(session.scalars(trainable(select(Message.user_id)).distinct()))
 
 
-def _trainable(stmt: Select) -> Select:
+def trainable(stmt: Select) -> Select:
     """`stmt` over messages narrowed to human messages whose authors have learning on."""
     return stmt.join(User, Message.user_id == User.id).where(
         Message.from_bot.is_(False), User.learning.is_(True)

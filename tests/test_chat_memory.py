@@ -96,11 +96,16 @@ def test_too_little_text_serves_no_memory(services):
 
 def test_new_messages_make_a_refresh_due_and_it_is_served_and_saved(services):
     keeper = services.memory
-    write(services, pirate_rows(49))
+    keeper.min_spacing = 0  # not a minute between counts: this test writes fast
+    write(services, pirate_rows(10))
 
     async def main():
+        assert await keeper.due() == "not counted since the start"
+        assert await keeper.check()
+        assert services.live.memory is None  # 10 messages: too few to fit weights on
+        write(services, pirate_rows(49, seed=1))
         assert await keeper.due() is None
-        write(services, pirate_rows(1, seed=1))
+        write(services, pirate_rows(1, seed=2))
         assert await keeper.due() == "50 new messages"
         assert await keeper.check()
         assert await keeper.due() is None  # counted: nothing new since
@@ -112,19 +117,20 @@ def test_new_messages_make_a_refresh_due_and_it_is_served_and_saved(services):
 
     reply = asyncio.run(main())
     memory = services.live.memory
-    assert memory is not None and memory.info.messages == 50
+    assert memory is not None and memory.info.messages == 60
     assert memory.info.model_version == services.live.version
     assert reply.text
     saved = ChatMemory.load(services.settings.data_dir / MEMORY_FILE)
     assert saved.info == memory.info
-    assert "50 messages from 20 users" in keeper.status_line()
+    assert "60 messages from 20 users" in keeper.status_line()
 
 
 def test_a_quiet_bot_refreshes_after_the_interval(services):
     keeper = services.memory
+    asyncio.run(keeper.check())  # the count at the start
     write(services, pirate_rows(5))
     assert asyncio.run(keeper.due()) is None
-    keeper._refreshed -= services.settings.memory_refresh_interval
+    keeper._refreshed -= services.settings.memory_refresh_interval  # 300 s later
     assert asyncio.run(keeper.due()) == "5 new messages in 300 s"
 
 
@@ -208,23 +214,79 @@ def test_text_withdrawn_while_counting_is_counted_again(services, monkeypatch):
         return memory
 
     monkeypatch.setattr(keeper.builder, "build", build_then_forget)
-    asyncio.run(keeper.refresh())
-    assert len(calls) == 2 and knows(calls[0], SHARED)
-    assert not knows(services.live.memory, SHARED)
+    asyncio.run(keeper.refresh())  # thrown away: /forget landed while it counted
+    assert len(calls) == 1 and knows(calls[0], SHARED) and services.live.memory is None
+    assert asyncio.run(keeper.check())  # due: counted again without the forgotten text
+    assert len(calls) == 2 and not knows(services.live.memory, SHARED)
     assert asyncio.run(keeper.due()) is None
 
 
-def test_a_new_model_version_makes_a_refresh_due(services):
+def test_a_new_model_version_makes_a_refresh_due(services, generator):
     keeper = services.memory
     write(services, pirate_rows(200))
     asyncio.run(keeper.refresh())
-    memory = services.live.memory
-    services.live.memory = ChatMemory(
-        memory.ngram,
-        memory.weights,
-        type(memory.info)(**{**memory.info.__dict__, "model_version": 999}),
-    )
-    assert asyncio.run(keeper.due()) == "new model version"
+    assert asyncio.run(keeper.due()) is None
+    store = services.live.store
+    store.publish(generator.model, {"kind": "test"})  # a retrain's new version goes live
+
+    async def swap():
+        await services.live.swap_to_live()
+        return await keeper.due()
+
+    assert asyncio.run(swap()) == "new model version"
+    assert services.live.memory is not None  # the new version is served with the memory
+
+
+def test_a_withdrawal_drops_the_memory_and_its_file_at_once(services):
+    keeper = services.memory
+    write(services, pirate_rows(200))
+    path = services.settings.data_dir / MEMORY_FILE
+
+    async def main():
+        await keeper.refresh()
+        assert services.live.memory is not None and path.exists()
+        memory = services.live.memory
+        services.text_withdrawn()
+        assert not path.exists()  # a restart now would not serve it
+        assert services.live.memory is None
+        await services.live.start()
+        try:  # the next reply already has no word from it: the memory owns no step
+            generator = services.live.generator
+            table = generator._weight_table.numpy()
+            assert table[:, 2].max() == 0.0 and np.allclose(table.sum(axis=1), 1.0)
+            assert (await services.live.reply(["ahoy matey!"], 0.0)).text
+        finally:
+            await services.live.stop()
+        assert memory is not None
+        return await keeper.due()
+
+    assert asyncio.run(main()) == "text withdrawn"
+
+
+def test_a_memory_that_cannot_be_saved_is_still_served(services, monkeypatch):
+    write(services, pirate_rows(200))
+
+    def full_disk(self, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ChatMemory, "save", full_disk)
+    memory = asyncio.run(services.memory.refresh())
+    assert memory is not None and services.live.memory is memory
+    assert not (services.settings.data_dir / MEMORY_FILE).exists()
+
+
+def test_a_restart_counts_the_saved_memory_again(settings, generator):
+    first = open_services(settings, generator=generator)
+    try:
+        write(first, pirate_rows(200))
+        asyncio.run(first.memory.refresh())
+    finally:
+        first.close()
+    again = open_services(settings, generator=generator)
+    try:  # a /forget the last process did not finish counting must not outlive it
+        assert asyncio.run(again.memory.due()) == "text withdrawn"
+    finally:
+        again.close()
 
 
 def test_a_private_phrase_reaches_no_other_user_after_a_refresh_and_a_retrain(services, tmp_path):

@@ -205,6 +205,9 @@ def test_a_memory_that_owns_every_step_answers_in_the_users_words():
     memory = ChatMemory(ngram, MixWeights(table), small_memory().info)
     gen = Generator(untrained_model(units=16), batch_buckets=(1,), memory=memory)
     assert gen.reply([["anything at all"]], [0.0])[0].text == "arr matey"
+    gen.silence_memory()  # a text was withdrawn: at once, no recompile
+    assert gen.tracing_count() == 1
+    assert "arr matey" not in gen.reply([["anything at all"]], [0.0])[0].text
 
 
 def test_memory_weights_for_another_table_shape_are_refused():

@@ -12,7 +12,8 @@ from toy_model import greedy_reference, untrained_model
 from model import MIX_KEY, PAD, SEP, encode_turns
 from model.corpus import base_split
 from model.generator import Generator
-from model.mixture import CompiledNGram, base_ngram, initial_contexts
+from model.languages import base_ngram, base_ngrams, fit_base_ngrams
+from model.mixture import CompiledNGram, initial_contexts
 from model.modelfile import mix_settings
 from model.ngram import ByteNGram
 
@@ -109,3 +110,63 @@ def test_the_base_ngram_is_fitted_on_the_training_split_only():
     assert ngram is base_ngram(9)  # once per process
     assert ngram.bits_per_byte([encode_turns(c) for c in train[:50]]) < 1.0
     assert ngram.bits_per_byte([encode_turns(c) for c in heldout]) > 1.5
+
+
+def test_each_row_reads_the_table_it_names():
+    english = ByteNGram(3).fit([encode_turns(["hello there", "hi, how are you"])])
+    spanish = ByteNGram(3).fit([encode_turns(["hola amigo", "que tal estas"])])
+    compiled = CompiledNGram([english.tables(), spanish.tables()])
+    histories = [[SEP, *b"he"], [SEP, *b"ho"], [SEP, *b"ho"], [SEP]]
+    tables = tf.constant([0, 1, 0, 1])
+    owners = [english, spanish, english, spanish]
+    contexts = tf.constant(
+        np.concatenate(
+            [initial_contexts(m, [h], 1) for m, h in zip(owners, histories, strict=True)]
+        )
+    )
+    for token in [ord("l"), ord("a"), SEP]:
+        p, read, evidence = compiled.probs(contexts, tables)
+        for row, (model, history) in enumerate(zip(owners, histories, strict=True)):
+            np.testing.assert_allclose(p.numpy()[row, :PAD], model.distribution(history), atol=1e-6)
+            seen = model.target_evidence([[*history, 0]])[1][-1]
+            assert evidence.numpy()[row] == seen
+        contexts = compiled.advance(read, tf.constant([token] * 4, tf.int32))
+        for history in histories:
+            history.append(token)
+
+
+def test_a_reply_reads_the_base_ngram_of_its_prompts_language():
+    chats = {
+        "english": [encode_turns(["hello there", "how are you today"])] * 4,
+        "spanish": [encode_turns(["hola amigo", "que tal estas hoy"])] * 4,
+    }
+    every = ByteNGram(4).fit([c for cs in chats.values() for c in cs])
+    ngrams = fit_base_ngrams(every, chats)
+    assert ngrams.names == ["all", "english", "spanish"]
+    prompts = [encode_turns(["how are you"]), encode_turns(["que tal estas"]), [SEP]]
+    assert ngrams.detect(prompts).tolist() == [1, 2, 0]
+    model = untrained_model(units=16)
+    model.meta[MIX_KEY] = {"ngram_order": 4, "network_weight": 0.0}  # the n-grams alone
+    gen = Generator(model, batch_buckets=(4,), max_reply_bytes=20, ngram=ngrams)
+    got = gen.generate_ids(prompts[:2], [0.0, 0.0], max_new=20)
+    for ids, table, prompt in zip(got, (1, 2), prompts, strict=False):
+        reference = ngrams.ngrams[table]
+        history = list(prompt)
+        for token in ids:  # each byte is the argmax of the prompt language's n-gram
+            assert token == int(np.argmax(reference.distribution(history)))
+            history.append(token)
+
+
+def test_the_base_ngrams_tell_a_prompts_language():
+    ngrams = base_ngrams(9)
+    for text, name in [
+        ("¿Qué es la inteligencia artificial?", "spanish"),
+        ("How are you doing today?", "english"),
+        ("Привет, как у тебя дела?", "russian"),
+        ("안녕하세요, 잘 지냈어요?", "korean"),
+        ("Wat zijn je hobby's?", "dutch"),
+    ]:
+        assert ngrams.names[ngrams.detect([encode_turns([text])])[0]] == name, text
+    # nothing to tell from, or too little: the n-gram over every language
+    told = ngrams.detect([[SEP], [PAD, PAD, SEP], encode_turns(["Hello"]), encode_turns(["Ok"])])
+    assert told.tolist() == [0, 0, 0, 0]

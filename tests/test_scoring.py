@@ -12,7 +12,7 @@ from model import MIX_KEY, PAD, encode_turns
 from model.codec import encode_transcript
 from model.corpus import base_split
 from model.evaluate import evaluate
-from model.mixture import base_ngram
+from model.languages import base_ngram, base_ngrams
 from model.network import network_of
 from model.scoring import (
     TargetScores,
@@ -76,10 +76,13 @@ def test_eval_scores_the_model_as_the_generator_samples_it():
     heldout = _heldout()
     # By hand: the network's probability of each held-out byte and the 9-gram's, mixed.
     p_net = network_probs(network_of(model), [conversation_ids(c) for c in heldout])
-    p_ngram = base_ngram(9).target_probs([encode_turns(c) for c in heldout])
-    expected = float(-np.log2(0.3 * p_net + 0.7 * p_ngram).mean())
+    # served: each turn read by the base n-gram of the language told from the turns before
+    p_served, _ = base_ngrams(9).served([conversation_ids(c) for c in heldout])
+    expected = float(-np.log2(0.3 * p_net + 0.7 * p_served).mean())
     assert report.model_bits == pytest.approx(expected)
     assert report.network_bits == pytest.approx(float(-np.log2(p_net).mean()))
+    # the baseline: the best n-gram over every language
+    p_ngram = base_ngram(9).target_probs([encode_turns(c) for c in heldout])
     assert report.ngram_order == 9
     assert report.ngram_bits == pytest.approx(float(-np.log2(p_ngram).mean()))
     # an untrained network is noise: the mixture leans on the n-gram and beats the network

@@ -239,3 +239,35 @@ def test_settings_are_frozen():
     settings = load({})
     with pytest.raises(AttributeError):
         settings.admin_ids = frozenset({1})  # type: ignore[misc]
+
+
+def test_chat_memory_settings_and_their_defaults():
+    settings = load({})
+    assert (settings.memory_refresh_messages, settings.memory_refresh_interval) == (100, 300)
+    assert (settings.memory_window_bytes, settings.memory_min_users) == (2_000_000, 3)
+    settings = load(
+        {
+            "CHARBOT_MEMORY_REFRESH_MESSAGES": "20",
+            "CHARBOT_MEMORY_REFRESH_INTERVAL": "60",
+            "CHARBOT_MEMORY_WINDOW_BYTES": "500000",
+            "CHARBOT_MEMORY_MIN_USERS": "5",
+        }
+    )
+    assert settings.memory_refresh_messages == 20 and settings.memory_refresh_interval == 60
+    assert settings.memory_window_bytes == 500_000 and settings.memory_min_users == 5
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("CHARBOT_MEMORY_REFRESH_MESSAGES", "0"),
+        ("CHARBOT_MEMORY_REFRESH_INTERVAL", "5m"),
+        ("CHARBOT_MEMORY_WINDOW_BYTES", "99999999999"),
+        ("CHARBOT_MEMORY_MIN_USERS", "1"),  # one user: one person's words would be shared
+        ("CHARBOT_MEMORY_MIN_USERS", "-3"),
+    ],
+)
+def test_bad_chat_memory_settings_get_one_line(name, value):
+    message = error_for({name: value})
+    assert message.startswith(f"{name}: {value!r} is not a whole number from ")
+    assert "\n" not in message

@@ -1,0 +1,160 @@
+"""The base corpus' n-gram, one per language: what keeps a reply in the chat's language.
+
+A 9-gram sees the last eight bytes, too few to tell Spanish from Italian, so one n-gram
+over every language pulls a reply toward whichever language those bytes are most common
+in (benchmarks/README.md: 72% of replies in the prompt's language at T 0.6). Here each
+corpus language has its own n-gram, fitted on its conversations of the training split,
+and each reply reads the one of the language its prompt is in; table 0 is the n-gram
+over all languages, read where there is no prompt to tell (a conversation's first turn).
+
+The language is told from the whole prompt (the chat's last turns, as the generator
+reads them) by a byte trigram per language (Kneser-Ney, as the n-grams), with the
+languages' shares of the corpus as prior: about 0.1 ms per language for a batch.
+(Bigrams took Russian for Ukrainian; trigrams tell them apart.)
+
+Everything that scores the model "as served" reads the base n-gram through `served`,
+which tells each turn's language from the turns before it exactly as the generator
+does from its prompt.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import numpy as np
+
+from model.codec import MAX_PROMPT_BYTES, PAD, SEP, Encoded, encode_turns
+from model.corpus import base_split, corpus_languages, load_base_corpus, unique
+from model.ngram import ByteNGram
+
+MIX_ORDER = 9  # the best order of the base n-gram alone on the held-out split (3..9 tried)
+DETECT_ORDER = 3  # the order of the n-grams that tell a prompt's language
+# The likeliest language must beat the next by this many nats (a likelihood ratio of
+# about 55), or the prompt reads the n-gram over all languages: "Hello", "Ok" and "How
+# are you?" are too short to tell (they came out Persian, Portuguese and Swedish), while
+# every held-out prompt of the languages charbot eval counts clears it but a few Chinese
+# ones, which the n-gram over all languages answers in Chinese anyway.
+DETECT_MARGIN = 4.0
+DETECT_MIN_BYTES = 8  # of text in the prompt: "Hello" alone came out Persian by 5 nats
+# Languages with less of the corpus than this share are never told: their few KB make
+# detectors that mistake English for Swedish; their chats read the n-gram over all.
+DETECT_MIN_SHARE = 0.005
+
+
+class BaseNGrams:
+    """ngrams[0] over every language, ngrams[1:] one per language in `names` order."""
+
+    def __init__(
+        self,
+        ngrams: Sequence[ByteNGram],
+        names: Sequence[str],
+        detectors: Sequence[ByteNGram] = (),
+        prior: np.ndarray | None = None,
+    ):
+        orders = {n.order for n in ngrams}
+        if len(orders) != 1:
+            raise ValueError(f"the base n-grams must share one order, got {sorted(orders)}")
+        self.ngrams = list(ngrams)
+        self.names = list(names)
+        self.order = orders.pop()
+        self._detectors = list(detectors)  # one per language (ngrams[1:])
+        self._prior = prior  # log share of each language's text
+
+    @classmethod
+    def single(cls, ngram: ByteNGram) -> BaseNGrams:
+        """One n-gram for every prompt (tests, and models that name their own)."""
+        return cls([ngram], ["all"])
+
+    def detect(self, prompts: Sequence[Sequence[int]]) -> np.ndarray:
+        """The table index for each prompt (codec ids; PAD ignored): 1 + the likeliest
+        language, or 0 when there is no text, one table, or no clear winner."""
+        out = np.zeros(len(prompts), dtype=np.int32)
+        if not self._detectors:
+            return out
+        texts, rows = [], []
+        for row, prompt in enumerate(prompts):
+            ids = np.asarray(prompt, dtype=np.int64)
+            ids = ids[ids != PAD][-MAX_PROMPT_BYTES:]
+            if np.count_nonzero(ids != SEP) >= DETECT_MIN_BYTES:
+                texts.append(ids if ids[0] == SEP else np.concatenate([[SEP], ids]))
+                rows.append(row)
+        if not texts:
+            return out
+        ends = np.cumsum([len(t) - 1 for t in texts])  # each prompt's targets, joined
+        scores = (
+            np.stack(
+                [
+                    np.add.reduceat(np.log(d.target_probs(texts)), np.concatenate([[0], ends[:-1]]))
+                    for d in self._detectors
+                ]
+            )
+            + self._prior[:, None]
+        )  # (languages, prompts)
+        top = np.sort(scores, axis=0)
+        sure = top[-1] - top[-2] >= DETECT_MARGIN if len(scores) > 1 else np.ones(len(rows), bool)
+        out[rows] = np.where(sure, 1 + np.argmax(scores, axis=0), 0)
+        return out
+
+    def served(self, encoded: Sequence[Encoded]) -> tuple[np.ndarray, np.ndarray]:
+        """(P(target), evidence) at each target byte (mask[1:]) of each conversation, each
+        turn read by the n-gram of the language told from the turns before it."""
+        tables, sequences = [], []
+        for ids, _ in encoded:
+            ids = np.asarray(ids)
+            seps = np.flatnonzero(ids == SEP)
+            prompts = [ids[: s + 1] for s in seps[:-1]]
+            told = self.detect(prompts)
+            per_target = np.zeros(len(ids) - 1, dtype=np.int32)  # target i+1's table
+            for table, start, end in zip(told, seps[:-1], seps[1:], strict=True):
+                per_target[start:end] = table
+            tables.append(per_target)
+            sequences.append(ids)
+        flat_tables = np.concatenate(tables) if tables else np.zeros(0, np.int32)
+        p = np.zeros(flat_tables.size)
+        evidence = np.zeros(flat_tables.size, dtype=np.int32)
+        starts = np.cumsum([0, *(len(t) for t in tables)])
+        for table in np.unique(flat_tables):
+            users = [n for n, t in enumerate(tables) if (t == table).any()]
+            probs, ev = self.ngrams[table].target_evidence([sequences[n] for n in users])
+            at = np.concatenate([np.arange(starts[n], starts[n + 1]) for n in users])
+            mine = flat_tables[at] == table
+            p[at[mine]], evidence[at[mine]] = probs[mine], ev[mine]
+        keep = np.concatenate([np.asarray(m[1:], dtype=bool) for _, m in encoded])
+        return p[keep], evidence[keep]
+
+
+@functools.cache
+def base_ngram(order: int) -> ByteNGram:
+    """The n-gram of the base corpus' training split, every language (once per process:
+    ~4 s for order 9, reading the corpus included)."""
+    train, _ = base_split()
+    return ByteNGram(order).fit(encode_turns(c) for c in train)
+
+
+@functools.cache
+def base_ngrams(order: int) -> BaseNGrams:
+    """The base n-grams of the training split (once per process: ~10 s for order 9)."""
+    train, _ = base_split()
+    by_language = {}
+    for name in corpus_languages():
+        members = {tuple(c) for c in unique(load_base_corpus([name]))}
+        by_language[name] = [encode_turns(c) for c in train if tuple(c) in members]
+    return fit_base_ngrams(base_ngram(order), by_language)
+
+
+def fit_base_ngrams(
+    every: ByteNGram, by_language: dict[str, Sequence[Sequence[int]]]
+) -> BaseNGrams:
+    """`every` (the n-gram over all languages) and one n-gram of its order per language,
+    fitted on that language's sequences, with the detector's trigrams and prior."""
+    names = list(by_language)
+    ngrams, detectors, sizes = [every], [], []
+    for name in names:
+        own = by_language[name]
+        ngrams.append(ByteNGram(every.order).fit(own))
+        detectors.append(ByteNGram(DETECT_ORDER).fit(own))
+        sizes.append(sum(len(ids) for ids in own))
+    share = np.array(sizes, dtype=np.float64) / max(sum(sizes), 1)
+    prior = np.where(share >= DETECT_MIN_SHARE, np.log(np.maximum(share, 1e-12)), -np.inf)
+    return BaseNGrams(ngrams, ["all", *names], detectors, prior)
