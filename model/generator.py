@@ -17,7 +17,6 @@ from the memory's table by both n-grams' evidence for the row's context
 
 from __future__ import annotations
 
-import functools
 import threading
 import unicodedata
 from collections.abc import Sequence
@@ -27,12 +26,11 @@ import numpy as np
 import tensorflow as tf
 
 from model.codec import FALLBACK_REPLY, MAX_PROMPT_BYTES, PAD, SEP, decode, encode_prompt
-from model.languages import MIX_ORDER, BaseNGrams, base_ngrams
+from model.languages import BaseNGrams
 from model.memory import ChatMemory
-from model.mixture import CompiledNGram, initial_contexts
+from model.mixture import Mixer
 from model.modelfile import ModelFile, weight_names
 from model.ngram import ByteNGram
-from model.weighting import COMPONENTS
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32)  # compiled batch sizes; a request is padded up
 MAX_REPLY_BYTES = 300  # cap on one reply: 99% of corpus turns are shorter (259 bytes);
@@ -74,7 +72,8 @@ class Generator:
         self._rng = np.random.default_rng(seed)
         self._lock = threading.Lock()
         self._load_weights(model)
-        self._load_ngram(model, ngram, memory)
+        self._mixer = Mixer(model, ngram, memory)
+        self.network_weight = self._mixer.network_weight
         fn = tf.function(self._generate, jit_compile=jit_compile, autograph=False)
         self._concrete = {}
         for b in self.batch_buckets:
@@ -84,7 +83,7 @@ class Generator:
                 tf.TensorSpec([b], tf.int32),
                 tf.TensorSpec([2], tf.int32),
                 tf.TensorSpec([], tf.int32),
-                tf.TensorSpec([b, self._context_width], tf.int32),
+                tf.TensorSpec([b, self._mixer.context_width], tf.int32),
                 tf.TensorSpec([b], tf.int32),
             )
         self._fn = fn
@@ -171,20 +170,7 @@ class Generator:
         temps[:n] = temperatures
         limit = np.ones(b, dtype=np.int32)
         limit[:n] = np.clip(caps, 1, self.max_reply_bytes)
-        tables = np.zeros(b, dtype=np.int32)
-        if self._base is None:
-            contexts = np.zeros((b, self._context_width), dtype=np.int32)
-        else:  # each row reads the base n-gram of its prompt's language (model.languages)
-            tables[:n] = self._base.detect(ids[:n])
-            contexts = np.concatenate(
-                [
-                    initial_contexts(self._base.ngrams[t], [row], 1)
-                    for t, row in zip(tables, ids, strict=True)
-                ]
-            )
-        if self._memory_ngram is not None:
-            memory = initial_contexts(self._memory_ngram, ids, b)
-            contexts = np.concatenate([contexts, memory], axis=1)
+        contexts, tables = self._mixer.initial(ids, n)
         if seed is None:
             seed_pair = self._rng.integers(0, 2**31 - 1, size=2, dtype=np.int32)
         else:
@@ -228,47 +214,14 @@ class Generator:
         self._out_kernel = tf.constant(w["logits/kernel"], tf.float32)  # (u, vocab)
         self._out_bias = tf.constant(w["logits/bias"], tf.float32)
 
-    def _load_ngram(self, model: ModelFile, ngram: ByteNGram | None, memory) -> None:
-        mix = model.mix
-        self._base = self._compiled_ngram = None
-        self._memory_ngram = self._compiled_memory = self._weight_table = None
-        self.network_weight = 1.0
-        self._context_width = 1
-        if mix is None and memory is None:
-            return
-        order, self.network_weight = mix if mix is not None else (MIX_ORDER, 1.0)
-        self._base = base_ngrams(order) if ngram is None else ngram
-        if isinstance(self._base, ByteNGram):
-            self._base = BaseNGrams.single(self._base)
-        if self._base.order != order:
-            raise ValueError(f"the model mixes order-{order} n-grams, got order {ngram.order}")
-        self._compiled_ngram = _compiled(self._base)
-        self._context_width = order
-        if memory is None:
-            return
-        if memory.weights.shape != (order, memory.ngram.order):
-            raise ValueError(
-                f"the chat memory's weights are for a {memory.weights.shape} table, "
-                f"not ({order}, {memory.ngram.order})"
-            )
-        self._memory_ngram = memory.ngram
-        self._compiled_memory = _compiled(memory.ngram)
-        # A variable, not a constant: silence_memory() changes it without a recompile.
-        table = memory.weights.table.reshape(-1, COMPONENTS)
-        self._weight_table = tf.Variable(table, trainable=False, name="mixture_weights")
-        self._context_width = order + memory.ngram.order
+    @property
+    def mixture_weights(self) -> np.ndarray | None:
+        """The weight table the chat memory is mixed in by (None: no memory)."""
+        return self._mixer.weights
 
     def silence_memory(self) -> None:
-        """Stop the chat memory from having any say, at once (its weight becomes 0, the
-        network and the base n-gram keep their shares between them): what was withdrawn
-        from it must not wait for a new generator to compile."""
-        if self._weight_table is None:
-            return
-        table = self._weight_table.numpy()
-        table[:, 2] = 0.0
-        empty = table.sum(axis=1) == 0  # the memory had it all: the model file's mixture
-        table[empty] = [self.network_weight, 1.0 - self.network_weight, 0.0]
-        self._weight_table.assign(table / table.sum(axis=1, keepdims=True))
+        """Stop the chat memory from having any say, at once (model.mixture.Mixer)."""
+        self._mixer.silence_memory()
 
     def _step(self, tokens, states):
         """One byte through the GRU stack; Keras' GRU cell with reset_after=True."""
@@ -317,30 +270,13 @@ class Generator:
         # One uniform per row and step, drawn up front: inverse-CDF sampling needs no more.
         uniform = tf.random.stateless_uniform([self.max_reply_bytes, batch], seed=seed)
 
-        ngram, weight = self._compiled_ngram, self.network_weight
-        memory, table = self._compiled_memory, self._weight_table
-        split = ngram.order if ngram is not None else 0
-
-        def banned_probs(compiled, contexts, allowed, table=None):
-            p, read, evidence = compiled.probs(contexts, table)
-            p *= allowed  # the network's bans
-            return p / tf.reduce_sum(p, axis=-1, keepdims=True), read, evidence
+        mixer = self._mixer
 
         def write(i, out, done, contexts, *states):
             logits = tf.matmul(states[-1], self._out_kernel) + self._out_bias  # (B, vocab)
             bans = banned + tf.cast(i < min_new, tf.float32) * no_sep
             logits += bans
-            allowed = tf.cast(bans > -1e8, tf.float32)
-            if memory is not None:
-                p_base, read, e_base = banned_probs(ngram, contexts[:, :split], allowed, tables)
-                p_mem, read_mem, e_mem = banned_probs(memory, contexts[:, split:], allowed)
-                w = tf.gather(table, e_base * memory.order + e_mem)  # (B, COMPONENTS)
-                p = w[:, :1] * tf.nn.softmax(logits) + w[:, 1:2] * p_base + w[:, 2:] * p_mem
-                logits = tf.math.log(tf.maximum(p, 1e-30)) + bans
-            elif ngram is not None:
-                p_ngram, read, _ = banned_probs(ngram, contexts, allowed, tables)
-                p = weight * tf.nn.softmax(logits) + (1.0 - weight) * p_ngram
-                logits = tf.math.log(tf.maximum(p, 1e-30)) + bans
+            logits, read = mixer.mix(logits, bans, contexts, tables)
             best = tf.argmax(logits, axis=-1, output_type=tf.int32)
             scaled = logits * inv_temp
             probs = tf.exp(scaled - tf.reduce_max(scaled, axis=-1, keepdims=True))
@@ -351,12 +287,7 @@ class Generator:
             token = tf.where(done, PAD, token)
             out = tf.tensor_scatter_nd_update(out, [[i]], token[None])
             done = done | tf.equal(token, SEP) | (i + 1 >= limit)
-            if memory is not None:
-                contexts = tf.concat(
-                    [ngram.advance(read, token), memory.advance(read_mem, token)], axis=1
-                )
-            elif ngram is not None:
-                contexts = ngram.advance(read, token)
+            contexts = mixer.advance(read, token, contexts)
             return (i + 1, out, done, contexts, *self._step(token, list(states)))
 
         out = tf.fill([self.max_reply_bytes, batch], PAD)
@@ -379,12 +310,3 @@ def checked_temperature(t: float) -> float:
     if not np.isfinite(t) or t < 0:
         raise ValueError(f"temperature must be a finite number >= 0, got {t}")
     return float(t)
-
-
-@functools.lru_cache(maxsize=3)
-def _compiled(ngrams: ByteNGram | BaseNGrams) -> CompiledNGram:
-    # One copy of the tables (~60 MB for the base 9-grams) per process, not per model
-    # version; room for the base n-grams and two chat memories (serving, being swapped in).
-    if isinstance(ngrams, BaseNGrams):
-        return CompiledNGram([n.tables() for n in ngrams.ngrams])
-    return CompiledNGram(ngrams.tables())

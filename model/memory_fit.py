@@ -128,22 +128,25 @@ class MemoryBuilder:
             self._model, self._net, self._base_slice = model, network_of(model), None
         return self._net
 
-    def _base(self, model: ModelFile) -> tuple[list[Encoded], np.ndarray]:
-        """The base slice and the network's P(target) on it (kept per model)."""
+    def _base(self, model: ModelFile) -> tuple[list[Encoded], tuple]:
+        """The base slice and what the network and the base n-grams give its targets
+        (kept per model: only the memory's part changes from count to count)."""
         net = self._net_of(model)
         if self._base_slice is None:
             _, heldout = base_split()
             order = np.random.RandomState(BASE_SEED).permutation(len(heldout))
             picked = np.sort(order[: self.base_conversations])
             encoded = [conversation_ids(heldout[i]) for i in picked]
-            self._base_slice = (encoded, network_probs(net, encoded))
+            served = base_ngrams(base_order(model)).served(encoded)
+            self._base_slice = (encoded, (network_probs(net, encoded), *served))
         return self._base_slice
 
-    def _score(self, model, encoded, memory: ByteNGram, p_net=None) -> Scored:
-        if p_net is None:
+    def _score(self, model, encoded, memory: ByteNGram, known=None) -> Scored:
+        """`known`: the network's and the base n-grams' part, if scored already."""
+        if known is None:
             p_net = network_probs(self._net_of(model), encoded)
-        order = model.mix[0] if model.mix is not None else MIX_ORDER
-        p_base, e_base = base_ngrams(order).served(encoded)
+            known = (p_net, *base_ngrams(base_order(model)).served(encoded))
+        p_net, p_base, e_base = known
         p_mem, e_mem = target_evidence(memory, encoded)
         return Scored(stack([p_net, p_base, p_mem]), e_base, e_mem)
 
@@ -168,9 +171,14 @@ def split(n: int, seed: int = BASE_SEED) -> tuple[list[int], list[int]]:
     return sorted(order[:k].tolist()), sorted(order[k:].tolist())
 
 
+def base_order(model: ModelFile) -> int:
+    """The order of the base n-grams `model` is served with (a model that does not mix
+    gets them with a memory: model.generator)."""
+    return model.mix[0] if model.mix is not None else MIX_ORDER
+
+
 def table_shape(model: ModelFile) -> tuple[int, int]:
-    order = model.mix[0] if model.mix is not None else MIX_ORDER
-    return order, MEMORY_ORDER
+    return base_order(model), MEMORY_ORDER
 
 
 def served_without(model: ModelFile, scored: Scored) -> float:

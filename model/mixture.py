@@ -20,6 +20,7 @@ wrote, so a step costs no search.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Sequence
 
@@ -27,7 +28,11 @@ import numpy as np
 import tensorflow as tf
 
 from model.codec import PAD, VOCAB_SIZE
+from model.languages import MIX_ORDER, BaseNGrams, base_ngrams
+from model.memory import ChatMemory
+from model.modelfile import ModelFile
 from model.ngram import ByteNGram, NGramTables
+from model.weighting import COMPONENTS
 
 
 class CompiledNGram:
@@ -155,3 +160,119 @@ def initial_contexts(ngram: ByteNGram, prompts: Sequence[Sequence[int]], batch: 
         )
         out[row] = ngram.context_ids(tail)
     return out
+
+
+class Mixer:
+    """What the generator's loop mixes with the network at each step: the base n-grams
+    (one per language, model.languages) at the model file's weight, or, with a chat
+    memory, the base n-grams and the memory at weights read from the memory's table by
+    both n-grams' evidence (model.weighting). `active` is False for a model served as
+    the network alone."""
+
+    def __init__(
+        self,
+        model: ModelFile,
+        ngram: ByteNGram | BaseNGrams | None = None,
+        memory: ChatMemory | None = None,
+    ):
+        self.base: BaseNGrams | None = None
+        self.network_weight = 1.0
+        self.context_width = 1
+        self._base = self._memory = self._table = None
+        self._memory_ngram: ByteNGram | None = None
+        if model.mix is None and memory is None:
+            return
+        order, self.network_weight = model.mix if model.mix is not None else (MIX_ORDER, 1.0)
+        base = base_ngrams(order) if ngram is None else ngram
+        self.base = BaseNGrams.single(base) if isinstance(base, ByteNGram) else base
+        if self.base.order != order:
+            raise ValueError(f"the model mixes order-{order} n-grams, got {self.base.order}")
+        self._base = compiled(self.base)
+        self.context_width = order
+        if memory is None:
+            return
+        if memory.weights.shape != (order, memory.ngram.order):
+            raise ValueError(
+                f"the chat memory's weights are for a {memory.weights.shape} table, "
+                f"not ({order}, {memory.ngram.order})"
+            )
+        self._memory_ngram = memory.ngram
+        self._memory = compiled(memory.ngram)
+        # A variable, not a constant: silence_memory() changes it without a recompile.
+        table = memory.weights.table.reshape(-1, COMPONENTS)
+        self._table = tf.Variable(table, trainable=False, name="mixture_weights")
+        self.context_width = order + memory.ngram.order
+
+    def initial(self, ids: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """(contexts (B, context_width), tables (B,)) for prompts `ids` (B, P), left-padded,
+        of which the first n are real: each row reads the base n-gram of its prompt's
+        language, and the memory from the same prompt."""
+        batch = ids.shape[0]
+        tables = np.zeros(batch, dtype=np.int32)
+        if self.base is None:
+            return np.zeros((batch, self.context_width), dtype=np.int32), tables
+        tables[:n] = self.base.detect(ids[:n])
+        rows = zip(tables, ids, strict=True)
+        contexts = [initial_contexts(self.base.ngrams[t], [row], 1) for t, row in rows]
+        if self._memory_ngram is not None:
+            memory = initial_contexts(self._memory_ngram, ids, batch)
+            return np.concatenate([np.concatenate(contexts), memory], axis=1), tables
+        return np.concatenate(contexts), tables
+
+    def mix(self, logits, bans, contexts, tables):
+        """(The mixture's logits, what `advance` needs) for the network's `logits` with
+        `bans` (-1e9 where a symbol may not be written) added (inside the loop)."""
+        if self._base is None:
+            return logits, None
+        allowed = tf.cast(bans > -1e8, tf.float32)
+        split = self._base.order
+
+        def banned_probs(ngram, contexts, table=None):
+            p, read, evidence = ngram.probs(contexts, table)
+            p *= allowed  # the network's bans
+            return p / tf.reduce_sum(p, axis=-1, keepdims=True), read, evidence
+
+        if self._memory is None:
+            p_ngram, read, _ = banned_probs(self._base, contexts, tables)
+            p = self.network_weight * tf.nn.softmax(logits) + (1 - self.network_weight) * p_ngram
+            return tf.math.log(tf.maximum(p, 1e-30)) + bans, (read,)
+        p_base, read, e_base = banned_probs(self._base, contexts[:, :split], tables)
+        p_mem, read_mem, e_mem = banned_probs(self._memory, contexts[:, split:])
+        w = tf.gather(self._table, e_base * self._memory.order + e_mem)  # (B, COMPONENTS)
+        p = w[:, :1] * tf.nn.softmax(logits) + w[:, 1:2] * p_base + w[:, 2:] * p_mem
+        return tf.math.log(tf.maximum(p, 1e-30)) + bans, (read, read_mem)
+
+    def advance(self, read, tokens, contexts):
+        """The contexts after each row wrote tokens[row] (inside the loop)."""
+        if read is None:
+            return contexts
+        moved = self._base.advance(read[0], tokens)
+        if len(read) == 1:
+            return moved
+        return tf.concat([moved, self._memory.advance(read[1], tokens)], axis=1)
+
+    @property
+    def weights(self) -> np.ndarray | None:
+        """The (cells, COMPONENTS) table the memory is mixed in by; None without one."""
+        return None if self._table is None else self._table.numpy()
+
+    def silence_memory(self) -> None:
+        """Stop the chat memory from having any say, at once (its weight becomes 0, the
+        network and the base n-gram keep their shares between them): what was withdrawn
+        from it must not wait for a new generator to compile."""
+        if self._table is None:
+            return
+        table = self._table.numpy()
+        table[:, 2] = 0.0
+        empty = table.sum(axis=1) == 0  # the memory had it all: the model file's mixture
+        table[empty] = [self.network_weight, 1.0 - self.network_weight, 0.0]
+        self._table.assign(table / table.sum(axis=1, keepdims=True))
+
+
+@functools.lru_cache(maxsize=3)
+def compiled(ngrams: ByteNGram | BaseNGrams) -> CompiledNGram:
+    # One copy of the tables (~60 MB for the base 9-grams) per process, not per model
+    # version; room for the base n-grams and two chat memories (serving, being swapped in).
+    if isinstance(ngrams, BaseNGrams):
+        return CompiledNGram([n.tables() for n in ngrams.ngrams])
+    return CompiledNGram(ngrams.tables())

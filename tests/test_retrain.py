@@ -132,8 +132,9 @@ def test_a_mixed_model_stays_mixed_and_its_weight_suits_the_chats(live, tmp_path
     candidate = load(tmp_path / CANDIDATE_FILE)
     mix = candidate.meta[MIX_KEY]
     assert mix["ngram_order"] == 3
-    # The base corpus' n-gram has never seen pirate talk; the fine-tuned network has.
-    assert mix["network_weight"] >= 0.5
+    # The base corpus' n-gram has never seen pirate talk; the fine-tuned network has, and
+    # gets many times the parent's say.
+    assert mix["network_weight"] >= 0.4
     # The losses are those of the models as served: the live one is 95% n-gram, far
     # better than its untrained network alone (~8 bits/byte).
     losses = result.losses
