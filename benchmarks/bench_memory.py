@@ -7,8 +7,9 @@ In one run:
   mixture's weights fitted. Reported: held-out style bits/byte as served with the
   memory and without it (the baseline, same run); a base-corpus held-out slice (200
   conversations the weights were not fitted on) as served with and without; the share
-  of replies to 30 everyday prompts that use the style at T 0, 0.6 and 1, with and
-  without the memory; 5 prompts x 3 temperatures as samples.
+  of replies to 30 everyday prompts, and to 30 new lines in the style, that use the
+  style at T 0, 0.6 and 1, with and without the memory; 5 prompts x 3 temperatures as
+  samples.
 - refresh cost: SQLite databases holding 1 MB and 10 MB of human text; one refresh
   (read the window, count, fit, build and warm the generator) timed, and this
   process's resident memory after it. The window (CHARBOT_MEMORY_WINDOW_BYTES) bounds
@@ -95,12 +96,16 @@ def learning(model, sizes) -> None:
     encoded, p_net = base_eval(model)
     p_base, e_base = base_ngrams(model.mix[0]).served(encoded)
     plain = Generator(model, batch_buckets=(30,))
+    rng = random.Random(99)
+    in_style = [pirate(rng) for _ in range(30)]  # new lines in the style: a chat in it
     print(
         "| style messages | held-out style, without -> with memory | base slice, without -> "
-        "with | style replies T 0 / 0.6 / 1, without -> with | refresh s |"
+        "with | everyday replies in the style T 0 / 0.6 / 1, without -> with | replies to "
+        "lines in the style, the same | refresh s |"
     )
-    print("| ---: | --- | --- | --- | ---: |")
+    print("| ---: | --- | --- | --- | --- | ---: |")
     shares_plain = [sum(map(styled, replies(plain, EVERYDAY, t))) for t in TEMPERATURES]
+    in_style_plain = [sum(map(styled, replies(plain, in_style, t))) for t in TEMPERATURES]
     samples = {}
     for n in sizes:
         start = time.monotonic()
@@ -112,12 +117,14 @@ def learning(model, sizes) -> None:
         without = bits(fixed(model.mix[1], (1, 1)), p, e_base * 0, e_base * 0)
         with_memory = bits(memory.weights, p, e_base, e_mem)
         shares = [sum(map(styled, replies(gen, EVERYDAY, t))) for t in TEMPERATURES]
+        in_style_shares = [sum(map(styled, replies(gen, in_style, t))) for t in TEMPERATURES]
         info = memory.info
         print(
             f"| {n} | {info.heldout_bits_without:.2f} -> {info.heldout_bits:.2f} | "
             f"{without:.3f} -> {with_memory:.3f} | "
             f"{'/'.join(map(str, shares_plain))} -> {'/'.join(map(str, shares))} of "
-            f"{len(EVERYDAY)} | {seconds:.1f} |"
+            f"{len(EVERYDAY)} | {'/'.join(map(str, in_style_plain))} -> "
+            f"{'/'.join(map(str, in_style_shares))} of {len(in_style)} | {seconds:.1f} |"
         )
         samples[n] = gen
     gen = samples[max(sizes)]
@@ -127,12 +134,10 @@ def learning(model, sizes) -> None:
         shares = " / ".join(f"{report.overall(t):.0%}" for t in report.temperatures)
         print(f"language fidelity {name}: {shares} at T {report.temperatures}")
     print("\nsamples (prompt, temperature: without memory | with the largest memory):")
+    samples = SAMPLE_PROMPTS[:3] + in_style[:2]
     for t in TEMPERATURES:
         for prompt, a, b in zip(
-            SAMPLE_PROMPTS,
-            replies(plain, SAMPLE_PROMPTS, t),
-            replies(gen, SAMPLE_PROMPTS, t),
-            strict=True,
+            samples, replies(plain, samples, t), replies(gen, samples, t), strict=True
         ):
             print(f"  {prompt!r} {t}: {a!r} | {b!r}")
 

@@ -22,6 +22,7 @@ from storage import (
     forget_user,
     get_or_create_chat,
     get_or_create_user,
+    memory_window,
     set_learning,
     training_transcripts,
 )
@@ -316,3 +317,16 @@ def test_a_private_phrase_reaches_no_other_user_after_a_refresh_and_a_retrain(se
     assert len(replies) >= 500
     leaked = [r for r in replies if private & pieces(r)]
     assert leaked == []
+
+
+def test_one_users_flood_does_not_push_everyone_out_of_the_window(services):
+    write(services, pirate_rows(60))
+    flood = [(-5, 99, f"buy my coin number {i} now!!!") for i in range(3000)]
+    write(services, flood + [(-5, 99, "same again")] * 50)
+    with services.db.read() as session:
+        rows, newest = memory_window(session, 20_000)
+    mine = [text for _, user, text in rows if user == 99]
+    assert sum(len(t.encode()) for t in mine) <= 2_000  # a tenth of the window
+    assert mine.count("same again") == 1
+    assert len([r for r in rows if r[1] != 99]) == 60  # everyone else is still in it
+    assert newest == 60 + 3000 + 50
