@@ -116,9 +116,7 @@ class ChatMemoryKeeper:
             return "not counted since the start"
         if self._counted_version != self.live.version:
             return "new model version"
-        if time.monotonic() - self._refreshed < min(
-            self.min_spacing, self.settings.memory_refresh_interval
-        ):
+        if time.monotonic() - self._refreshed < self.min_spacing:
             return None
         new = await asyncio.to_thread(self._new_messages)
         if new >= self.settings.memory_refresh_messages:
@@ -147,7 +145,10 @@ class ChatMemoryKeeper:
             if withdrawals != self._withdrawals or version != self.live.version:
                 log.info("chat memory: text withdrawn or model changed while counting")
                 return self.live.memory
-            await self.live.use_memory(memory)
+            served = await self.live.use_memory(memory, version)
+            if not served or withdrawals != self._withdrawals:
+                log.info("chat memory: text withdrawn or model changed while it was swapped in")
+                return self.live.memory  # the next check counts again; nothing is saved
             try:  # after serving it: a file that cannot be written is no reason not to
                 if memory is None:
                     await asyncio.to_thread(self.path.unlink, True)

@@ -102,8 +102,8 @@ async def temperature(request: Request) -> Answer:
 
 async def learn(request: Request) -> str:
     db, user, lang = request.services.db, request.user_id, request.language
-    text = await asyncio.to_thread(preferences.learn_command, db, user, request.args, lang)
-    if [a.lower() for a in request.args[:1]] == ["off"]:
+    text, went_off = await asyncio.to_thread(preferences.learn_change, db, user, request.args, lang)
+    if went_off:
         request.services.text_withdrawn()  # out of the chat memory at once
     return text
 
@@ -150,14 +150,14 @@ async def my_data(request: Request) -> Answer:
 
 
 async def forget(request: Request) -> str:
-    if request.forgotten is not None:
-        text = preferences.forget_done(request.forgotten, request.language)
-    else:
-        text = await asyncio.to_thread(
-            preferences.forget_command, request.services.db, request.user_id, request.language
+    deleted = request.forgotten
+    if deleted is None:
+        deleted = await asyncio.to_thread(
+            preferences.forget_now, request.services.db, request.user_id
         )
-    request.services.text_withdrawn()  # out of the chat memory at once
-    return text
+    if deleted:
+        request.services.text_withdrawn()  # out of the chat memory at once
+    return preferences.forget_done(deleted, request.language)
 
 
 async def status(request: Request) -> str:

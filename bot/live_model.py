@@ -53,6 +53,7 @@ class LiveModel:
         self._service: ReplyService | None = None
         self._swap_lock = asyncio.Lock()
         self._unloadable: int | None = None  # a version whose load failed: not retried
+        self._silenced = 0  # silence_memory() calls: a generator built meanwhile obeys too
 
     @classmethod
     def open(
@@ -142,11 +143,15 @@ class LiveModel:
                 return None
             if not retry and version == self._unloadable:
                 return None
+            silenced = self._silenced
             try:
                 model = await asyncio.to_thread(self.store.load, version)
                 generator, memory = await asyncio.to_thread(
                     self._generator_like_current, model, self.memory
                 )
+                if silenced != self._silenced and memory is not None:
+                    generator.silence_memory()  # withdrawn while it was built
+                    memory = None
             except Exception:
                 self._unloadable = version
                 log.exception("loading model version %s failed; still serving %s", version, old)
@@ -158,22 +163,31 @@ class LiveModel:
             log.info("now serving model version %s (was %s)", version, old)
             return SwapResult(old, version)
 
-    async def use_memory(self, memory: ChatMemory | None) -> None:
-        """Serve `memory` (None: none) with the live version, swapped in as a version is."""
+    async def use_memory(self, memory: ChatMemory | None, version: int | None = None) -> bool:
+        """Serve `memory` (None: none) with the live version, swapped in as a version is;
+        False (nothing served) when the live version is no longer `version` (given: the
+        network the memory's weights were fitted for) or the memory was silenced while
+        the generator was built."""
         async with self._swap_lock:
             if memory is None and self.memory is None:
-                return  # nothing to swap: served without a memory already
+                return True  # nothing to swap: served without a memory already
+            if version is not None and version != self.version:
+                return False
+            silenced = self._silenced
             model = self._generator.model
-            generator, self.memory = await asyncio.to_thread(
-                self._generator_like_current, model, memory
-            )
-            self._generator = generator
+            generator, memory = await asyncio.to_thread(self._generator_like_current, model, memory)
+            if silenced != self._silenced and memory is not None:
+                generator.silence_memory()
+                memory = None
+            self._generator, self.memory = generator, memory
             if self._service is not None:
                 self._service.swap(generator)
+            return memory is not None or silenced == self._silenced
 
     def silence_memory(self) -> None:
         """Serve no chat memory from the next batch on (a text was withdrawn from it); the
         next count builds a generator with a new one."""
+        self._silenced += 1
         if self.memory is not None:
             self._generator.silence_memory()
             self.memory = None

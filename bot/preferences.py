@@ -119,16 +119,24 @@ def temperature_button(db: Database, user_id: int, data: str | None, language: s
 
 def learn_command(db: Database, user_id: int, args: Sequence[str], language: str) -> str:
     """/learn shows whether the bot may learn from the user; /learn on|off changes it."""
+    return learn_change(db, user_id, args, language)[0]
+
+
+def learn_change(
+    db: Database, user_id: int, args: Sequence[str], language: str
+) -> tuple[str, bool]:
+    """(/learn's answer, whether learning went from on to off)."""
     choice = args[0].lower() if len(args) == 1 else None
     if args and choice not in ("on", "off"):
-        return say(language, texts.LEARN_BAD)
+        return say(language, texts.LEARN_BAD), False
     with db.begin() as session:
+        user = get_user(session, user_id)
+        learning = True if user is None else user.learning
         if choice is None:
-            user = get_user(session, user_id)
-            learning = True if user is None else user.learning
-            return say(language, texts.LEARN_ON_NOW if learning else texts.LEARN_OFF_NOW)
+            return say(language, texts.LEARN_ON_NOW if learning else texts.LEARN_OFF_NOW), False
         set_learning(session, user_id, choice == "on")
-    return say(language, texts.LEARN_SET_ON if choice == "on" else texts.LEARN_SET_OFF)
+    text = say(language, texts.LEARN_SET_ON if choice == "on" else texts.LEARN_SET_OFF)
+    return text, learning and choice == "off"
 
 
 def lang_command(db: Database, user_id: int, args: Sequence[str], app_language: str | None) -> str:
@@ -193,9 +201,13 @@ def my_data(db: Database, user_id: int) -> tuple[int, bytes]:
 
 def forget_command(db: Database, user_id: int, language: str) -> str:
     """/forget deletes the user's messages and settings."""
+    return forget_done(forget_now(db, user_id), language)
+
+
+def forget_now(db: Database, user_id: int) -> int:
+    """Delete the user's messages and settings; how many of their messages went."""
     with db.begin() as session:
-        deleted = forget_user(session, user_id)
-    return forget_done(deleted, language)
+        return forget_user(session, user_id)
 
 
 def forget_done(deleted: int, language: str) -> str:

@@ -20,6 +20,7 @@ does from its prompt.
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
@@ -38,7 +39,9 @@ DETECT_ORDER = 3  # the order of the n-grams that tell a prompt's language
 DETECT_MARGIN = 4.0
 DETECT_MIN_BYTES = 8  # of text in the prompt: "Hello" alone came out Persian by 5 nats
 # Languages with less of the corpus than this share are never told: their few KB make
-# detectors that mistake English for Swedish; their chats read the n-gram over all.
+# detectors that mistake English for Swedish. They still veto (a Hindi prompt must not
+# go to Marathi): when one beats the best told language by the margin, the prompt reads
+# the n-gram over all.
 DETECT_MIN_SHARE = 0.005
 
 
@@ -60,6 +63,7 @@ class BaseNGrams:
         self.order = orders.pop()
         self._detectors = list(detectors)  # one per language (ngrams[1:])
         self._prior = prior  # log share of each language's text
+        self._told = None if prior is None else np.exp(prior) >= DETECT_MIN_SHARE
 
     @classmethod
     def single(cls, ngram: ByteNGram) -> BaseNGrams:
@@ -91,25 +95,31 @@ class BaseNGrams:
             )
             + self._prior[:, None]
         )  # (languages, prompts)
-        top = np.sort(scores, axis=0)
-        sure = top[-1] - top[-2] >= DETECT_MARGIN if len(scores) > 1 else np.ones(len(rows), bool)
-        out[rows] = np.where(sure, 1 + np.argmax(scores, axis=0), 0)
+        # The likeliest told language must beat every other told language by the margin,
+        # and no language too small to tell may beat it by as much (that one's chats
+        # read the n-gram over all languages).
+        told = np.where(self._told[:, None], scores, -np.inf)
+        untold = np.where(self._told[:, None], -np.inf, scores)
+        best = np.argmax(told, axis=0)
+        top = np.sort(told, axis=0)
+        lead = top[-1] - top[-2] if len(told) > 1 else np.full(len(rows), np.inf)
+        sure = (lead >= DETECT_MARGIN) & (untold.max(axis=0) < top[-1] + DETECT_MARGIN)
+        out[rows] = np.where(sure, 1 + best, 0)
         return out
 
     def served(self, encoded: Sequence[Encoded]) -> tuple[np.ndarray, np.ndarray]:
         """(P(target), evidence) at each target byte (mask[1:]) of each conversation, each
         turn read by the n-gram of the language told from the turns before it."""
-        tables, sequences = [], []
-        for ids, _ in encoded:
-            ids = np.asarray(ids)
-            seps = np.flatnonzero(ids == SEP)
-            prompts = [ids[: s + 1] for s in seps[:-1]]
-            told = self.detect(prompts)
+        sequences = [np.asarray(ids) for ids, _ in encoded]
+        seps = [np.flatnonzero(ids == SEP) for ids in sequences]
+        prompts = [ids[: s + 1] for ids, cut in zip(sequences, seps, strict=True) for s in cut[:-1]]
+        told = iter(self.detect(prompts))  # all turns at once: one call per language
+        tables = []
+        for ids, cut in zip(sequences, seps, strict=True):
             per_target = np.zeros(len(ids) - 1, dtype=np.int32)  # target i+1's table
-            for table, start, end in zip(told, seps[:-1], seps[1:], strict=True):
-                per_target[start:end] = table
+            for start, end in itertools.pairwise(cut):
+                per_target[start:end] = next(told)
             tables.append(per_target)
-            sequences.append(ids)
         flat_tables = np.concatenate(tables) if tables else np.zeros(0, np.int32)
         p = np.zeros(flat_tables.size)
         evidence = np.zeros(flat_tables.size, dtype=np.int32)
@@ -156,5 +166,4 @@ def fit_base_ngrams(
         detectors.append(ByteNGram(DETECT_ORDER).fit(own))
         sizes.append(sum(len(ids) for ids in own))
     share = np.array(sizes, dtype=np.float64) / max(sum(sizes), 1)
-    prior = np.where(share >= DETECT_MIN_SHARE, np.log(np.maximum(share, 1e-12)), -np.inf)
-    return BaseNGrams(ngrams, ["all", *names], detectors, prior)
+    return BaseNGrams(ngrams, ["all", *names], detectors, np.log(np.maximum(share, 1e-12)))

@@ -330,3 +330,22 @@ def test_one_users_flood_does_not_push_everyone_out_of_the_window(services):
     assert mine.count("same again") == 1
     assert len([r for r in rows if r[1] != 99]) == 60  # everyone else is still in it
     assert newest == 60 + 3000 + 50
+
+
+def test_a_withdrawal_while_a_count_is_swapped_in_is_obeyed(services, monkeypatch):
+    keeper = services.memory
+    write(services, pirate_rows(120))
+    live = services.live
+    build = live._generator_like_current
+
+    def build_then_withdraw(model, memory):
+        built = build(model, memory)
+        services.text_withdrawn()  # /forget while the new generator compiled
+        return built
+
+    monkeypatch.setattr(live, "_generator_like_current", build_then_withdraw)
+    asyncio.run(keeper.refresh())
+    assert live.memory is None
+    assert live.generator.mixture_weights is None or live.generator.mixture_weights[:, 2].max() == 0
+    assert not (services.settings.data_dir / MEMORY_FILE).exists()  # nothing saved
+    assert asyncio.run(keeper.due()) == "text withdrawn"

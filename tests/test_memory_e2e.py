@@ -58,6 +58,7 @@ def test_replies_move_toward_the_groups_style_and_forget_takes_words_out(
     stub, settings, data_dir, small_generator, monkeypatch
 ):
     monkeypatch.setattr(bot.chat_memory, "CHECK_SECONDS", 0.2)
+    monkeypatch.setattr(bot.chat_memory, "MIN_SPACING", 0.5)
     rng = random.Random(3)
     group = {"chat_id": GROUP, "chat_type": "group", "chat_title": "Pirates"}
 
