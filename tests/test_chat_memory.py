@@ -16,6 +16,7 @@ from bot.settings import load_settings
 from model import load
 from model.generator import Generator
 from model.memory import ChatMemory
+from model.memory_fit import MemoryBuilder
 from model.retrain import RetrainConfig, retrain
 from storage import (
     add_message,
@@ -60,9 +61,17 @@ def generator(tiny_model_path):
     return Generator(load(tiny_model_path), batch_buckets=(1,), max_reply_bytes=40)
 
 
+@pytest.fixture(scope="module")
+def builder():
+    """One builder for the module: it keeps the base slice's scores per model, and a
+    smaller slice than the bot's fits in a test's time."""
+    return MemoryBuilder(base_conversations=60)
+
+
 @pytest.fixture
-def services(settings, generator):
+def services(settings, generator, builder):
     opened = open_services(settings, generator=generator)
+    opened.memory.builder = builder
     yield opened
     opened.close()
 
@@ -153,8 +162,9 @@ def test_the_memory_survives_a_restart_and_is_counted_again_at_the_first_check(s
         again.close()
 
 
-def test_a_damaged_memory_file_is_moved_aside_and_reported(settings, generator):
+def test_a_damaged_memory_file_is_moved_aside_and_reported(settings, generator, builder):
     first = open_services(settings, generator=generator)
+    first.memory.builder = builder
     try:
         write(first, pirate_rows(120))
         asyncio.run(first.memory.refresh())
@@ -167,6 +177,7 @@ def test_a_damaged_memory_file_is_moved_aside_and_reported(settings, generator):
     try:
         assert again.live.memory is None  # served without it
         assert len(again.memory.notices) == 1 and "did not load" in again.memory.notices[0]
+        again.memory.builder = builder
         assert not path.exists() and list(settings.data_dir.glob(f"{MEMORY_FILE}.unreadable-*"))
         asyncio.run(again.memory.refresh())  # the next count brings it back
         assert again.live.memory is not None and path.exists()
