@@ -43,11 +43,11 @@ from model.fidelity import measure_fidelity, prompt_sets  # noqa: E402
 from model.generator import Generator  # noqa: E402
 from model.languages import base_ngrams  # noqa: E402
 from model.memory import Messages  # noqa: E402
-from model.memory_fit import MemoryBuilder, target_evidence  # noqa: E402
+from model.memory_fit import MemoryBuilder  # noqa: E402
 from model.modelfile import BASE_MODEL_PATH, load  # noqa: E402
 from model.network import network_of  # noqa: E402
 from model.retrain import limit_threads  # noqa: E402
-from model.scoring import network_probs  # noqa: E402
+from model.scoring import network_probs, ngram_scores  # noqa: E402
 from model.training import conversation_ids  # noqa: E402
 from model.weighting import bits, fixed, stack  # noqa: E402
 from storage import memory_window, open_database, sqlite_url  # noqa: E402
@@ -112,7 +112,7 @@ def learning(model, sizes) -> None:
         memory = builder.build(model, Messages.of(rows_of(n)), version=1)
         gen = Generator(model, batch_buckets=(30,), memory=memory)
         seconds = time.monotonic() - start
-        p_mem, e_mem = target_evidence(memory.ngram, encoded)
+        p_mem, e_mem = ngram_scores(memory.ngram, encoded)
         p = stack([p_net, p_base, p_mem])
         without = bits(fixed(model.mix[1], (1, 1)), p, e_base * 0, e_base * 0)
         with_memory = bits(memory.weights, p, e_base, e_mem)

@@ -149,9 +149,7 @@ class LiveModel:
                 generator, memory = await asyncio.to_thread(
                     self._generator_like_current, model, self.memory
                 )
-                if silenced != self._silenced and memory is not None:
-                    generator.silence_memory()  # withdrawn while it was built
-                    memory = None
+                memory = self._unless_silenced(generator, memory, silenced)
             except Exception:
                 self._unloadable = version
                 log.exception("loading model version %s failed; still serving %s", version, old)
@@ -176,9 +174,7 @@ class LiveModel:
             silenced = self._silenced
             model = self._generator.model
             generator, memory = await asyncio.to_thread(self._generator_like_current, model, memory)
-            if silenced != self._silenced and memory is not None:
-                generator.silence_memory()
-                memory = None
+            memory = self._unless_silenced(generator, memory, silenced)
             self._generator, self.memory = generator, memory
             if self._service is not None:
                 self._service.swap(generator)
@@ -191,6 +187,16 @@ class LiveModel:
         if self.memory is not None:
             self._generator.silence_memory()
             self.memory = None
+
+    def _unless_silenced(
+        self, generator: Generator, memory: ChatMemory | None, silenced: int
+    ) -> ChatMemory | None:
+        """`memory`, or None with `generator` silenced when silence_memory() was called
+        since the count `silenced` (while the generator was built in a worker thread)."""
+        if silenced != self._silenced and memory is not None:
+            generator.silence_memory()
+            return None
+        return memory
 
     async def rollback(self) -> SwapResult | None:
         """Make the previous version live (StoreError if there is none) and serve it."""

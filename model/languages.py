@@ -27,6 +27,7 @@ import numpy as np
 
 from model.codec import MAX_PROMPT_BYTES, PAD, SEP, Encoded, encode_turns
 from model.corpus import base_split, corpus_languages, load_base_corpus, unique
+from model.modelfile import ModelFile
 from model.ngram import ByteNGram
 
 MIX_ORDER = 9  # the best order of the base n-gram alone on the held-out split (3..9 tried)
@@ -132,6 +133,13 @@ class BaseNGrams:
             p[at[mine]], evidence[at[mine]] = probs[mine], ev[mine]
         keep = np.concatenate([np.asarray(m[1:], dtype=bool) for _, m in encoded])
         return p[keep], evidence[keep]
+
+
+def served_mix(model: ModelFile) -> tuple[int, float]:
+    """(base n-gram order, network weight) `model` is served with: its mixture entry, or
+    for a model without one (served as the network alone) the base n-grams at weight 1,
+    which a chat memory's weights are fitted with (model.mixture.Mixer)."""
+    return model.mix if model.mix is not None else (MIX_ORDER, 1.0)
 
 
 @functools.cache

@@ -27,12 +27,12 @@ import numpy as np
 
 from model.codec import Encoded, encode_transcript
 from model.corpus import BASE_SEED, base_split
-from model.languages import MIX_ORDER, base_ngrams
+from model.languages import base_ngrams, served_mix
 from model.memory import MEMORY_ORDER, MIN_USERS, ChatMemory, MemoryInfo, Messages, count_memory
 from model.modelfile import ModelFile
 from model.network import network_of
 from model.ngram import ByteNGram
-from model.scoring import BASE_MARGIN, network_probs
+from model.scoring import BASE_MARGIN, network_probs, ngram_scores
 from model.training import conversation_ids
 from model.weighting import bits, fit, fixed, stack
 
@@ -71,7 +71,7 @@ class MemoryBuilder:
         self._lock = threading.Lock()
         self._model: ModelFile | None = None
         self._net = None
-        self._base_slice: tuple[list[Encoded], np.ndarray] | None = None
+        self._base_slice: tuple[list[Encoded], tuple] | None = None  # see _base
 
     def build(
         self, model: ModelFile, messages: Messages, version: int | None = None
@@ -137,7 +137,7 @@ class MemoryBuilder:
             order = np.random.RandomState(BASE_SEED).permutation(len(heldout))
             picked = np.sort(order[: self.base_conversations])
             encoded = [conversation_ids(heldout[i]) for i in picked]
-            served = base_ngrams(base_order(model)).served(encoded)
+            served = base_ngrams(served_mix(model)[0]).served(encoded)
             self._base_slice = (encoded, (network_probs(net, encoded), *served))
         return self._base_slice
 
@@ -145,9 +145,9 @@ class MemoryBuilder:
         """`known`: the network's and the base n-grams' part, if scored already."""
         if known is None:
             p_net = network_probs(self._net_of(model), encoded)
-            known = (p_net, *base_ngrams(base_order(model)).served(encoded))
+            known = (p_net, *base_ngrams(served_mix(model)[0]).served(encoded))
         p_net, p_base, e_base = known
-        p_mem, e_mem = target_evidence(memory, encoded)
+        p_mem, e_mem = ngram_scores(memory, encoded)
         return Scored(stack([p_net, p_base, p_mem]), e_base, e_mem)
 
 
@@ -171,28 +171,15 @@ def split(n: int, seed: int = BASE_SEED) -> tuple[list[int], list[int]]:
     return sorted(order[:k].tolist()), sorted(order[k:].tolist())
 
 
-def base_order(model: ModelFile) -> int:
-    """The order of the base n-grams `model` is served with (a model that does not mix
-    gets them with a memory: model.generator)."""
-    return model.mix[0] if model.mix is not None else MIX_ORDER
-
-
 def table_shape(model: ModelFile) -> tuple[int, int]:
-    return base_order(model), MEMORY_ORDER
+    return served_mix(model)[0], MEMORY_ORDER
 
 
 def served_without(model: ModelFile, scored: Scored) -> float:
     """Bits/byte of `scored` as the model is served without a memory."""
-    weight = model.mix[1] if model.mix is not None else 1.0
+    weight = served_mix(model)[1]
     nowhere = np.zeros_like(scored.base_evidence)
     return bits(fixed(weight, (1, 1)), scored.p, nowhere, nowhere)
-
-
-def target_evidence(ngram: ByteNGram, encoded: Sequence[Encoded]):
-    """P(target) and evidence at each target byte (mask[1:]) of each conversation."""
-    p, e = ngram.target_evidence([ids for ids, _ in encoded])
-    keep = np.concatenate([np.asarray(mask[1:], dtype=bool) for _, mask in encoded])
-    return p[keep], e[keep]
 
 
 def _concat(a: Scored, b: Scored) -> Scored:

@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from model.codec import PAD, VOCAB_SIZE
-from model.languages import MIX_ORDER, BaseNGrams, base_ngrams
+from model.languages import BaseNGrams, base_ngrams, served_mix
 from model.memory import ChatMemory
 from model.modelfile import ModelFile
 from model.ngram import ByteNGram, NGramTables
@@ -166,8 +166,8 @@ class Mixer:
     """What the generator's loop mixes with the network at each step: the base n-grams
     (one per language, model.languages) at the model file's weight, or, with a chat
     memory, the base n-grams and the memory at weights read from the memory's table by
-    both n-grams' evidence (model.weighting). `active` is False for a model served as
-    the network alone."""
+    both n-grams' evidence (model.weighting). A model served as the network alone, with
+    no memory, mixes nothing (`base` is None)."""
 
     def __init__(
         self,
@@ -182,7 +182,7 @@ class Mixer:
         self._memory_ngram: ByteNGram | None = None
         if model.mix is None and memory is None:
             return
-        order, self.network_weight = model.mix if model.mix is not None else (MIX_ORDER, 1.0)
+        order, self.network_weight = served_mix(model)
         base = base_ngrams(order) if ngram is None else ngram
         self.base = BaseNGrams.single(base) if isinstance(base, ByteNGram) else base
         if self.base.order != order:

@@ -158,14 +158,12 @@ def _batches(rows: list[tuple[np.ndarray, np.ndarray]], batch_size: int):
 # -- the n-gram's part ----------------------------------------------------------------
 
 
-def ngram_probs(ngram: ByteNGram, encoded: Sequence[Encoded]) -> np.ndarray:
-    """P(target) under `ngram` for each target byte (mask[1:]) of each conversation, in order."""
-    every = ngram.target_probs([ids for ids, _ in encoded])
-    out, at = [], 0
-    for ids, mask in encoded:
-        out.append(every[at : at + len(ids) - 1][np.asarray(mask[1:], dtype=bool)])
-        at += len(ids) - 1
-    return np.concatenate(out) if out else np.zeros(0)
+def ngram_scores(ngram: ByteNGram, encoded: Sequence[Encoded]) -> tuple[np.ndarray, np.ndarray]:
+    """(P(target), evidence) under `ngram` for each target byte (mask[1:]) of each
+    conversation, in order (ByteNGram.target_evidence)."""
+    p, evidence = ngram.target_evidence([ids for ids, _ in encoded])
+    keep = np.concatenate([np.asarray(mask[1:], dtype=bool) for _, mask in encoded])
+    return p[keep], evidence[keep]
 
 
 # -- choosing the weight --------------------------------------------------------------

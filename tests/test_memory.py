@@ -4,13 +4,12 @@ the context-dependent weights, and the generator serving all three components.""
 import keras
 import numpy as np
 import pytest
-from toy_model import untrained_model
+from toy_model import greedy_by, untrained_model
 
-from model import PAD, SEP, encode_turns
+from model import SEP, encode_turns
 from model.generator import Generator
 from model.memory import ChatMemory, MemoryFileError, MemoryInfo, Messages, count_memory
 from model.memory_fit import MemoryBuilder, split
-from model.network import network_of
 from model.ngram import ByteNGram
 from model.ngram_counts import count
 from model.weighting import COMPONENTS, MixWeights, bits, fit, fixed, stack
@@ -161,26 +160,20 @@ def test_fixed_weights_are_the_model_files_mixture():
 def reference_reply(model, base: ByteNGram, memory: ChatMemory, prompt, n: int) -> list[int]:
     """The three-part mixture's greedy reply, by hand: Keras network, each n-gram's
     distribution and evidence."""
-    net = network_of(model)
-    ids, out = list(prompt), []
-    for step in range(n):
-        logits = net(np.array([ids]))[0, -1].numpy().astype(np.float64)
-        logits[PAD] = -np.inf
-        p_net = np.exp(logits - logits.max())
+
+    def mixed(ids, p_net, first):
         p_base = np.append(base.distribution(ids), 0.0)
         p_mem = np.append(memory.ngram.distribution(ids), 0.0)
-        if step == 0:
+        if first:
             p_net[SEP] = p_base[SEP] = p_mem[SEP] = 0.0
         e_base = base.target_evidence([[*ids, 0]])[1][-1]
         e_mem = memory.ngram.target_evidence([[*ids, 0]])[1][-1]
         w = memory.weights.table[e_base, e_mem]
-        p = w[0] * p_net / p_net.sum() + w[1] * p_base / p_base.sum() + w[2] * p_mem / p_mem.sum()
-        token = int(np.argmax(p))
-        if token == SEP:
-            break
-        out.append(token)
-        ids.append(token)
-    return out
+        return (
+            w[0] * p_net / p_net.sum() + w[1] * p_base / p_base.sum() + w[2] * p_mem / p_mem.sum()
+        )
+
+    return greedy_by(model, prompt, n, mixed)
 
 
 def test_the_generator_serves_the_three_part_mixture():

@@ -44,20 +44,29 @@ def greedy_reference(model: ModelFile, prompt, n: int, ngram=None, weight: float
     """What the generator should write greedily: the Keras network re-run on the growing
     sequence (mixed by hand with `ngram` at network weight `weight`, if given), argmax
     step by step; never PAD, and no SEP first (a reply is never empty)."""
+
+    def mixed(ids, p, first):
+        p_ngram = np.zeros_like(p) if ngram is None else np.append(ngram.distribution(ids), 0.0)
+        if first:
+            p[SEP] = p_ngram[SEP] = 0.0
+        p = weight * p / p.sum()
+        if ngram is not None:
+            p += (1 - weight) * p_ngram / p_ngram.sum()
+        return p
+
+    return greedy_by(model, prompt, n, mixed)
+
+
+def greedy_by(model: ModelFile, prompt, n: int, mixed) -> list[int]:
+    """Argmax step by step of `mixed(ids so far, the network's P(next) without PAD, whether
+    it is the reply's first byte)`, up to n bytes or a SEP."""
     net = network_of(model)
     ids = list(prompt)
     out = []
     for step in range(n):
         logits = net(np.array([ids]))[0, -1].numpy().astype(np.float64)
         logits[PAD] = -np.inf
-        p = np.exp(logits - logits.max())
-        p_ngram = np.zeros_like(p) if ngram is None else np.append(ngram.distribution(ids), 0.0)
-        if step == 0:
-            p[SEP] = p_ngram[SEP] = 0.0
-        p = weight * p / p.sum()
-        if ngram is not None:
-            p += (1 - weight) * p_ngram / p_ngram.sum()
-        token = int(np.argmax(p))
+        token = int(np.argmax(mixed(ids, np.exp(logits - logits.max()), step == 0)))
         if token == SEP:
             break
         out.append(token)
