@@ -29,6 +29,7 @@ from bot.profile import register_profile
 from bot.retrainer import POINTER_CHECK, Retrainer
 from bot.services import Services, open_services
 from bot.settings import Settings
+from storage import finish_pending_forgets
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +186,11 @@ async def start_retraining(app: Application, settings: Settings, services: Servi
     async def watch(_context) -> None:
         await retrainer.watch()
 
+    async def unfinished_forgets(_context) -> None:
+        # A /forget whose handler stopped (the database was busy) is finished here, not
+        # only at the next start; its user is out of training and replies meanwhile.
+        await asyncio.to_thread(finish_pending_forgets, services.db)
+
     async def overdue(_context) -> None:
         await answer_overdue(app.bot, services, app.bot_data[handlers.INBOX].queued)
 
@@ -192,6 +198,9 @@ async def start_retraining(app: Application, settings: Settings, services: Servi
     app.job_queue.run_repeating(check, interval=interval, first=interval, name=RETRAIN_JOB)
     app.job_queue.run_repeating(watch, interval=POINTER_CHECK, first=POINTER_CHECK, name="pointer")
     app.job_queue.run_repeating(overdue, interval=OVERDUE_CHECK, first=OVERDUE_CHECK, name="owed")
+    app.job_queue.run_repeating(
+        unfinished_forgets, interval=OVERDUE_CHECK, first=OVERDUE_CHECK, name="forgets"
+    )
 
     def next_check():
         jobs = app.job_queue.get_jobs_by_name(RETRAIN_JOB)

@@ -31,7 +31,7 @@ class Request:
     user_id: int
     args: Sequence[str] = ()
     admin: bool = False  # the sender is one of the bot's admins
-    forgotten: int | None = None  # a /forget the inbox did as it arrived: messages deleted
+    forgotten: bool = False  # a /forget the inbox started as it arrived: to be finished
     language: str = DEFAULT_LANGUAGE  # what to answer in (bot.i18n.choose)
     app_language: str | None = None  # the sender's Telegram app's language_code
     chat_id: int | None = None
@@ -150,13 +150,12 @@ async def my_data(request: Request) -> Answer:
 
 
 async def forget(request: Request) -> str:
-    deleted = request.forgotten
-    if deleted is None:
-        deleted = await asyncio.to_thread(
-            preferences.forget_now, request.services.db, request.user_id
-        )
-    if deleted:
-        request.services.text_withdrawn()  # out of the chat memory at once
+    db, user = request.services.db, request.user_id
+    if not request.forgotten:  # the inbox marks a /forget as it arrives; this one it did not
+        await asyncio.to_thread(preferences.start_forget, db, user)
+    if await asyncio.to_thread(preferences.text_to_forget, db, user):
+        request.services.text_withdrawn()  # out of the chat memory at once, not when deleted
+    deleted = await asyncio.to_thread(preferences.forget_rest, db, user)
     return preferences.forget_done(deleted, request.language)
 
 

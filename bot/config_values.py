@@ -17,6 +17,10 @@ DEFAULT_DATA_DIR = Path("data")
 DEFAULT_RETRAIN_INTERVAL = 6 * 60 * 60  # seconds between scheduled retrain checks
 DEFAULT_RETRAIN_MIN_MESSAGES = 200  # new human messages a scheduled run waits for
 MAX_RETRAIN_INTERVAL = 366 * 24 * 60 * 60  # a year: more overflows the scheduler's timers
+# A run's chat sample and training time (unset: model.retrain's defaults). The time stays
+# well inside the 2 h the bot gives a run's process, which also reads, scores and judges.
+RETRAIN_SAMPLE_BYTES = (16 * 1024, 64 * 1024 * 1024)
+RETRAIN_SECONDS = (60, 60 * 60)
 # The chat memory (bot/chat_memory.py) is counted again after this many new human
 # messages or this many seconds, whichever comes first, from the last this many bytes
 # of human text; an n-gram enters it once this many distinct users wrote it.
@@ -182,6 +186,22 @@ def parse_epochs(value: str | None) -> int | None:
     if value is None:
         return None
     return parse_whole("CHARBOT_RETRAIN_EPOCHS", value, 8, 1000, "the most epochs a run takes")
+
+
+def parse_sample_bytes(value: str | None) -> int | None:
+    if value is None:
+        return None
+    low, high = RETRAIN_SAMPLE_BYTES
+    what = "bytes of chat text a run reads"
+    return parse_whole("CHARBOT_RETRAIN_SAMPLE_BYTES", value, low, high, what, low)
+
+
+def parse_train_seconds(value: str | None) -> int | None:
+    if value is None:
+        return None
+    low, high = RETRAIN_SECONDS
+    what = "seconds a run may train"
+    return parse_whole("CHARBOT_RETRAIN_MAX_SECONDS", value, low, high, what, low)
 
 
 def parse_interval(value: str | None) -> int:

@@ -23,7 +23,6 @@ from storage import (
     add_message,
     add_pending_reply,
     delete_pending_reply,
-    forget_user,
     get_chat,
     get_or_create_chat,
     get_or_create_user,
@@ -33,6 +32,7 @@ from storage import (
     pending_replies,
     recent_turns,
     reply_chance,
+    request_forget,
     unasked_owed,
 )
 
@@ -77,7 +77,7 @@ class Owed:
 
 @dataclass(frozen=True)
 class Forget:
-    """A /forget, done in its place among the messages that arrived with it."""
+    """A /forget, started in its place among the messages that arrived with it."""
 
     user_id: int
     update_id: int
@@ -88,25 +88,28 @@ class Forget:
 class Recorded:
     """What storing a batch did."""
 
-    # per /forget's update id: (its sender's messages deleted, the language to say so in,
-    # read before their settings went)
-    forgotten: dict[int, tuple[int, str]]
+    # per /forget's update id: the language to answer it in, read before their settings went
+    forgotten: dict[int, str]
     owed: list[tuple[int, int]]  # (chat id, message id) of the messages now owed a reply
 
 
 def record_incoming(db: Database, items: Sequence[tuple[Incoming, bool] | Forget]) -> Recorded:
-    """Store (message, meant for the bot) pairs and do /forgets, in their order, in one
+    """Store (message, meant for the bot) pairs and start /forgets, in their order, in one
     transaction; each message meant for the bot, or picked by its group's reply chance,
     is stored with the reply it is owed. A message stored already (Telegram sent it
-    again) adds nothing."""
+    again) adds nothing.
+
+    A /forget only marks its sender here (storage.forgetting.request_forget): what they
+    stored before it goes, what follows it stays. The deleting, batch by batch, is left to
+    the /forget's handler (bot.commands.forget), so it holds up no other chat.
+    """
     recorded = Recorded({}, [])
     with db.begin() as session:
         for item in items:
             if isinstance(item, Forget):
                 user = get_user(session, item.user_id)
-                language = language_for(user, item.app_language)
-                deleted = forget_user(session, item.user_id)
-                recorded.forgotten[item.update_id] = (deleted, language)
+                recorded.forgotten[item.update_id] = language_for(user, item.app_language)
+                request_forget(session, item.user_id)
                 continue
             incoming, addressed = item
             stored = _store(session, incoming)

@@ -2,8 +2,10 @@
 
 data/charbot.sqlite3        users, chats, messages, training runs (the default database)
 data/models/                model versions (model.store); LIVE points at one
-data/runs/run-00001/        a run's checkpoint, history.csv, tensorboard/, loss.png
-data/runs/train.log         what retraining child processes printed
+data/runs/run-00001/        a run's checkpoint, history.csv, tensorboard/, loss.png (the
+                            newest KEEP_RUN_DIRS are kept)
+data/runs/train.log         what retraining child processes printed (and train.log.1, the
+                            one before it grew past TRAIN_LOG_BYTES)
 data/train.lock             held while a run is going
 """
 
@@ -11,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +31,11 @@ MODELS_DIR = "models"
 RUNS_DIR = "runs"
 TRAIN_LOG = "train.log"
 RUN_LOCK_FILE = "train.lock"
+RUN_DIR_PREFIX = "run-"
+# A run's folder is ~15 MB (candidate, checkpoint, TensorBoard logs): a run every few
+# hours for months must not fill the disk. Older runs keep their records in the database.
+KEEP_RUN_DIRS = 10
+TRAIN_LOG_BYTES = 10 * 1024 * 1024  # train.log starts again past this; one old copy kept
 MEMORY_FILE = "memory.npz"  # the chat memory (bot/chat_memory.py)
 # Written once the one-time upgrade of a pre-mixture store (adopt_shipped_base) was checked.
 MIXED_BASE_CHECKED = ".mixed-base-checked"
@@ -101,7 +110,42 @@ def run_lock(settings: Settings) -> RunLock:
 
 
 def run_dir(settings: Settings, run_id: int) -> Path:
-    return settings.data_dir / RUNS_DIR / f"run-{run_id:05d}"
+    return settings.data_dir / RUNS_DIR / f"{RUN_DIR_PREFIX}{run_id:05d}"
+
+
+def prune_run_dirs(
+    settings: Settings, keep: int = KEEP_RUN_DIRS, spare: Collection[int] = ()
+) -> list[Path]:
+    """Delete all but the newest `keep` run folders, and those of the runs in `spare`
+    (runs not yet reported: their plot goes to the admins); call with the run lock held,
+    so none of them is being written. Returns what went; one that cannot be deleted is
+    left for the next time."""
+    runs = settings.data_dir / RUNS_DIR
+    numbered = {}
+    for path in runs.glob(f"{RUN_DIR_PREFIX}*"):
+        number = path.name.removeprefix(RUN_DIR_PREFIX)
+        if number.isdigit() and path.is_dir():
+            numbered[int(number)] = path
+    folders = [numbered[n] for n in sorted(numbered)]
+    gone = []
+    old = folders[: max(0, len(folders) - keep)]
+    for folder in (f for f in old if int(f.name.removeprefix(RUN_DIR_PREFIX)) not in spare):
+        try:
+            shutil.rmtree(folder)
+            gone.append(folder)
+        except OSError:
+            log.exception("could not delete the old run folder %s", folder)
+    return gone
+
+
+def rotate_train_log(settings: Settings, max_bytes: int = TRAIN_LOG_BYTES) -> None:
+    """Start train.log afresh once it is past `max_bytes`, keeping the last as train.log.1."""
+    path = train_log(settings)
+    try:
+        if path.stat().st_size > max_bytes:
+            path.replace(path.with_name(TRAIN_LOG + ".1"))
+    except FileNotFoundError:
+        pass
 
 
 def train_log(settings: Settings) -> Path:

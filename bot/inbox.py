@@ -104,9 +104,9 @@ class Inbox:
         self.last_poll: float | None = None  # time.monotonic() of the last getUpdates answer
         # (chat id, message id) of stored messages whose handler has not run yet
         self.queued: set[tuple[int, int]] = set()
-        # update id -> (messages deleted, the language to say so in) of a /forget done as it
-        # arrived (bot.commands.forget)
-        self.forgotten: dict[int, tuple[int, str]] = {}
+        # update id -> the language to answer in, of a /forget started as it arrived; its
+        # handler finishes it (bot.commands.forget)
+        self.forgotten: dict[int, str] = {}
 
     def refused(self, exc: InvalidToken) -> None:
         if self.refusal is None:

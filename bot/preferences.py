@@ -21,12 +21,15 @@ from storage import (
     MIN_TEMPERATURE,
     Database,
     User,
+    finish_forget,
     forget_user,
     get_chat,
     get_or_create_chat,
     get_user,
+    marked_text_left,
     personal_data,
     reply_chance,
+    request_forget,
     set_language,
     set_learning,
     set_reply_chance,
@@ -206,8 +209,25 @@ def forget_command(db: Database, user_id: int, language: str) -> str:
 
 def forget_now(db: Database, user_id: int) -> int:
     """Delete the user's messages and settings; how many of their messages went."""
+    return forget_user(db, user_id)
+
+
+def start_forget(db: Database, user_id: int) -> None:
+    """Mark the user as being forgotten (storage.forgetting, step 1)."""
     with db.begin() as session:
-        return forget_user(session, user_id)
+        request_forget(session, user_id)
+
+
+def text_to_forget(db: Database, user_id: int) -> bool:
+    """Whether a marked user still has text stored up to their mark."""
+    with db.read() as session:
+        return marked_text_left(session, user_id)
+
+
+def forget_rest(db: Database, user_id: int) -> int:
+    """Finish the /forget the inbox started (bot.conversation.record_incoming); how many
+    of their messages went."""
+    return finish_forget(db, user_id)
 
 
 def forget_done(deleted: int, language: str) -> str:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bot.model_info import ModelInfo
+from bot.run_backoff import backoff_line, failure_backoff
 from bot.settings import Settings
 from model.memory import ChatMemory, MemoryFileError
 from model.run_result import RunResult
@@ -116,7 +117,8 @@ def describe_run(run: TrainingRun | None) -> str:
     if result is not None:
         ex = result.examples
         lines.append(
-            f"{result.epochs} epochs (best {result.best_epoch}) "
+            f"{result.epochs} epochs (best {result.best_epoch}"
+            f"{', stopped at its time budget' if result.out_of_time else ''}) "
             f"in {result.seconds:.0f} s; {ex.train_chunks} conversations "
             f"({ex.train_bytes} bytes) trained, {ex.heldout_chunks} held out, "
             f"{ex.base_bytes} bytes of the base corpus mixed in."
@@ -171,7 +173,10 @@ def status_lines(
             f"Next scheduled check: {when}, every {settings.retrain_interval} s "
             f"(starts a run at {settings.retrain_min_messages} new messages; {new} so far)"
         )
-    return [live, last_line, schedule, f"Messages available for training: {trainable}"]
+    lines = [live, last_line, schedule]
+    if hold := backoff_line(failure_backoff(db), dt.datetime.now(dt.UTC)):
+        lines.append(hold)
+    return [*lines, f"Messages available for training: {trainable}"]
 
 
 # -- the child's answer to its parent ---------------------------------------------------

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from bot.datadir import reconcile_stale_runs, run_lock, train_log
+from bot.datadir import reconcile_stale_runs, rotate_train_log, run_lock, train_log
 from bot.live_model import LiveModel
 from bot.reports import STALE_RUN, describe_run, load_run, new_messages, plot_of, run_id_from
+from bot.run_backoff import backoff_text, failure_backoff
 from bot.settings import Settings
 from storage import (
     Database,
@@ -73,6 +75,15 @@ class Retrainer:
         """Start a run if enough new human messages arrived since the last one."""
         if self.running():
             return False
+        await asyncio.to_thread(self.close_stale_runs)  # a run killed unseen counts as failed
+        backoff = await asyncio.to_thread(failure_backoff, self.db)
+        if backoff is not None and backoff.holds(dt.datetime.now(dt.UTC)):
+            log.warning(
+                "scheduled check: %d failed run(s) in a row, waiting until %s",
+                backoff.failures,
+                backoff.until.isoformat(timespec="minutes"),
+            )
+            return False
         count = await asyncio.to_thread(new_messages, self.db)
         if count < self.settings.retrain_min_messages:
             log.info(
@@ -103,6 +114,7 @@ class Retrainer:
             cmd += ["--requested-by", str(requested_by)]
         log_path = train_log(self.settings)
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        rotate_train_log(self.settings)
         text, plot, run_id = "Retraining failed; see the bot's log.", None, None
         try:
             with open(log_path, "ab") as stderr:
@@ -126,6 +138,9 @@ class Retrainer:
             if run is None:
                 code = self._child.returncode
                 text = f"Retraining did not finish (exit code {code}); see {log_path}."
+                # Killed (out of memory?) before it could record its end: recorded failed
+                # now, so the schedule backs off instead of starting it again.
+                await asyncio.to_thread(self.close_stale_runs, f"{STALE_RUN} (exit code {code})")
             else:
                 text, plot = describe_run(run), plot_of(run)
             if run is not None and run.status == "published":
@@ -146,6 +161,9 @@ class Retrainer:
             log.exception("the retraining run failed")
         finally:
             self._child = None
+        backoff = await asyncio.to_thread(failure_backoff, self.db)
+        if backoff is not None and backoff.tell and (run_id is None or backoff.last.id == run_id):
+            text += "\n" + backoff_text(backoff)  # told with the failure that makes it repeat
         try:
             await self.notify(requested_by, text, plot)
         except Exception:  # e.g. the bot is shutting down and its HTTP client is closed
@@ -201,6 +219,11 @@ def child_env(settings: Settings) -> dict[str, str]:
     env["CHARBOT_DATABASE_URL"] = settings.database_url
     if settings.model_path is not None:
         env["CHARBOT_MODEL_PATH"] = str(settings.model_path)
-    if settings.retrain_epochs is not None:
-        env["CHARBOT_RETRAIN_EPOCHS"] = str(settings.retrain_epochs)
+    for name, value in (
+        ("CHARBOT_RETRAIN_EPOCHS", settings.retrain_epochs),
+        ("CHARBOT_RETRAIN_SAMPLE_BYTES", settings.retrain_sample_bytes),
+        ("CHARBOT_RETRAIN_MAX_SECONDS", settings.retrain_max_seconds),
+    ):
+        if value is not None:
+            env[name] = str(value)
     return env

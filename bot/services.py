@@ -20,7 +20,7 @@ from bot.metrics import Metrics
 from bot.replies import ReplyModel
 from bot.retrainer import Retrainer
 from bot.settings import Settings
-from storage import Database
+from storage import Database, finish_pending_forgets
 
 
 @dataclass
@@ -55,7 +55,8 @@ class Services:
 def open_services(
     settings: Settings, *, generator: ReplyModel | None = None, max_batch: int | None = None
 ) -> Services:
-    """Open the database (migrating it) and load and warm the live model. Blocks for seconds.
+    """Open the database (migrating it, and finishing any /forget a crash interrupted) and
+    load and warm the live model. Blocks for seconds.
 
     Pass `generator` to reuse one already loaded (tests share one between bot restarts).
     Raises bot.datadir.DataDirError or storage.DatabaseFileError for a data dir or database
@@ -63,6 +64,7 @@ def open_services(
     """
     db = open_database_for(settings)  # a bad data dir or database: said before the model loads
     try:
+        finish_pending_forgets(db)  # what a crash left of a /forget goes before polling
         store = open_store(settings)
         adopt_shipped_base(settings, store)
         keeper = ChatMemoryKeeper(settings, db)

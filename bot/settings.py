@@ -41,7 +41,9 @@ from bot.config_values import (
     parse_metrics_address,
     parse_min_messages,
     parse_model_path,
+    parse_sample_bytes,
     parse_token,
+    parse_train_seconds,
     parse_whole,
 )
 from storage import sqlite_url
@@ -59,6 +61,8 @@ class Settings:
     retrain_interval: int = DEFAULT_RETRAIN_INTERVAL  # seconds
     retrain_min_messages: int = DEFAULT_RETRAIN_MIN_MESSAGES  # new human messages per run
     retrain_epochs: int | None = None  # cap on a run's epochs (None: model.retrain's default)
+    retrain_sample_bytes: int | None = None  # chat text a run reads (None: the default)
+    retrain_max_seconds: int | None = None  # a run's training time (None: the default)
     model_path: Path | None = None  # the model a new data dir starts from (default: shipped base)
     log_format: str = LOG_FORMATS[0]  # one of LOG_FORMATS
     metrics_address: tuple[str, int] | None = None  # (host, port) of /metrics; None: off
@@ -82,6 +86,8 @@ class Settings:
             "retrain_interval": self.retrain_interval,
             "retrain_min_messages": self.retrain_min_messages,
             "retrain_epochs": self.retrain_epochs,
+            "retrain_sample_bytes": self.retrain_sample_bytes,
+            "retrain_max_seconds": self.retrain_max_seconds,
             "model_path": None if self.model_path is None else str(self.model_path),
             "log_format": self.log_format,
             "metrics_address": self.metrics_address,
@@ -137,6 +143,8 @@ def load_settings(
         retrain_interval=parse_interval(get("CHARBOT_RETRAIN_INTERVAL")),
         retrain_min_messages=parse_min_messages(get("CHARBOT_RETRAIN_MIN_MESSAGES")),
         retrain_epochs=parse_epochs(get("CHARBOT_RETRAIN_EPOCHS")),
+        retrain_sample_bytes=parse_sample_bytes(get("CHARBOT_RETRAIN_SAMPLE_BYTES")),
+        retrain_max_seconds=parse_train_seconds(get("CHARBOT_RETRAIN_MAX_SECONDS")),
         model_path=parse_model_path(get("CHARBOT_MODEL_PATH")),
         log_format=parse_log_format(get("CHARBOT_LOG_FORMAT")),
         metrics_address=parse_metrics_address(get("CHARBOT_METRICS_ADDRESS")),

@@ -18,23 +18,34 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from bot.datadir import open_store, reconcile_stale_runs, run_dir, run_lock
+from bot.datadir import (
+    KEEP_RUN_DIRS,
+    open_store,
+    prune_run_dirs,
+    reconcile_stale_runs,
+    run_dir,
+    run_lock,
+)
 from bot.reports import STALE_RUN, load_run
 from bot.settings import Settings
 from bot.texts import plural
 from model import load
-from model.retrain import CANDIDATE_FILE, NotEnoughData, RetrainConfig, retrain
+from model.retrain import CANDIDATE_FILE, RetrainConfig, retrain
+from model.retrain_data import NotEnoughData
 from model.run_result import RunResult
 from model.store import ModelStore
 from model.training import CHECKPOINT_FILE
 from storage import (
     Database,
     TrainingRun,
+    TrainingSample,
     finish_run,
+    last_finished_run,
     last_message_id,
-    learning_user_ids,
+    read_training_sample,
     start_run,
-    training_transcripts,
+    unreported_runs,
+    withdrawn_users,
 )
 
 log = logging.getLogger(__name__)
@@ -48,10 +59,12 @@ class AlreadyRunning(Exception):
 
 def retrain_config(settings: Settings) -> RetrainConfig:
     """The run's settings: model.retrain's defaults and what the operator configured."""
-    config = RetrainConfig()
-    if settings.retrain_epochs is not None:
-        config = dataclasses.replace(config, epochs=settings.retrain_epochs)
-    return config
+    chosen = {
+        "epochs": settings.retrain_epochs,
+        "sample_bytes": settings.retrain_sample_bytes,
+        "max_seconds": settings.retrain_max_seconds,
+    }
+    return RetrainConfig(**{k: v for k, v in chosen.items() if v is not None})
 
 
 def train_once(
@@ -73,7 +86,7 @@ def train_once(
         holder = lock.holder() or {}
         raise AlreadyRunning(f"another retraining run is going (since {holder.get('since', '?')})")
     try:
-        run_id = begin(db, open_store(settings), trigger, requested_by)
+        run_id = begin(settings, db, open_store(settings), trigger, requested_by)
         try:
             return _train(settings, db, run_id, trigger, config or retrain_config(settings), report)
         except Exception as exc:
@@ -85,10 +98,16 @@ def train_once(
         lock.release()
 
 
-def begin(db: Database, store: ModelStore, trigger: str, requested_by: int | None) -> int:
+def begin(
+    settings: Settings, db: Database, store: ModelStore, trigger: str, requested_by: int | None
+) -> int:
     """Record a new run (call with the run lock held); earlier runs still "running" died."""
     if stale := reconcile_stale_runs(db, store, STALE_RUN):
         log.warning("%d earlier run(s) had died; their records are closed", stale)
+    with db.read() as session:
+        unreported = {run.id for run in unreported_runs(session)}
+    for folder in prune_run_dirs(settings, KEEP_RUN_DIRS - 1, unreported):  # room for this one
+        log.info("deleted the old run folder %s", folder)
     with db.begin() as session:
         seen = last_message_id(session)
         return start_run(
@@ -107,10 +126,20 @@ def _train(
     store = open_store(settings)
     live_version, live = store.load_live()
     with db.read() as session:
-        transcripts = training_transcripts(session)
-        contributors = learning_user_ids(session)
+        published = last_finished_run(session, ("published",))
+        sample = read_training_sample(
+            session,
+            since_message_id=published.last_message_id if published else 0,
+            new_bytes=config.new_bytes,
+            sample_bytes=config.sample_bytes,
+            seed=config.seed + run_id,  # each run replays other old chats
+        )
     folder = run_dir(settings, run_id)
-    report(f"run {run_id}: fine-tuning version {live_version} on {len(transcripts)} chats")
+    report(
+        f"run {run_id}: fine-tuning version {live_version} on {len(sample.new)} chats "
+        f"({sample.new_bytes:,} bytes new since the last published run) and "
+        f"{len(sample.replay)} older pieces ({sample.replay_bytes:,} bytes)"
+    )
 
     def on_epoch(epoch: int, logs: dict) -> None:
         report(
@@ -119,15 +148,13 @@ def _train(
         )
 
     try:
-        result = retrain(live, transcripts, config, folder, on_epoch=on_epoch)
+        result = retrain(live, sample.new, config, folder, on_epoch=on_epoch, replay=sample.replay)
     except NotEnoughData as exc:
         with db.begin() as session:
             finish_run(session, run_id, status="skipped", live_version=live_version, error=str(exc))
         report(f"skipped: {exc}")
         return load_run(db, run_id)
-    result, new_version = decide(
-        db, store, result, contributors, live_version, run_id, trigger, folder
-    )
+    result, new_version = decide(db, store, result, sample, live_version, run_id, trigger, folder)
     record(db, run_id, result, live_version, new_version, folder)
     report(f"{'published' if result.accepted else 'rejected'}: {result.reason}")
     return load_run(db, run_id)
@@ -137,7 +164,7 @@ def decide(
     db: Database,
     store: ModelStore,
     result: RunResult,
-    contributors: set[int],
+    sample: TrainingSample,
     live_version: int,
     run_id: int,
     trigger: str,
@@ -145,16 +172,18 @@ def decide(
 ) -> tuple[RunResult, int | None]:
     """(the result as it stands after the last checks, the version published or None)."""
     new_version = None
+    candidate = load(result.candidate_path) if result.accepted else None  # before the lock
     # BEGIN IMMEDIATE: no /forget or /learn off can land between the check and the
-    # publish; one that landed during training withdraws the candidate.
+    # publish; one that landed during training withdraws the candidate. The check looks
+    # up the run's contributors by key, so the write lock is held for milliseconds.
     with db.begin() as session:
-        withdrawn = contributors - learning_user_ids(session)
+        withdrawn = withdrawn_users(session, sample.authors)
         if withdrawn:
             result = withdraw(result, len(withdrawn), folder)
-        elif result.accepted:
+        elif candidate is not None:
             info = {"run": run_id, "trigger": trigger, "losses": result.to_dict()["losses"]}
             # Under the store's lock, only while the version it was tuned from is live.
-            new_version = store.publish_if_live(live_version, load(result.candidate_path), info)
+            new_version = store.publish_if_live(live_version, candidate, info)
         now_live = store.live_version()
         # Not published though not withdrawn: the live version moved (perhaps only for an
         # instant, during publish_if_live's check, if it is back now).

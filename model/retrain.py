@@ -20,22 +20,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from model.codec import Encoded, Turn, encode_transcript
-from model.corpus import BASE_SEED, base_split, split_conversations
+from model.codec import Encoded, Turn
+from model.corpus import BASE_SEED
 from model.gate import judge, score
 from model.modelfile import MIX_KEY, ModelFile, save
 from model.network import network_of
 from model.plot import plot_losses
-from model.run_result import Examples, RunResult, json_safe
+from model.retrain_data import BaseCorpus, prepare
+from model.run_result import RunResult, json_safe
 from model.scoring import BASE_MARGIN, served_bits
-from model.training import LN2, TrainConfig, conversation_ids, fit, target_bytes
+from model.training import LN2, TrainConfig, fit
 
 log = logging.getLogger(__name__)
-
-BaseCorpus = tuple[list[list[str]], list[list[str]]]  # (train, heldout) conversations
 
 CANDIDATE_FILE = "candidate.npz"
 PLOT_FILE = "loss.png"
@@ -59,13 +57,27 @@ class RetrainConfig:
     batch_size: int = 32
     chunk_turns: int = 16  # a chat is cut into conversations of at most this many turns
     holdout: float = 0.2  # share of conversation chunks held out for validation and the gate
+    # ...and at most this much text of them: every epoch and the gate score it, so a big
+    # sample must not make the scoring outgrow the training budget.
+    heldout_bytes: int = 128 * 1024
     base_mix: float = 3.0  # base-corpus bytes mixed in per chat byte, against forgetting
     base_eval_conversations: int = 200  # ~23 KB of the base held-out split: ~2 s per model
     gate_margin: float = BASE_MARGIN  # bits/byte the base slice may get worse by
     inadmissible_patience: int = 2  # stop after this many epochs in a row over the margin
-    max_seconds: float | None = 20 * 60  # training budget; stops after the epoch that passes it
+    # The chats a run reads (UTF-8 text, the bot's turns included): the newest turns
+    # since the last published run take up to 1 - replay_share of it, a replay sample of
+    # older chats the rest. With the base mix that is ~2 MB a pass, ~7 minutes on one
+    # core at GRU-512: a run costs the same at 10k and 3M stored messages.
+    sample_bytes: int = 512 * 1024
+    replay_share: float = 0.25  # at least this share of the sample is older chats, if any
+    max_seconds: float | None = 10 * 60  # training budget, checked after every batch
     threads: int | None = 1  # TensorFlow intra-op threads (the bot shares two cores)
     seed: int = BASE_SEED
+
+    @property
+    def new_bytes(self) -> int:
+        """The most of the sample that the newest chats may take."""
+        return int(self.sample_bytes * (1.0 - self.replay_share))
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(
@@ -81,97 +93,6 @@ class RetrainConfig:
         )
 
 
-class NotEnoughData(ValueError):
-    """Too little chat data for a run that could be judged; nothing was trained."""
-
-
-@dataclass
-class RetrainData:
-    """What a run trains and judges on, all encoded as (ids, target mask)."""
-
-    train: list[Encoded]  # chat chunks + base slice, in that order
-    heldout: list[Encoded]  # chat chunks
-    base_eval: list[Encoded]  # base held-out slice
-    examples: Examples
-
-
-# -- data -------------------------------------------------------------------------------
-
-
-def chunk_transcripts(transcripts: Sequence[Sequence[Turn]], max_turns: int) -> list[list[Turn]]:
-    """Each chat cut into consecutive conversations of at most `max_turns` turns.
-
-    Chunks without a human turn (nothing to learn or judge) are dropped.
-    """
-    chunks = []
-    for turns in transcripts:
-        for start in range(0, len(turns), max_turns):
-            chunk = list(turns[start : start + max_turns])
-            if any(human for _, human in chunk):
-                chunks.append(chunk)
-    return chunks
-
-
-def base_sample(conversations: Sequence[list[str]], n_bytes: int, seed: int) -> list[list[str]]:
-    """A seeded random choice of conversations holding at least `n_bytes` text bytes."""
-    chosen, total = [], 0
-    for i in np.random.RandomState(seed).permutation(len(conversations)):
-        if total >= n_bytes:
-            break
-        chosen.append(conversations[i])
-        total += sum(len(t.encode("utf-8")) + 1 for t in conversations[i])
-    return chosen
-
-
-def base_eval_slice(heldout: Sequence[list[str]], n: int, seed: int) -> list[list[str]]:
-    """A fixed seeded sample of `n` base held-out conversations (all languages), in order."""
-    if n >= len(heldout):
-        return list(heldout)
-    picked = np.sort(np.random.RandomState(seed).permutation(len(heldout))[:n])
-    return [heldout[i] for i in picked]
-
-
-def prepare(
-    transcripts: Sequence[Sequence[Turn]],
-    config: RetrainConfig,
-    base: BaseCorpus | None = None,
-) -> RetrainData:
-    """Chunk, split and encode the chats; add the base-corpus mix and evaluation slice.
-
-    Raises NotEnoughData when fewer than two chunks hold a human turn.
-    """
-    chunks = chunk_transcripts(transcripts, config.chunk_turns)
-    if len(chunks) < 2:
-        raise NotEnoughData(
-            f"not enough conversations to hold any out: {len(chunks)} conversation "
-            f"chunk(s) with human turns, at least 2 are needed"
-        )
-    train_chunks, heldout_chunks = split_conversations(chunks, config.holdout, config.seed)
-    train = [encode_transcript(c) for c in train_chunks]
-    heldout = [encode_transcript(c) for c in heldout_chunks]
-    base_train, base_heldout = base if base is not None else base_split()
-    train_bytes = target_bytes(train)
-    mix = base_sample(base_train, int(config.base_mix * train_bytes), config.seed)
-    mix_encoded = [conversation_ids(c) for c in mix]
-    base_eval = [
-        conversation_ids(c)
-        for c in base_eval_slice(base_heldout, config.base_eval_conversations, config.seed)
-    ]
-    if not base_eval:
-        raise NotEnoughData("the base corpus has no held-out conversations to guard against")
-    examples = Examples(
-        train_chunks=len(train),
-        heldout_chunks=len(heldout),
-        train_bytes=train_bytes,
-        heldout_bytes=target_bytes(heldout),
-        base_conversations=len(mix_encoded),
-        base_bytes=target_bytes(mix_encoded),
-        base_eval_conversations=len(base_eval),
-        base_eval_bytes=target_bytes(base_eval),
-    )
-    return RetrainData(train + mix_encoded, heldout, base_eval, examples)
-
-
 # -- the run ----------------------------------------------------------------------------
 
 
@@ -183,8 +104,10 @@ def retrain(
     *,
     on_epoch: Callable[[int, dict], None] | None = None,
     base: BaseCorpus | None = None,
+    replay: Sequence[Sequence[Turn]] = (),
 ) -> RunResult:
-    """Fine-tune `live` on `transcripts` and judge the candidate against it.
+    """Fine-tune `live` on `transcripts` (the newest chats) and `replay` (pieces of older
+    ones) and judge the candidate against it.
 
     Writes into run_dir: best.weights.h5 (checkpoint), history.csv, tensorboard/,
     candidate.npz (kept even when rejected) and loss.png. `on_epoch(epoch, logs)` gets
@@ -195,7 +118,7 @@ def retrain(
     start = time.monotonic()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    data = prepare(transcripts, config, base)
+    data = prepare(transcripts, config, base, replay)
     if config.threads:
         limit_threads(config.threads)
     log.info("retraining on %s", data.examples)
@@ -256,6 +179,7 @@ def retrain(
         best_epoch=fitted.best_epoch,
         seconds=time.monotonic() - start,
         fit_seconds=fitted.seconds,
+        out_of_time=fitted.out_of_time,
         history=history,
         candidate_path=str(candidate_path),
         plot_path=str(plot_path),

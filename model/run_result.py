@@ -21,6 +21,7 @@ class Examples:
     base_bytes: int
     base_eval_conversations: int  # base held-out slice the gate reads
     base_eval_bytes: int
+    replay_chunks: int = 0  # chunks cut from the replayed pieces of older chats
 
 
 @dataclass
@@ -49,6 +50,7 @@ class RunResult:
     best_epoch: int  # 1-based epoch whose weights the candidate has; 0: none was admissible
     seconds: float  # the whole run
     fit_seconds: float  # training alone
+    out_of_time: bool = False  # the training budget ended it (perhaps mid-epoch)
     history: dict[str, list[float]] = field(default_factory=dict)  # per epoch, losses in bits
     candidate_path: str = ""
     plot_path: str = ""

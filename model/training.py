@@ -34,7 +34,7 @@ class TrainConfig:
     clipnorm: float = 1.0  # gradient clipping keeps the GRU stable
     reduce_lr_patience: int = 1  # ReduceLROnPlateau: halve the rate after this many flat epochs
     frozen_layers: int = 0  # freeze the embedding and this many lower GRUs (fine-tunes)
-    max_seconds: float | None = None  # wall-clock budget; stops after the epoch that passes it
+    max_seconds: float | None = None  # wall-clock budget, checked after every batch
     seed: int = 1234
 
 
@@ -46,6 +46,7 @@ class FitResult:
     history: dict[str, list[float]] = field(default_factory=dict)
     seconds: float = 0.0
     train_bytes: int = 0  # target bytes per epoch
+    out_of_time: bool = False  # the time budget stopped it (perhaps mid-epoch)
 
 
 # -- data -----------------------------------------------------------------------------
@@ -138,15 +139,31 @@ def compile_network(net: keras.Model, config: TrainConfig) -> None:
 
 
 class TimeBudget(keras.callbacks.Callback):
-    """Stop after the epoch during which the wall-clock budget ran out."""
+    """Stop at the first batch that ends past the wall-clock budget.
+
+    Checked per batch, because one epoch on a large sample can outlast the whole budget.
+    Keras then ends the epoch early but still validates it and calls the other callbacks'
+    on_epoch_end, so the part-epoch is judged and checkpointed like a whole one.
+    """
 
     def __init__(self, seconds: float):
         super().__init__()
         self.seconds = seconds
         self.start = time.monotonic()
+        self.stopped_at_batch: int | None = None  # the batch it stopped after (-1: an epoch end)
+
+    def on_train_begin(self, logs=None):
+        self.start = time.monotonic()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.stopped_at_batch is None and time.monotonic() - self.start > self.seconds:
+            self.stopped_at_batch = batch
+            self.model.stop_training = True
 
     def on_epoch_end(self, epoch, logs=None):
-        if time.monotonic() - self.start > self.seconds:
+        # Spent during the validation: no next epoch (it would validate again at once).
+        if self.stopped_at_batch is None and time.monotonic() - self.start > self.seconds:
+            self.stopped_at_batch = -1
             self.model.stop_training = True
 
 
@@ -205,8 +222,9 @@ def fit(
         keras.callbacks.CSVLogger(str(log_dir / "history.csv")),
         keras.callbacks.TensorBoard(log_dir=str(log_dir / "tensorboard"), write_graph=False),
     ]
-    if config.max_seconds is not None:
-        callbacks.append(TimeBudget(config.max_seconds))
+    budget = TimeBudget(config.max_seconds) if config.max_seconds is not None else None
+    if budget is not None:
+        callbacks.append(budget)
     if on_epoch is not None:
         callbacks.append(EpochCallback(on_epoch))
     start = time.monotonic()
@@ -231,6 +249,7 @@ def fit(
         history={k: [float(v) for v in vs] for k, vs in history.items()},
         seconds=time.monotonic() - start,
         train_bytes=target_bytes(train),
+        out_of_time=budget is not None and budget.stopped_at_batch is not None,
     )
 
 

@@ -17,6 +17,13 @@ from storage.database import (
     open_database,
     sqlite_url,
 )
+from storage.forgetting import (
+    finish_forget,
+    finish_pending_forgets,
+    forget_user,
+    marked_text_left,
+    request_forget,
+)
 from storage.memory_window import memory_window
 from storage.models import (
     CHAT_TYPES,
@@ -49,13 +56,11 @@ from storage.repository import (
     count_human_messages_since,
     count_messages,
     count_trainable_messages,
-    forget_user,
     get_chat,
     get_or_create_chat,
     get_or_create_user,
     get_user,
     last_message_id,
-    learning_user_ids,
     recent_turns,
     set_learning,
     set_temperature,
@@ -75,6 +80,7 @@ from storage.runs import (
     start_run,
     unreported_runs,
 )
+from storage.training_data import TrainingSample, read_training_sample, withdrawn_users
 
 __all__ = [
     "CHAT_TYPES",
@@ -95,6 +101,7 @@ __all__ = [
     "Message",
     "PendingReply",
     "TrainingRun",
+    "TrainingSample",
     "Transcript",
     "User",
     "add_message",
@@ -105,6 +112,8 @@ __all__ = [
     "count_messages",
     "count_trainable_messages",
     "delete_pending_reply",
+    "finish_forget",
+    "finish_pending_forgets",
     "finish_run",
     "forget_user",
     "get_chat",
@@ -116,15 +125,17 @@ __all__ = [
     "last_finished_run",
     "last_message_id",
     "last_run",
-    "learning_user_ids",
     "mark_reported",
+    "marked_text_left",
     "memory_window",
     "open_database",
     "pending_replies",
     "personal_data",
+    "read_training_sample",
     "recent_runs",
     "recent_turns",
     "reply_chance",
+    "request_forget",
     "run_result",
     "running_run",
     "set_language",
@@ -136,4 +147,5 @@ __all__ = [
     "training_transcripts",
     "unasked_owed",
     "unreported_runs",
+    "withdrawn_users",
 ]

@@ -91,6 +91,15 @@ class User(Base):
     language: Mapped[str | None] = mapped_column(String(LANGUAGE_CODE_CHARS))
     app_language: Mapped[str | None] = mapped_column(String(LANGUAGE_CODE_CHARS))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Messages they wrote, kept in step by every insert and delete (storage.repository
+    # tally_turns) so the counts behind /status never scan the messages.
+    message_count: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # Set while a /forget deletes their messages (storage.forgetting): the newest message
+    # id when they asked; what they wrote up to it goes, anything later stays.
+    forget_until_id: Mapped[int | None] = mapped_column(BigInteger)
+    # When they last turned learning on or off or asked to be forgotten (NULL: never): a
+    # training run that read their text withdraws it if this changed meanwhile.
+    consent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     def __repr__(self) -> str:
         return f"User(id={self.id}, name={self.name!r}, temperature={self.temperature})"
@@ -106,6 +115,8 @@ class Chat(Base):
     title: Mapped[str | None] = mapped_column(String(255))
     # Groups: the chance of answering a message not meant for the bot; NULL = MIN_REPLY_CHANCE.
     reply_chance: Mapped[float | None] = mapped_column(Float)
+    # The bot's turns in this chat, kept in step like User.message_count.
+    bot_message_count: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
     def __repr__(self) -> str:
         return f"Chat(id={self.id}, type={self.type!r}, title={self.title!r})"

@@ -15,7 +15,7 @@ import math
 from collections import defaultdict
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, delete, func, or_, select
+from sqlalchemy import ColumnElement, Select, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -27,6 +27,7 @@ from storage.models import (
     Message,
     PendingReply,
     User,
+    utcnow,
 )
 
 Transcript = list[tuple[str, bool]]  # one chat's turns, oldest first: (text, from a human)
@@ -96,27 +97,15 @@ def set_temperature(session: Session, user_id: int, value: float) -> None:
 
 
 def set_learning(session: Session, user_id: int, on: bool) -> None:
-    """Allow or forbid learning from the user's messages (creating the user if needed)."""
-    get_or_create_user(session, user_id).learning = bool(on)
+    """Allow or forbid learning from the user's messages (creating the user if needed).
 
-
-def forget_user(session: Session, user_id: int) -> int:
-    """Delete the user's messages, their private chat and their settings; return how many
-    of their own messages went.
-
-    The private chat (Telegram gives it the user's id) goes whole, the bot's replies
-    included; in groups only the user's own messages go, the others' turns stay.
+    A change is stamped (User.consent_at): a training run that read their text while it
+    was allowed withdraws it, even if they turned learning back on before it ended.
     """
-    result = session.execute(delete(Message).where(Message.user_id == user_id))
-    session.execute(delete(Message).where(Message.chat_id == user_id))
-    session.execute(
-        delete(PendingReply).where(
-            (PendingReply.user_id == user_id) | (PendingReply.chat_id == user_id)
-        )
-    )
-    session.execute(delete(Chat).where(Chat.id == user_id))
-    session.execute(delete(User).where(User.id == user_id))
-    return result.rowcount
+    user = get_or_create_user(session, user_id)
+    if user.learning != bool(on):
+        user.learning = bool(on)
+        user.consent_at = utcnow()
 
 
 # -- chats and messages -------------------------------------------------------
@@ -167,8 +156,26 @@ def add_message(
         message = Message(**values)
         session.add(message)
         session.flush()
-        return message
-    return insert_unless_taken(session, Message, values, "chat_id", "telegram_message_id")
+    else:
+        message = insert_unless_taken(session, Message, values, "chat_id", "telegram_message_id")
+    if message is not None:
+        tally_turns(session, chat_id=chat_id, user_id=user_id, n=1)
+    return message
+
+
+def tally_turns(session: Session, *, chat_id: int, user_id: int | None, n: int) -> None:
+    """Keep the counts `count_messages` reads in step with `n` turns stored (negative:
+    deleted) in `chat_id`, by `user_id` (None: the bot).
+
+    One UPDATE ... SET x = x + n, so concurrent writers (PostgreSQL) add up right.
+    """
+    if user_id is None:
+        stmt = update(Chat).where(Chat.id == chat_id)
+        stmt = stmt.values(bot_message_count=Chat.bot_message_count + n)
+    else:
+        stmt = update(User).where(User.id == user_id)
+        stmt = stmt.values(message_count=User.message_count + n)
+    session.execute(stmt)
 
 
 def recent_turns(
@@ -187,7 +194,13 @@ def recent_turns(
     """
     if max_turns <= 0:
         return []
-    stmt = select(Message.text, Message.from_bot).where(Message.chat_id == chat_id)
+    stmt = (
+        select(Message.text, Message.from_bot)
+        .outerjoin(User, Message.user_id == User.id)
+        .where(Message.chat_id == chat_id)
+        # A /forget in progress: what its sender wrote up to the mark is no one's context.
+        .where(or_(User.forget_until_id.is_(None), Message.id > User.forget_until_id))
+    )
     if until_id is not None:
         stmt = stmt.where((Message.id <= until_id) | Message.from_bot.is_(True))
     rows = session.execute(stmt.order_by(Message.id.desc()).limit(max_turns)).all()
@@ -203,10 +216,12 @@ def recent_turns(
 
 
 def training_transcripts(session: Session, since_message_id: int = 0) -> list[Transcript]:
-    """Every chat's turns after `since_message_id`, oldest first, for training.
+    """Every chat's turns after `since_message_id`, oldest first: all of that history at
+    once, for tests and tools (a retraining run reads storage.training_data's bounded
+    sample instead).
 
-    Messages of users who turned learning off, or who are gone, are left out
-    entirely (not even as context). The bot's turns are kept as (text, False).
+    Messages of users who turned learning off, who are being forgotten, or who are gone,
+    are left out entirely (not even as context). The bot's turns are kept as (text, False).
     Chats left with no human turn are omitted. Chats come in order of their first
     message.
     """
@@ -214,7 +229,7 @@ def training_transcripts(session: Session, since_message_id: int = 0) -> list[Tr
         select(Message.chat_id, Message.text, Message.from_bot)
         .outerjoin(User, Message.user_id == User.id)
         .where(Message.id > since_message_id)
-        .where(or_(Message.from_bot.is_(True), User.learning.is_(True)))
+        .where(or_(Message.from_bot.is_(True), learning_allowed()))
         .order_by(Message.id)
     ).all()
     chats: defaultdict[int, Transcript] = defaultdict(list)
@@ -227,45 +242,57 @@ def training_transcripts(session: Session, since_message_id: int = 0) -> list[Tr
 
 
 def count_messages(session: Session) -> dict[str, int]:
-    """How much is stored: messages (`total`, `human`, `bot`), `users` and `chats`."""
-    bot = func.count().filter(Message.from_bot.is_(True))
-    total, bot_count = session.execute(select(func.count(), bot).select_from(Message)).one()
-    return {
-        "total": total,
-        "human": total - bot_count,
-        "bot": bot_count,
-        "users": session.scalar(select(func.count()).select_from(User)) or 0,
-        "chats": session.scalar(select(func.count()).select_from(Chat)) or 0,
-    }
+    """How much is stored: messages (`total`, `human`, `bot`), `users` and `chats`.
+
+    Read from the kept counts (User.message_count, Chat.bot_message_count): the cost
+    grows with the users and chats, not with the messages.
+    """
+    users, human = session.execute(
+        select(func.count(), func.coalesce(func.sum(User.message_count), 0))
+    ).one()
+    chats, bot = session.execute(
+        select(func.count(), func.coalesce(func.sum(Chat.bot_message_count), 0))
+    ).one()
+    return {"total": human + bot, "human": human, "bot": bot, "users": users, "chats": chats}
 
 
 def count_human_messages_since(session: Session, message_id: int) -> int:
-    """How many human messages have an id above `message_id`."""
+    """How many human messages have an id above `message_id`.
+
+    From the start (0, before any run) the kept counts answer; otherwise an indexed range
+    over the messages since then.
+    """
+    if message_id <= 0:
+        return session.scalar(select(func.coalesce(func.sum(User.message_count), 0))) or 0
     stmt = select(func.count()).where(Message.id > message_id, Message.from_bot.is_(False))
     return session.scalar(stmt) or 0
 
 
 def count_trainable_messages(session: Session, since_message_id: int = 0) -> int:
-    """Human messages the bot may learn from (their authors have learning on), with an id
-    above `since_message_id`."""
+    """Human messages the bot may learn from (`learning_allowed` for their authors), with
+    an id above `since_message_id`.
+
+    From 0: the sum of those authors' kept counts; otherwise an indexed range count,
+    cheap while `since_message_id` is recent.
+    """
+    if since_message_id <= 0:
+        stmt = select(func.coalesce(func.sum(User.message_count), 0)).where(learning_allowed())
+        return session.scalar(stmt)
     stmt = trainable(select(func.count()).select_from(Message))
     return session.scalar(stmt.where(Message.id > since_message_id)) or 0
 
 
-def learning_user_ids(session: Session) -> set[int]:
-    """The users whose stored messages the bot may learn from (learning on, not forgotten).
-
-    A training run notes them when it reads the transcripts; anyone missing from this set
-    at its end withdrew their text meanwhile.
-    """
-    return set(session.scalars(trainable(select(Message.user_id)).distinct()))
-
-
 def trainable(stmt: Select) -> Select:
-    """`stmt` over messages narrowed to human messages whose authors have learning on."""
+    """`stmt` over messages narrowed to human messages whose authors allow learning."""
     return stmt.join(User, Message.user_id == User.id).where(
-        Message.from_bot.is_(False), User.learning.is_(True)
+        Message.from_bot.is_(False), learning_allowed()
     )
+
+
+def learning_allowed() -> ColumnElement[bool]:
+    """The users whose stored text the bot may learn from: learning on, and no /forget
+    in progress (their old text is still being deleted)."""
+    return User.learning.is_(True) & User.forget_until_id.is_(None)
 
 
 def last_message_id(session: Session, chat_id: int | None = None) -> int:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from alembic.script import ScriptDirectory
 
-from storage import alembic_config
+from storage import alembic_config, open_database, sqlite_url
 
 # The migrations' head: the revision open_database brings a database to.
 LATEST_REVISION = ScriptDirectory.from_config(alembic_config()).get_current_head()
@@ -42,6 +42,14 @@ def generator(tiny_model_path):
     from model.generator import Generator
 
     return Generator(load(tiny_model_path))
+
+
+@pytest.fixture
+def db(tmp_path: Path):
+    """A new, migrated SQLite database in the test's folder."""
+    database = open_database(sqlite_url(tmp_path))
+    yield database
+    database.dispose()
 
 
 @pytest.fixture

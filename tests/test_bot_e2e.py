@@ -108,12 +108,12 @@ def run(settings, generator, body, **kwargs):
     return asyncio.run(main())
 
 
-async def say(stub, text, *, user=USER, chat=None, count=None, **kwargs):
+async def say(stub, text, *, user=USER, chat=None, count=None, timeout=20, **kwargs):
     """Send `text` and wait for the bot's next message in the chat; return its text."""
     chat_id = user if chat is None else chat
     before = len(stub.sent_messages(chat_id))
     stub.push_message(text, user_id=user, chat_id=chat, **kwargs)
-    sent = await stub.await_messages(chat_id, before + 1, timeout=20)
+    sent = await stub.await_messages(chat_id, before + 1, timeout=timeout)
     return sent[before]["text"]
 
 

@@ -193,8 +193,7 @@ def test_forgotten_and_opted_out_text_leaves_at_the_next_refresh(services):
     asyncio.run(keeper.refresh())
     assert knows(services.live.memory, SHARED)
 
-    with services.db.begin() as session:
-        forget_user(session, 501)
+    forget_user(services.db, 501)
     services.text_withdrawn()
     assert asyncio.run(keeper.due()) == "text withdrawn"
     asyncio.run(keeper.check())
@@ -220,8 +219,7 @@ def test_text_withdrawn_while_counting_is_counted_again(services, monkeypatch):
     def build_then_forget(*args, **kwargs):
         memory = build(*args, **kwargs)
         if not calls:  # /forget lands while the first count runs
-            with services.db.begin() as session:
-                forget_user(session, 502)
+            forget_user(services.db, 502)
             services.text_withdrawn()
         calls.append(memory)
         return memory

@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 
 from bot import texts
-from bot.conversation import MAX_UNASKED_OWED, Incoming, record_incoming
+from bot.conversation import MAX_UNASKED_OWED, Forget, Incoming, record_incoming
 from bot.i18n import LANGUAGES
 from bot.i18n import say as tr
 from bot.preferences import (
     TEMP_BUTTON,
     chance_command,
     chance_of,
+    forget_rest,
     lang_command,
     my_data,
     shown,
@@ -24,11 +25,13 @@ from bot.preferences import (
     user_language,
 )
 from storage import (
+    count_trainable_messages,
     get_or_create_chat,
     get_or_create_user,
     get_user,
     open_database,
     pending_replies,
+    set_language,
     set_reply_chance,
     sqlite_url,
 )
@@ -131,3 +134,33 @@ def test_the_reply_chance_picks_by_the_draw_until_the_unasked_backlog_is_full(db
     with db.read() as session:
         asked = {p.telegram_message_id: p.asked for p in pending_replies(session)}
     assert asked == {**dict.fromkeys(range(1, MAX_UNASKED_OWED + 1), False), 99: True}
+
+
+def private_message(n: int, text: str) -> tuple[Incoming, bool]:
+    return Incoming(ANN, "private", ANN, text, message_id=n), True
+
+
+def test_a_forget_in_a_batch_marks_what_came_before_and_its_handler_deletes_it(db):
+    with db.begin() as session:
+        set_language(session, ANN, "de")
+    items = [
+        private_message(1, "before"),
+        (group_message(2, None), True),
+        Forget(ANN, update_id=7, app_language="fr"),
+        private_message(3, "after"),
+    ]
+    recorded = record_incoming(db, items)
+    assert recorded.forgotten == {7: "de"}  # the language chosen before it went
+    assert recorded.owed == [(ANN, 1), (GROUP, 2), (ANN, 3)]
+    with db.read() as session:
+        ann = get_user(session, ANN)
+        assert ann.forget_until_id is not None and ann.language is None  # at once, in the batch
+        assert count_trainable_messages(session) == 0  # marked: out of training
+        # the replies owed to what came before are dropped; "after" is still owed one
+        assert [p.telegram_message_id for p in pending_replies(session)] == [3]
+    assert forget_rest(db, ANN) == 2  # the handler finishes it
+    _, content = my_data(db, ANN)
+    assert [m["text"] for m in json.loads(content)["messages"]] == ["after"]
+    with db.read() as session:
+        assert get_user(session, ANN).learning is True  # wrote again: afresh, learning on
+    assert forget_rest(db, ANN) == 0  # nothing more to do

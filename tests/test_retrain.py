@@ -29,13 +29,10 @@ from model.retrain import (
     KEPT,
     PLOT_FILE,
     KeepAdmissible,
-    NotEnoughData,
     RetrainConfig,
-    base_eval_slice,
-    chunk_transcripts,
-    prepare,
     retrain,
 )
+from model.retrain_data import NotEnoughData, base_eval_slice, chunk_transcripts, prepare
 from model.run_result import Losses, RunResult
 from model.scoring import choose_weight, target_scores
 from model.training import conversation_ids, pack_windows, training_dataset
@@ -306,6 +303,62 @@ def test_the_split_and_base_slices_are_fixed():
     assert picked == base_eval_slice(heldout, 10, seed=3) and len(picked) == 10
     assert picked == sorted(picked, key=heldout.index)  # in corpus order
     assert base_eval_slice(heldout, 100, seed=3) == heldout
+
+
+def test_the_held_out_chats_are_new_ones_and_replayed_chats_are_trained_on():
+    old = [[(f"old times {i}", True), ("QQ", False)] for i in range(30)]
+    data = prepare(pirate_chats(10), FAST, BASE, replay=old)
+    ex = data.examples
+    assert (ex.train_chunks, ex.heldout_chunks, ex.replay_chunks) == (8 + 30, 2, 30)
+    heldout = b"".join(bytes(int(i) for i in ids if i < 256) for ids, _ in data.heldout)
+    assert b"arr" in heldout or b"ahoy" in heldout or b"grog" in heldout
+    assert b"old times" not in heldout
+    trained = b"".join(bytes(int(i) for i in ids if i < 256) for ids, _ in data.train)
+    assert trained.count(b"old times") == 30
+    # Too few new chats to hold one out: the replayed ones are split with them.
+    data = prepare(pirate_chats(1), FAST, BASE, replay=old)
+    assert data.examples.train_chunks + data.examples.heldout_chunks == 31
+    assert data.examples.heldout_chunks >= 2
+
+
+def test_a_run_out_of_time_is_judged_and_says_so(live, tmp_path: Path):
+    from types import SimpleNamespace
+
+    from bot.reports import describe_run
+
+    result = retrain(live, pirate_chats(20), replace(FAST, max_seconds=0.0), tmp_path, base=BASE)
+    assert result.out_of_time and result.epochs == 1 and result.best_epoch == 1
+    assert math.isfinite(result.losses.candidate_chat)  # its part-epoch was judged
+    stored = json.loads(json.dumps(result.to_dict()))
+    assert RunResult.from_dict(stored).out_of_time
+    run = SimpleNamespace(
+        id=4,
+        requested_by=None,
+        trigger="schedule",
+        status="published" if result.accepted else "rejected",
+        new_version=2,
+        live_chat_bits=None,
+        result_json=json.dumps(stored),
+        error=None,
+    )
+    assert "(best 1, stopped at its time budget)" in describe_run(run)
+
+
+def test_the_held_out_chats_are_capped_and_the_rest_trained_on():
+    capped = replace(FAST, heldout_bytes=200)
+    full, small = prepare(pirate_chats(40), FAST, BASE), prepare(pirate_chats(40), capped, BASE)
+    assert full.examples.heldout_chunks == 8
+    assert 1 <= small.examples.heldout_chunks < 8 and small.examples.heldout_bytes <= 200
+    assert small.examples.train_chunks + small.examples.heldout_chunks == 40
+
+
+def test_the_base_mix_keeps_its_share_when_the_base_corpus_is_small():
+    config = replace(FAST, base_mix=20.0)
+    corpus_bytes = sum(len(t) + 1 for c in BASE[0] for t in c)
+    data = prepare(pirate_chats(40), config, BASE)
+    ex = data.examples
+    assert 20.0 * ex.train_bytes > 2 * corpus_bytes  # more than the corpus holds, twice
+    assert ex.base_bytes >= 20.0 * ex.train_bytes  # gone through again, not run out
 
 
 def test_the_real_base_corpus_is_used_by_default():

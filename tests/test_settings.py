@@ -144,6 +144,10 @@ def test_base_urls_with_the_token_placeholder_or_a_bot_path_are_accepted():
         ("CHARBOT_RETRAIN_MIN_MESSAGES", "9" * 5000),
         ("CHARBOT_RETRAIN_MIN_MESSAGES", "99999999999999999999"),
         ("CHARBOT_RETRAIN_EPOCHS", "9" * 5000),
+        ("CHARBOT_RETRAIN_SAMPLE_BYTES", "1000"),
+        ("CHARBOT_RETRAIN_SAMPLE_BYTES", "1e6"),
+        ("CHARBOT_RETRAIN_MAX_SECONDS", "10"),
+        ("CHARBOT_RETRAIN_MAX_SECONDS", "7200"),
         ("CHARBOT_DATA_DIR", "~no_such_user_here/data"),
         ("CHARBOT_MODEL_PATH", "~no_such_user_here/m.npz"),
     ],
@@ -151,6 +155,23 @@ def test_base_urls_with_the_token_placeholder_or_a_bot_path_are_accepted():
 def test_absurd_values_get_one_line_naming_the_variable(name, value):
     message = error_for({name: value})
     assert message.startswith(f"{name}: ") and "\n" not in message
+
+
+def test_a_runs_sample_and_time_reach_its_config_and_its_child():
+    from bot.retrainer import child_env
+    from bot.train_job import retrain_config
+    from model.retrain import RetrainConfig
+
+    chosen = load({"CHARBOT_RETRAIN_SAMPLE_BYTES": "65536", "CHARBOT_RETRAIN_MAX_SECONDS": "120"})
+    config = retrain_config(chosen)
+    assert (config.sample_bytes, config.max_seconds) == (65536, 120)
+    assert config.new_bytes == 65536 * 3 // 4
+    env = child_env(chosen)
+    assert env["CHARBOT_RETRAIN_SAMPLE_BYTES"] == "65536"
+    assert env["CHARBOT_RETRAIN_MAX_SECONDS"] == "120"
+    default = RetrainConfig()
+    assert retrain_config(load({})) == default  # unset: the model's defaults
+    assert "CHARBOT_RETRAIN_SAMPLE_BYTES" not in child_env(load({}))
 
 
 @pytest.mark.parametrize("value", ["not a url", "nosuchdb://x/y", "://", "postgresql://u@h:abc/db"])

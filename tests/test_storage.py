@@ -21,17 +21,16 @@ from conftest import LATEST_REVISION
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
+from stored import say
 
 import storage
 from storage import (
     DEFAULT_TEMPERATURE,
     Base,
     Database,
-    Message,
     add_message,
     count_human_messages_since,
     count_messages,
-    forget_user,
     get_or_create_chat,
     get_or_create_user,
     get_user,
@@ -44,30 +43,16 @@ from storage import (
     sqlite_url,
     training_transcripts,
 )
+from storage.forgetting import forget_user
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 GROUP = -100123  # group chat ids are negative
 ANN, BOB, CEM = 11, 22, 33
 
 
-@pytest.fixture
-def db(tmp_path: Path):
-    database = open_database(sqlite_url(tmp_path))
-    yield database
-    database.dispose()
-
-
 def scalar(db: Database, sql: str):
     with db.read() as session:
         return session.execute(text(sql)).scalar()
-
-
-def say(session, chat_id: int, user_id: int | None, text: str, **kw) -> Message | None:
-    """Store a turn, creating its chat and user first as the bot's handlers do."""
-    get_or_create_chat(session, chat_id, "group" if chat_id < 0 else "private")
-    if user_id is not None:
-        get_or_create_user(session, user_id)
-    return add_message(session, chat_id=chat_id, user_id=user_id, text=text, **kw)
 
 
 # -- database ---------------------------------------------------------------
@@ -387,9 +372,8 @@ def test_forget_user_deletes_their_messages_and_settings_only(db: Database):
         say(session, ANN, None, "bot in ann's private chat")
         say(session, BOB, BOB, "bob private")
         set_temperature(session, ANN, 1.5)
-    with db.begin() as session:
-        assert forget_user(session, ANN) == 2
-        assert forget_user(session, 999) == 0
+    assert forget_user(db, ANN) == 2
+    assert forget_user(db, 999) == 0
     assert scalar(db, f"SELECT count(*) FROM messages WHERE user_id = {ANN}") == 0
     assert scalar(db, "SELECT count(*) FROM messages WHERE text LIKE 'ann%'") == 0
     assert scalar(db, f"SELECT count(*) FROM users WHERE id = {ANN}") == 0
@@ -408,7 +392,7 @@ def test_message_ids_are_not_reused_after_forgetting_the_newest(db: Database):
     with db.begin() as session:
         say(session, GROUP, BOB, "bob")
         newest = say(session, GROUP, ANN, "ann")
-        forget_user(session, ANN)
+    forget_user(db, ANN)
     with db.begin() as session:
         again = say(session, GROUP, BOB, "bob again")
     assert again.id > newest.id  # a training run that saw `newest` must still see this one
@@ -427,7 +411,7 @@ def test_training_transcripts_leave_out_opted_out_and_forgotten_users(db: Databa
         say(session, BOB, None, "bot to bob")
         say(session, CEM, None, "bot alone")
         set_learning(session, BOB, False)
-        forget_user(session, CEM)
+    forget_user(db, CEM)
     with db.read() as session:
         transcripts = training_transcripts(session)
     everything = json.dumps(transcripts, ensure_ascii=False)

@@ -12,10 +12,13 @@ import time
 import pytest
 
 from bot import commands, texts
+from bot.datadir import open_database_for
 from bot.i18n import gettext, say
 from bot.services import open_services
 from bot.settings import load_settings
 from bot.terminal import LOCAL_CHAT_ID, LOCAL_USER_ID, WAITING, chat, format_answer, respond
+from storage import add_message, get_or_create_chat, get_or_create_user
+from storage.forgetting import request_forget
 
 
 def sql(data_dir, query, *args):
@@ -92,6 +95,28 @@ def test_the_local_user_is_an_admin_and_can_forget(services):
     assert temp.startswith("Your temperature is 0.6 ")
     assert nope == texts.UNKNOWN_COMMAND
     assert blank is None
+
+
+def test_a_forget_a_crash_cut_short_is_finished_when_the_bot_starts(
+    tmp_path, tiny_model_path, generator
+):
+    settings = load_settings(
+        {"CHARBOT_DATA_DIR": str(tmp_path / "data"), "CHARBOT_MODEL_PATH": str(tiny_model_path)},
+        env_file=None,
+    )
+    db = open_database_for(settings)
+    with db.begin() as session:
+        for user in (1, 2):
+            get_or_create_chat(session, user, "private")
+            get_or_create_user(session, user)
+            add_message(session, chat_id=user, user_id=user, text=f"from {user}")
+        request_forget(session, 1)  # then the process stopped
+    db.dispose()
+    opened = open_services(settings, generator=generator)
+    opened.close()
+    data = tmp_path / "data"
+    assert sql(data, "SELECT id, forget_until_id FROM users") == [(2, None)]
+    assert sql(data, "SELECT text FROM messages") == [("from 2",)]
 
 
 def test_the_terminal_runs_every_command_its_help_lists(services):

@@ -13,12 +13,14 @@ from model.codec import encode_transcript
 from model.network import network_of
 from model.scoring import target_scores
 from model.training import (
+    CHECKPOINT_FILE,
     TrainConfig,
     compile_network,
     encode_transcripts,
     fit,
     fixed_dataset,
     pack_windows,
+    training_dataset,
 )
 
 
@@ -92,11 +94,31 @@ def test_time_budget_and_frozen_layers(tmp_path):
     before = [w.copy() for w in net.get_weights()]
     config = TrainConfig(window=16, batch_size=4, epochs=5, frozen_layers=1, max_seconds=0.0)
     result = fit(net, encoded, encoded[:2], config, tmp_path)
-    assert result.epochs == 1  # the budget was spent after the first epoch
+    assert result.epochs == 1 and result.out_of_time  # the budget was spent at once
     after = net.get_weights()
     for i in range(4):  # embedding and gru_0 (kernel, recurrent kernel, bias) are frozen
         np.testing.assert_array_equal(before[i], after[i])
     assert not np.array_equal(before[4], after[4])  # the output layer learned
+
+
+def test_the_time_budget_stops_mid_epoch_and_keeps_the_judged_part_epoch(tmp_path):
+    encoded = encode_transcripts([[(h, True)] for h in HUMAN] * 40)
+    config = TrainConfig(window=16, batch_size=2, epochs=3, max_seconds=0.0)
+    batches = len(training_dataset(encoded, config))
+    assert batches > 20  # one epoch is many batches
+    seen = []
+
+    class CountBatches(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append(batch)
+
+    net = network_of(untrained_model(units=16))
+    result = fit(net, encoded, encoded[:2], config, tmp_path, extra_callbacks=[CountBatches()])
+    assert result.out_of_time and result.epochs == 1
+    assert len(seen) == 1  # stopped after its first batch, not at the epoch's end
+    # The part-epoch was validated and kept, so the run has weights it can judge.
+    assert result.best_epoch == 1 and math.isfinite(result.best_val_loss)
+    assert (tmp_path / CHECKPOINT_FILE).exists()
 
 
 def test_untrained_network_scores_about_eight_bits_per_byte():
