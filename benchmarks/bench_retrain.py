@@ -55,6 +55,7 @@ def write_corpus(data_dir: Path, messages: int, seed: int = 7) -> None:
     )
 
     rng = random.Random(seed)
+    data_dir.mkdir(parents=True, exist_ok=True)
     db = open_database(sqlite_url(data_dir))
     written, user = 0, 10_000
     with db.begin() as session:

@@ -189,7 +189,8 @@ async def start_retraining(app: Application, settings: Settings, services: Servi
     async def unfinished_forgets(_context) -> None:
         # A /forget whose handler stopped (the database was busy) is finished here, not
         # only at the next start; its user is out of training and replies meanwhile.
-        await asyncio.to_thread(finish_pending_forgets, services.db)
+        if await asyncio.to_thread(finish_pending_forgets, services.db):
+            services.text_withdrawn()  # their text leaves the chat memory too
 
     async def overdue(_context) -> None:
         await answer_overdue(app.bot, services, app.bot_data[handlers.INBOX].queued)

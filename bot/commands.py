@@ -31,7 +31,8 @@ class Request:
     user_id: int
     args: Sequence[str] = ()
     admin: bool = False  # the sender is one of the bot's admins
-    forgotten: bool = False  # a /forget the inbox started as it arrived: to be finished
+    # A /forget the inbox started as it arrived (to be finished): their messages it deletes.
+    forgotten: int | None = None
     language: str = DEFAULT_LANGUAGE  # what to answer in (bot.i18n.choose)
     app_language: str | None = None  # the sender's Telegram app's language_code
     chat_id: int | None = None
@@ -150,13 +151,15 @@ async def my_data(request: Request) -> Answer:
 
 
 async def forget(request: Request) -> str:
-    db, user = request.services.db, request.user_id
-    if not request.forgotten:  # the inbox marks a /forget as it arrives; this one it did not
-        await asyncio.to_thread(preferences.start_forget, db, user)
-    if await asyncio.to_thread(preferences.text_to_forget, db, user):
+    db, user, written = request.services.db, request.user_id, request.forgotten
+    if written is None:  # the inbox marks a /forget as it arrives; this one it did not
+        written = await asyncio.to_thread(preferences.start_forget, db, user)
+    if written:
         request.services.text_withdrawn()  # out of the chat memory at once, not when deleted
-    deleted = await asyncio.to_thread(preferences.forget_rest, db, user)
-    return preferences.forget_done(deleted, request.language)
+    # The deleting may be shared with the job that finishes forgets cut short; what goes
+    # of theirs is all they wrote up to the mark, however it was shared.
+    await asyncio.to_thread(preferences.forget_rest, db, user)
+    return preferences.forget_done(written, request.language)
 
 
 async def status(request: Request) -> str:

@@ -88,8 +88,9 @@ class Forget:
 class Recorded:
     """What storing a batch did."""
 
-    # per /forget's update id: the language to answer it in, read before their settings went
-    forgotten: dict[int, str]
+    # per /forget's update id: the language to answer it in, read before their settings
+    # went, and how many messages of theirs the forget deletes
+    forgotten: dict[int, tuple[str, int]]
     owed: list[tuple[int, int]]  # (chat id, message id) of the messages now owed a reply
 
 
@@ -108,8 +109,9 @@ def record_incoming(db: Database, items: Sequence[tuple[Incoming, bool] | Forget
         for item in items:
             if isinstance(item, Forget):
                 user = get_user(session, item.user_id)
-                recorded.forgotten[item.update_id] = language_for(user, item.app_language)
-                request_forget(session, item.user_id)
+                language = language_for(user, item.app_language)
+                written = request_forget(session, item.user_id)
+                recorded.forgotten[item.update_id] = (language, written)
                 continue
             incoming, addressed = item
             stored = _store(session, incoming)

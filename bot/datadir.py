@@ -116,10 +116,11 @@ def run_dir(settings: Settings, run_id: int) -> Path:
 def prune_run_dirs(
     settings: Settings, keep: int = KEEP_RUN_DIRS, spare: Collection[int] = ()
 ) -> list[Path]:
-    """Delete all but the newest `keep` run folders, and those of the runs in `spare`
-    (runs not yet reported: their plot goes to the admins); call with the run lock held,
-    so none of them is being written. Returns what went; one that cannot be deleted is
-    left for the next time."""
+    """Delete all but the newest `keep` run folders, but not those of the runs in `spare`
+    (not yet reported: their plot goes to the admins) among the newest 2 * `keep` (runs
+    nobody reports, `charbot train` with no bot, must not pile up). Call with the run
+    lock held, so none of them is being written. Returns what went; one that cannot be
+    deleted is left for the next time."""
     runs = settings.data_dir / RUNS_DIR
     numbered = {}
     for path in runs.glob(f"{RUN_DIR_PREFIX}*"):
@@ -129,7 +130,12 @@ def prune_run_dirs(
     folders = [numbered[n] for n in sorted(numbered)]
     gone = []
     old = folders[: max(0, len(folders) - keep)]
-    for folder in (f for f in old if int(f.name.removeprefix(RUN_DIR_PREFIX)) not in spare):
+    recent = folders[max(0, len(folders) - 2 * keep) :]  # past these, none is spared
+
+    def spared(folder: Path) -> bool:
+        return folder in recent and int(folder.name.removeprefix(RUN_DIR_PREFIX)) in spare
+
+    for folder in (f for f in old if not spared(f)):
         try:
             shutil.rmtree(folder)
             gone.append(folder)

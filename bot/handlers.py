@@ -87,14 +87,14 @@ def command_handler(command: commands.Command):
         inbox = context.bot_data.get(INBOX)
         forgotten = inbox.forgotten.pop(update.update_id, None) if inbox else None
         if forgotten is not None:  # their /lang choice went with it: the one read before
-            language = forgotten
+            language, _ = forgotten
         chat = message.chat
         request = commands.Request(
             services,
             user_id,
             context.args or [],
             admin=admin,
-            forgotten=forgotten is not None,
+            forgotten=None if forgotten is None else forgotten[1],
             language=language,
             app_language=sender.language_code,
             chat_id=chat.id,

@@ -104,9 +104,9 @@ class Inbox:
         self.last_poll: float | None = None  # time.monotonic() of the last getUpdates answer
         # (chat id, message id) of stored messages whose handler has not run yet
         self.queued: set[tuple[int, int]] = set()
-        # update id -> the language to answer in, of a /forget started as it arrived; its
-        # handler finishes it (bot.commands.forget)
-        self.forgotten: dict[int, str] = {}
+        # update id -> (the language to answer in, their messages it deletes) of a /forget
+        # started as it arrived; its handler finishes it (bot.commands.forget)
+        self.forgotten: dict[int, tuple[str, int]] = {}
 
     def refused(self, exc: InvalidToken) -> None:
         if self.refusal is None:

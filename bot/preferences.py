@@ -26,7 +26,6 @@ from storage import (
     get_chat,
     get_or_create_chat,
     get_user,
-    marked_text_left,
     personal_data,
     reply_chance,
     request_forget,
@@ -212,16 +211,11 @@ def forget_now(db: Database, user_id: int) -> int:
     return forget_user(db, user_id)
 
 
-def start_forget(db: Database, user_id: int) -> None:
-    """Mark the user as being forgotten (storage.forgetting, step 1)."""
+def start_forget(db: Database, user_id: int) -> int:
+    """Mark the user as being forgotten (storage.forgetting, step 1); how many messages of
+    theirs it deletes."""
     with db.begin() as session:
-        request_forget(session, user_id)
-
-
-def text_to_forget(db: Database, user_id: int) -> bool:
-    """Whether a marked user still has text stored up to their mark."""
-    with db.read() as session:
-        return marked_text_left(session, user_id)
+        return request_forget(session, user_id)
 
 
 def forget_rest(db: Database, user_id: int) -> int:

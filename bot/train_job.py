@@ -137,8 +137,8 @@ def _train(
     folder = run_dir(settings, run_id)
     report(
         f"run {run_id}: fine-tuning version {live_version} on {len(sample.new)} chats "
-        f"({sample.new_bytes:,} bytes new since the last published run) and "
-        f"{len(sample.replay)} older pieces ({sample.replay_bytes:,} bytes)"
+        f"({sample.new_bytes:,} bytes of text new since the last published run) and "
+        f"{len(sample.replay)} older pieces ({sample.replay_bytes:,} bytes of text)"
     )
 
     def on_epoch(epoch: int, logs: dict) -> None:

@@ -21,7 +21,6 @@ from storage.forgetting import (
     finish_forget,
     finish_pending_forgets,
     forget_user,
-    marked_text_left,
     request_forget,
 )
 from storage.memory_window import memory_window
@@ -126,7 +125,6 @@ __all__ = [
     "last_message_id",
     "last_run",
     "mark_reported",
-    "marked_text_left",
     "memory_window",
     "open_database",
     "pending_replies",

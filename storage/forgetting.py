@@ -64,19 +64,23 @@ def finish_pending_forgets(
     return len(marked)
 
 
-def request_forget(session: Session, user_id: int) -> None:
-    """Step 1: mark the user as being forgotten up to the newest stored message, turn
-    learning off, reset their settings and drop the replies owed to them."""
+def request_forget(session: Session, user_id: int) -> int:
+    """Step 1: mark the user as being forgotten up to the newest stored message, reset
+    their settings and drop the replies owed to them; returns how many messages of theirs
+    are stored (all up to the mark: what the forget deletes of their own)."""
     user = get_or_create_user(session, user_id)
+    written = user.message_count
     user.forget_until_id = last_message_id(session)  # the mark keeps them out of training
     # Their settings go back to the defaults now, so what they set during the deleting
     # (a /learn off from a group) is theirs and stays.
     user.learning = True
     user.temperature = DEFAULT_TEMPERATURE
     user.language = None
+    user.name = user.app_language = None  # written again with their next message
     user.consent_at = utcnow()  # a training run that read their text withdraws it
     owed = (PendingReply.user_id == user_id) | (PendingReply.chat_id == user_id)
     session.execute(delete(PendingReply).where(owed))
+    return written
 
 
 def finish_forget(
@@ -92,16 +96,6 @@ def finish_forget(
             return own
         own += deleted
         time.sleep(pause_s)
-
-
-def marked_text_left(session: Session, user_id: int) -> bool:
-    """Whether a marked user has messages up to their mark still stored (False for a user
-    not marked)."""
-    mark = session.scalar(select(User.forget_until_id).where(User.id == user_id))
-    if mark is None:
-        return False
-    theirs = (Message.user_id == user_id) | (Message.chat_id == user_id)
-    return bool(session.scalar(select(exists().where(theirs, Message.id <= mark))))
 
 
 def delete_next_batch(session: Session, user_id: int, batch_rows: int) -> int | None:

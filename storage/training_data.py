@@ -31,6 +31,7 @@ MISSES_IN_A_ROW = 256  # anchors in a row that start no piece: the old history i
 
 
 Consent = tuple[dt.datetime, dt.datetime | None]
+NOT_FOUND: Consent = (dt.datetime.min.replace(tzinfo=dt.UTC), None)  # matches no user row
 
 
 @dataclass
@@ -88,7 +89,11 @@ def read_training_sample(
     replay, replay_used, replay_authors = replay_pieces(
         session, oldest, sample_bytes - used, seed, piece_turns
     )
-    consent = consent_of(session, authors | replay_authors)
+    read = authors | replay_authors
+    found = consent_of(session, read)
+    # An author whose consent was not found as their text was read (a database without
+    # one snapshot per read) never matches: their text counts as withdrawn.
+    consent = {user: found.get(user, NOT_FOUND) for user in read}
     return TrainingSample(new, replay, consent, used, replay_used)
 
 
@@ -141,10 +146,11 @@ def replay_pieces(
     for _ in range(ATTEMPTS_PER_PIECE * wanted + MISSES_IN_A_ROW):
         if used >= max_bytes or misses >= MISSES_IN_A_ROW:
             break
-        # An anchor on a deleted id is a miss, not the next message: every stored message
-        # is equally likely to start a piece, however the ids around it were thinned.
+        # An anchor on a deleted id, or on a turn that may not be learnt from, is a miss,
+        # not the next message: every learnable stored message is equally likely to start
+        # a piece, however the ids around it were thinned.
         anchor = rng.randrange(1, below_id)
-        chat_id = session.scalar(select(Message.chat_id).where(Message.id == anchor))
+        chat_id = session.scalar(learnable(select(Message.chat_id).where(Message.id == anchor)))
         if chat_id is None or anchor in taken:
             misses += 1
             continue

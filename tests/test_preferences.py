@@ -150,7 +150,7 @@ def test_a_forget_in_a_batch_marks_what_came_before_and_its_handler_deletes_it(d
         private_message(3, "after"),
     ]
     recorded = record_incoming(db, items)
-    assert recorded.forgotten == {7: "de"}  # the language chosen before it went
+    assert recorded.forgotten == {7: ("de", 2)}  # the language chosen before it went
     assert recorded.owed == [(ANN, 1), (GROUP, 2), (ANN, 3)]
     with db.read() as session:
         ann = get_user(session, ANN)

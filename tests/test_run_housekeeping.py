@@ -22,9 +22,12 @@ def test_only_the_newest_run_folders_are_kept(tmp_path: Path):
     left = sorted(p.name for p in runs.iterdir())
     assert left == ["pretrain", "run-00010", "run-00011", "run-00100", "run-notes", TRAIN_LOG]
     assert prune_run_dirs(settings, keep=3) == []
-    # A run not yet reported keeps its folder (its plot goes to the admins).
-    assert prune_run_dirs(settings, keep=1, spare={10}) == [run_dir(settings, 11)]
-    assert run_dir(settings, 10).is_dir() and run_dir(settings, 100).is_dir()
+    # A run not yet reported keeps its folder (its plot goes to the admins)...
+    assert prune_run_dirs(settings, keep=2, spare={10}) == []
+    # ...but not for ever: past the newest 2 * keep folders, unreported runs go too.
+    gone = prune_run_dirs(settings, keep=1, spare={10})
+    assert gone == [run_dir(settings, 10), run_dir(settings, 11)]
+    assert run_dir(settings, 100).is_dir()
 
 
 def test_the_train_log_starts_again_past_its_size_keeping_one_old_copy(tmp_path: Path):

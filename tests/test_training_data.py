@@ -16,7 +16,7 @@ from storage import (
     set_learning,
     withdrawn_users,
 )
-from storage.training_data import newest_transcripts, replay_pieces
+from storage.training_data import NOT_FOUND, newest_transcripts, replay_pieces
 
 GROUP = -100123
 ANN, BOB, CEM = 11, 22, 33
@@ -132,6 +132,7 @@ def test_withdrawn_users_are_those_whose_consent_changed_since_the_read(db: Data
     with db.read() as session:
         assert withdrawn_users(session, sample.authors) == {BOB, CEM, 44, 55, 66}
         assert withdrawn_users(session, {ANN: sample.authors[ANN]}) == set()
+        assert withdrawn_users(session, {ANN: NOT_FOUND}) == {ANN}  # never read: withdrawn
         many = {user: sample.authors[ANN] for user in range(1, 1200)}  # several IN lists
         assert withdrawn_users(session, many) == set(many) - {ANN}
 
