@@ -127,15 +127,11 @@ def prune_run_dirs(
         number = path.name.removeprefix(RUN_DIR_PREFIX)
         if number.isdigit() and path.is_dir():
             numbered[int(number)] = path
-    folders = [numbered[n] for n in sorted(numbered)]
+    numbers = sorted(numbered)
+    old = numbers[: max(0, len(numbers) - keep)]
+    recent = set(numbers[max(0, len(numbers) - 2 * keep) :])  # past these, none is spared
     gone = []
-    old = folders[: max(0, len(folders) - keep)]
-    recent = folders[max(0, len(folders) - 2 * keep) :]  # past these, none is spared
-
-    def spared(folder: Path) -> bool:
-        return folder in recent and int(folder.name.removeprefix(RUN_DIR_PREFIX)) in spare
-
-    for folder in (f for f in old if not spared(f)):
+    for folder in (numbered[n] for n in old if not (n in recent and n in spare)):
         try:
             shutil.rmtree(folder)
             gone.append(folder)

@@ -225,13 +225,8 @@ def training_transcripts(session: Session, since_message_id: int = 0) -> list[Tr
     Chats left with no human turn are omitted. Chats come in order of their first
     message.
     """
-    rows = session.execute(
-        select(Message.chat_id, Message.text, Message.from_bot)
-        .outerjoin(User, Message.user_id == User.id)
-        .where(Message.id > since_message_id)
-        .where(or_(Message.from_bot.is_(True), learning_allowed()))
-        .order_by(Message.id)
-    ).all()
+    stmt = learnable(select(Message.chat_id, Message.text, Message.from_bot))
+    rows = session.execute(stmt.where(Message.id > since_message_id).order_by(Message.id)).all()
     chats: defaultdict[int, Transcript] = defaultdict(list)
     for chat_id, text, from_bot in rows:
         chats[chat_id].append((text, not from_bot))
@@ -280,6 +275,14 @@ def count_trainable_messages(session: Session, since_message_id: int = 0) -> int
         return session.scalar(stmt)
     stmt = trainable(select(func.count()).select_from(Message))
     return session.scalar(stmt.where(Message.id > since_message_id)) or 0
+
+
+def learnable(stmt: Select) -> Select:
+    """`stmt` over messages narrowed to the bot's turns and the turns of users who let
+    the bot learn from them."""
+    return stmt.outerjoin(User, Message.user_id == User.id).where(
+        or_(Message.from_bot.is_(True), learning_allowed())
+    )
 
 
 def trainable(stmt: Select) -> Select:

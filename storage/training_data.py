@@ -18,11 +18,11 @@ import random
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import Row, Select, or_, select
+from sqlalchemy import Row, Select, select
 from sqlalchemy.orm import Session
 
 from storage.models import Message, User
-from storage.repository import Transcript, learning_allowed
+from storage.repository import Transcript, learnable, learning_allowed
 
 STREAM_ROWS = 2_000  # rows fetched at a time while reading the newest turns
 USER_BATCH = 500  # user ids per IN (...) list (SQLite allows 999 bound parameters)
@@ -49,14 +49,6 @@ class TrainingSample:
     @property
     def user_ids(self) -> set[int]:
         return set(self.authors)
-
-
-def learnable(stmt: Select) -> Select:
-    """`stmt` over messages narrowed to the bot's turns and the turns of users who let
-    the bot learn from them."""
-    return stmt.outerjoin(User, Message.user_id == User.id).where(
-        or_(Message.from_bot.is_(True), learning_allowed())
-    )
 
 
 def _turns() -> Select:
