@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+import socket
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from telegram import Bot, Update
@@ -29,6 +30,7 @@ from bot.profile import register_profile
 from bot.retrainer import POINTER_CHECK, Retrainer
 from bot.services import Services, open_services
 from bot.settings import Settings
+from bot.webhook import StoringQueue, Webhook
 from storage import finish_pending_forgets
 
 log = logging.getLogger(__name__)
@@ -52,8 +54,9 @@ def build_application(
     max_batch: int | None = None,
     rate_limit: bool = True,
     metrics_server: MetricsServer | None = None,
+    webhook: Webhook | None = None,
 ) -> Application:
-    """The bot, ready for `run_polling`.
+    """The bot, ready for `run_polling`, or with `webhook` for `run_webhook`.
 
     Services (database, generator) are opened in post_init and closed in post_shutdown,
     unless given here: then the caller owns them (tests share a generator between runs).
@@ -92,8 +95,7 @@ def build_application(
             opened.memory.start()
         await start_retraining(app, settings, opened)
         if metrics_server is not None:
-            polling = recently(lambda: inbox.last_poll, POLL_SILENCE)
-            metrics_server.serve(opened.metrics, lambda: inbox.accepting() and polling())
+            metrics_server.serve(opened.metrics, health_check(inbox, webhook))
         # Beside polling, not before it: owed replies may take minutes (a group's limit).
         app.bot_data[STARTUP_ANSWERS] = asyncio.create_task(
             answer_at_start(app.bot, opened), name="answer-at-start"
@@ -130,14 +132,16 @@ def build_application(
         rate_limiter=RateLimiter(max_retries=RATE_LIMIT_RETRIES) if rate_limit else None,
         inbox=inbox,
     )
-    app = (
+    builder = (
         ApplicationBuilder()
         .bot(bot)
         .concurrent_updates(ChatOrderedUpdates())  # a slow reply holds up only its own chat
         .post_init(post_init)
         .post_shutdown(post_shutdown)
-        .build()
     )
+    if webhook is not None:  # what Telegram posts is stored before it is answered
+        builder = builder.update_queue(StoringQueue(inbox, bot))
+    app = builder.build()
     app.bot_data[handlers.INBOX] = inbox
     app.bot_data[handlers.GROUP_ADMINS] = handlers.GroupAdmins()
     new_messages = filters.UpdateType.MESSAGE  # edits and channel posts are not conversation
@@ -223,6 +227,15 @@ async def notify_admins(
             log.warning("could not tell admin %s: %s", chat_id, exc)
 
 
+def health_check(inbox: Inbox, webhook: Webhook | None) -> Callable[[], bool]:
+    """/healthz: the updater runs, and Telegram answered a getUpdates lately, or, with a
+    webhook, its server listens (a quiet bot is healthy: no update needs to arrive)."""
+    if webhook is not None:
+        return lambda: inbox.accepting() and webhook.listening()
+    polling = recently(lambda: inbox.last_poll, POLL_SILENCE)
+    return lambda: inbox.accepting() and polling()
+
+
 def _log_failure(task: asyncio.Task) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("%s failed", task.get_name(), exc_info=task.exception())
@@ -234,12 +247,30 @@ def run(
     max_batch: int | None = None,
     rate_limit: bool = True,
     metrics_server: MetricsServer | None = None,
+    webhook_socket: socket.socket | None = None,
 ) -> None:
-    """Long-poll Telegram until SIGINT/SIGTERM; replies in flight finish before exit."""
+    """Long-poll Telegram, or with CHARBOT_WEBHOOK_URL serve its webhook on `webhook_socket`
+    (bound already), until SIGINT/SIGTERM; replies in flight finish before exit."""
+    webhook = None
+    if settings.webhook_url is not None:
+        if webhook_socket is None:
+            raise ValueError("webhook mode serves on a socket bound beforehand")
+        webhook = Webhook(settings.webhook_url, settings.webhook_secret, webhook_socket)
     app = build_application(
-        settings, max_batch=max_batch, rate_limit=rate_limit, metrics_server=metrics_server
+        settings,
+        max_batch=max_batch,
+        rate_limit=rate_limit,
+        metrics_server=metrics_server,
+        webhook=webhook,
     )
-    app.run_polling(allowed_updates=Update.ALL_TYPES, drop_pending_updates=False)
+    if webhook is None:
+        app.run_polling(allowed_updates=Update.ALL_TYPES, drop_pending_updates=False)
+    else:
+        host, port = webhook.socket.getsockname()[:2]
+        log.info("webhook: Telegram posts to %s, forwarded to %s:%s", webhook.url, host, port)
+        # setWebhook at every start; no deleteWebhook at exit (PTB's run_webhook sends
+        # none): Telegram keeps what arrives while the bot restarts and posts it after.
+        app.run_webhook(**webhook.arguments())
     refusal = app.bot_data[handlers.INBOX].refusal
     if refusal is not None:  # Telegram refused the token while polling: exit, not hang deaf
         raise refusal

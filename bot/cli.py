@@ -10,14 +10,26 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import importlib.metadata
 import logging
 import os
+import secrets
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from bot import environment
 from bot.backup import BackupError, backup, restore
+from bot.cli_checks import (
+    CommandError,
+    bind_metrics,
+    bind_webhook,
+    check_writable_file,
+    not_due,
+    preflight,
+)
+from bot.config_values import WEBHOOK_SECRET_BYTES
 from bot.datadir import (
     DataDirError,
     memory_path,
@@ -27,9 +39,9 @@ from bot.datadir import (
     run_lock,
 )
 from bot.logs import configure_logging, import_tensorflow, redact
-from bot.metrics import MetricsServer
 from bot.model_info import ModelInfo
 from bot.reports import (
+    ALREADY_RUNNING_EXIT,
     describe_run,
     memory_line,
     result_line,
@@ -37,14 +49,10 @@ from bot.reports import (
     status_lines,
     status_text,
 )
-from bot.settings import Settings, SettingsError, load_settings
+from bot.settings import SettingsError, load_settings
 from model import ModelFileError
 from model.store import StoreError
 from storage import DatabaseFileError
-
-
-class CommandError(Exception):
-    """A failure to report as one line (`charbot: ...`) with exit status 1."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -64,12 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="charbot",
         description="A Telegram chat bot whose replies are written byte by byte by a small "
-        "recurrent network. Configured by environment variables (or a .env file): "
-        "TELEGRAM_BOT_TOKEN, CHARBOT_TELEGRAM_BASE_URL, CHARBOT_ADMIN_IDS, CHARBOT_DATA_DIR, "
-        "CHARBOT_DATABASE_URL, CHARBOT_RETRAIN_INTERVAL, CHARBOT_RETRAIN_MIN_MESSAGES, "
-        "CHARBOT_RETRAIN_EPOCHS, CHARBOT_MODEL_PATH, CHARBOT_LOG_FORMAT, "
-        "CHARBOT_METRICS_ADDRESS, CHARBOT_MEMORY_REFRESH_MESSAGES, "
-        "CHARBOT_MEMORY_REFRESH_INTERVAL, CHARBOT_MEMORY_WINDOW_BYTES, CHARBOT_MEMORY_MIN_USERS.",
+        "recurrent network.",
+        epilog="Configured by environment variables (or a .env file in the current folder; "
+        "the environment wins):\n" + environment.help_text(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"charbot {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -110,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--trigger", choices=["cli", "schedule", "admin"], default="cli")
     train.add_argument("--requested-by", type=int, default=None, help="the admin who asked")
     train.add_argument("--json", action="store_true", help="end with the run as one JSON line")
+    train.add_argument(
+        "--if-due",
+        action="store_true",
+        help="only when the schedule would start one (enough new messages, no failure "
+        "backoff, no run going); else exit 0 (for a timer on a trainer host)",
+    )
     return parser
 
 
@@ -119,9 +131,15 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_run(args: argparse.Namespace) -> int:
     settings = load_settings()
     token = settings.require_token()
-    configure_logging(logging.INFO, settings.log_format, secrets=[token])
+    if settings.webhook_url is not None and settings.webhook_secret is None:
+        # A new one each start (setWebhook registers it), made here so the log hides it too.
+        new_secret = secrets.token_urlsafe(WEBHOOK_SECRET_BYTES)
+        settings = dataclasses.replace(settings, webhook_secret=new_secret)
+    hidden = [token, settings.webhook_secret or ""]
+    configure_logging(logging.INFO, settings.log_format, secrets=hidden)
     preflight(settings)
     metrics_server = bind_metrics(settings)
+    webhook_socket = bind_webhook(settings)
     import_tensorflow()
     from telegram.error import InvalidToken, NetworkError
 
@@ -133,6 +151,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             max_batch=args.max_batch,
             rate_limit=args.rate_limit,
             metrics_server=metrics_server,
+            webhook_socket=webhook_socket,
         )
     except (ModelFileError, StoreError) as exc:
         raise CommandError(model_hint(exc)) from None
@@ -178,7 +197,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         db.dispose()
         raise CommandError(model_hint(exc)) from None
     try:
-        extra = status_lines(settings, db, store, running=run_lock(settings).is_running())
+        lock = run_lock(settings)
+        running = lock.is_running()
+        holder = lock.holder() if running else None
+        extra = status_lines(settings, db, store, running=running, holder=holder)
         extra.append(memory_line(saved_memory(memory_path(settings)), settings))
         info = ModelInfo.of_version(store, version, model)
         print(status_text(db, info, uptime=None, extra=extra))
@@ -242,12 +264,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     db = open_database_for(settings)
     try:
+        if args.if_due and (wait := not_due(settings, db)) is not None:
+            print(f"charbot: no run now: {wait}")
+            return 0
         run = train_once(
             settings, db, trigger=args.trigger, requested_by=args.requested_by, report=print
         )
     except AlreadyRunning as exc:
+        if args.if_due:  # a timer's run finds one going: nothing to do now
+            print(f"charbot: no run now: {exc}")
+            return 0
         print(f"charbot: {exc}", file=sys.stderr)
-        return 3
+        return ALREADY_RUNNING_EXIT
     finally:
         db.dispose()
     print(describe_run(run))
@@ -259,38 +287,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 # -- helpers ----------------------------------------------------------------------------
 
 
-def bind_metrics(settings: Settings) -> MetricsServer | None:
-    """The /metrics server, bound before the model loads (a port in use: one line)."""
-    if settings.metrics_address is None:
-        return None
-    host, port = settings.metrics_address
-    try:
-        return MetricsServer(host, port)
-    except OSError as exc:
-        raise CommandError(
-            f"CHARBOT_METRICS_ADDRESS: cannot listen on {host}:{port} ({exc.strerror or exc})"
-        ) from None
-
-
-def check_writable_file(path: Path) -> None:
-    """CommandError unless a file can be written at `path` (said before hours of work)."""
-    if path.is_dir():
-        raise CommandError(f"{path} is a folder: name the file to write")
-    if not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
-        raise CommandError(f"{path.parent} is not a folder this user can write in")
-
-
 def package_version() -> str:
     try:
         return importlib.metadata.version("charbot")
     except importlib.metadata.PackageNotFoundError:  # run from a checkout, not installed
         return "unknown"
-
-
-def preflight(settings: Settings) -> None:
-    """Fail in a second, before TensorFlow loads, on a data dir or database the bot cannot
-    use (DataDirError, DatabaseFileError: one line each)."""
-    open_database_for(settings).dispose()
 
 
 def model_hint(exc: Exception) -> str:

@@ -169,13 +169,17 @@ async def status(request: Request) -> str:
     if services.memory is not None:
         extra.append(services.memory.status_line())
     if retrainer is not None:
+        # With PostgreSQL, asking the run lock is a round trip to the server.
+        running = await asyncio.to_thread(retrainer.running)
+        holder = await asyncio.to_thread(retrainer.lock.holder) if running else None
         extra += await asyncio.to_thread(
             status_lines,
             services.settings,
             services.db,
             services.live.store,
-            running=retrainer.running(),
+            running=running,
             next_check=services.next_check(),
+            holder=holder,
         )
     return await asyncio.to_thread(
         status_text, services.db, services.live.info, services.uptime(), extra

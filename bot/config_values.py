@@ -39,6 +39,19 @@ _HOST = re.compile(r"[A-Za-z0-9.:-]+", re.ASCII)  # a host name, IPv4 or IPv6 ad
 
 
 METRICS_HOST = "127.0.0.1"  # where /metrics listens when CHARBOT_METRICS_ADDRESS is a port
+# Webhook mode speaks plain HTTP: TLS ends at a reverse proxy, which Telegram reaches. The
+# bot listens on loopback by default, so that only a proxy on the same host reaches it;
+# in a container, where the proxy is another host, set CHARBOT_WEBHOOK_LISTEN=0.0.0.0:8080.
+DEFAULT_WEBHOOK_LISTEN = ("127.0.0.1", 8080)
+# The only ports Telegram posts webhook updates to (PTB: telegram.constants.
+# SUPPORTED_WEBHOOK_PORTS; not imported, to keep configuration errors free of Telegram).
+WEBHOOK_PORTS = (443, 80, 88, 8443)
+# Telegram's characters for it; at least 16 of them (Telegram takes 1): a short secret is
+# guessed, and the log redacts it wherever it appears, in any letter case.
+_SECRET_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,256}", re.ASCII)
+WEBHOOK_SECRET_BYTES = 32  # a generated secret token: 43 characters of A-Z a-z 0-9 _ -
+# A webhook path: PTB matches it as a regular expression, so only plain characters.
+_WEBHOOK_PATH = re.compile(r"[A-Za-z0-9/_.~-]*", re.ASCII)
 LOG_FORMATS = ("text", "json")  # CHARBOT_LOG_FORMAT: lines for people, or one JSON object each
 
 
@@ -53,15 +66,75 @@ def parse_metrics_address(value: str | None) -> tuple[str, int] | None:
     """ "9100" (on 127.0.0.1) or "0.0.0.0:9100" -> (host, port)."""
     if value is None:
         return None
+    return _address("CHARBOT_METRICS_ADDRESS", value, METRICS_HOST, 9100)
+
+
+def parse_webhook_listen(value: str | None) -> tuple[str, int]:
+    """ "8080" (on 127.0.0.1) or "0.0.0.0:8080" -> (host, port) the webhook server binds."""
+    if value is None:
+        return DEFAULT_WEBHOOK_LISTEN
+    host, port = DEFAULT_WEBHOOK_LISTEN
+    return _address("CHARBOT_WEBHOOK_LISTEN", value, host, port)
+
+
+def _address(name: str, value: str, default_host: str, example: int) -> tuple[str, int]:
+    """ "port" (on `default_host`) or "host:port" ("[::1]:port" for IPv6) -> (host, port)."""
     host, colon, port = value.rpartition(":")
-    host = host.strip("[]") if colon else METRICS_HOST
+    host = host.strip("[]") if colon else default_host
     digits = port.isascii() and port.isdigit()
     if not (digits and 0 < int(port) < 65536 and _HOST.fullmatch(host)):
         raise SettingsError(
-            f"CHARBOT_METRICS_ADDRESS: {value[:60]!r} is not a port or host:port "
-            "(e.g. 9100 or 0.0.0.0:9100)"
+            f"{name}: {value[:60]!r} is not a port or host:port "
+            f"(e.g. {example} or 0.0.0.0:{example})"
         )
     return host, int(port)
+
+
+def parse_webhook_url(value: str | None) -> str | None:
+    """The public https URL Telegram posts updates to; None: long polling."""
+    if value is None:
+        return None
+    example = "(e.g. https://bot.example.org/telegram, served by your reverse proxy)"
+    try:
+        parts = urlsplit(value)
+        port = 443 if parts.port is None else parts.port
+    except ValueError:  # an unclosed "[" of an IPv6 host, a port like :abc or :99999
+        raise SettingsError(f"CHARBOT_WEBHOOK_URL: not a URL {example}") from None
+    if parts.username is not None or parts.password is not None:
+        # Not echoed: it may hold a password.
+        raise SettingsError(f"CHARBOT_WEBHOOK_URL: may not hold a user or password {example}")
+    if parts.scheme != "https" or not parts.hostname:
+        raise SettingsError(
+            f"CHARBOT_WEBHOOK_URL: {value[:80]!r} is not an https URL with a host "
+            f"(Telegram posts only over TLS) {example}"
+        )
+    if port not in WEBHOOK_PORTS:
+        ports = ", ".join(map(str, WEBHOOK_PORTS))
+        raise SettingsError(
+            f"CHARBOT_WEBHOOK_URL: port {port} is not one Telegram posts to ({ports}); "
+            "let the reverse proxy listen on one of them"
+        )
+    if parts.query or parts.fragment:
+        raise SettingsError(
+            f"CHARBOT_WEBHOOK_URL: {value[:80]!r} may not hold a query or a fragment {example}"
+        )
+    if not _WEBHOOK_PATH.fullmatch(parts.path):
+        raise SettingsError(
+            f"CHARBOT_WEBHOOK_URL: the path {parts.path[:60]!r} may hold only letters, digits "
+            "and / _ . ~ -"
+        )
+    return value
+
+
+def parse_webhook_secret(value: str | None) -> str | None:
+    """The X-Telegram-Bot-Api-Secret-Token to ask for; None: a new random one each start."""
+    if value is not None and not _SECRET_TOKEN.fullmatch(value):
+        # Never echo the value: it is a secret.
+        raise SettingsError(
+            "CHARBOT_WEBHOOK_SECRET: must be 16 to 256 characters of A-Z, a-z, 0-9, _ and - "
+            "(Telegram's characters), or unset for a random one at each start"
+        )
+    return value
 
 
 def parse_log_format(value: str | None) -> str:

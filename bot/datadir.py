@@ -6,7 +6,8 @@ data/runs/run-00001/        a run's checkpoint, history.csv, tensorboard/, loss.
                             newest KEEP_RUN_DIRS are kept)
 data/runs/train.log         what retraining child processes printed (and train.log.1, the
                             one before it grew past TRAIN_LOG_BYTES)
-data/train.lock             held while a run is going
+data/train.lock             held while a run is going (SQLite; with PostgreSQL the
+                            database holds the run lock: storage.run_lock)
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from bot.settings import Settings
 from model import BASE_MODEL_PATH, MIX_KEY, load
 from model.runlock import RunLock
 from model.store import ModelStore, StoreError
-from storage import Database, close_stale_runs, open_database
+from storage import Database, close_stale_runs, last_finished_run, normalize_url, open_database
+from storage.run_lock import AdvisoryRunLock
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +107,39 @@ def open_database_for(settings: Settings) -> Database:
     return open_database(settings.database_url)
 
 
-def run_lock(settings: Settings) -> RunLock:
+def check_shared_store(settings: Settings, db: Database) -> None:
+    """DataDirError if the model store was never published into while the database records
+    published runs: a `charbot train` on another host whose data dir lacks the bot's model
+    store (a mount that is missing) would start a store of its own that no bot reads.
+    (A SQLite database lives in the data dir with the store: nothing to check.)"""
+    root = settings.data_dir / MODELS_DIR
+    if not is_server_database(settings) or ModelStore(root).published_before():
+        return
+    with db.read() as session:
+        published = last_finished_run(session, ("published",))
+    if published is not None:
+        raise DataDirError(
+            f"CHARBOT_DATA_DIR {settings.data_dir}: {root} holds no model versions, but the "
+            f"database says run {published.id} published version {published.new_version}: "
+            f"mount the bot's model store ({MODELS_DIR}/ in its data dir) there"
+        )
+
+
+def run_lock(settings: Settings) -> RunLock | AdvisoryRunLock:
+    """The lock that admits one retraining run at a time.
+
+    With PostgreSQL, the database's advisory lock: the bot and `charbot train` may run on
+    different hosts, sharing the data dir over NFS, where a lock file cannot be trusted.
+    With SQLite (one host by nature), a lock file in the data dir.
+    """
+    if is_server_database(settings):
+        return AdvisoryRunLock(settings.database_url)
     return RunLock(settings.data_dir / RUN_LOCK_FILE)
+
+
+def is_server_database(settings: Settings) -> bool:
+    """Whether the database is PostgreSQL, which processes on several hosts may share."""
+    return normalize_url(settings.database_url).get_backend_name() == "postgresql"
 
 
 def run_dir(settings: Settings, run_id: int) -> Path:

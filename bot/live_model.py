@@ -8,23 +8,38 @@ and warmed up beside the current one, which keeps answering, and then one refere
 flipped between two batches; no reply waits for it. The chat memory
 (bot/chat_memory.py) is swapped in the same way (`use_memory`), and a new version is
 served with the memory being served.
+
+The base n-grams a model is mixed with are read from the store's n-gram cache
+(model.ngram_cache: counted at the first start, then read in a fraction of a second),
+once per process. After a generator is built, the memory that compiling it used and
+freed is handed back to the system.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+from bot import xla_cache
 from bot.model_info import ModelInfo
 from bot.replies import Busy, ReplyModel, ReplyService
 from model import ModelFile
 from model.generator import Generator, Reply
+from model.languages import served_mix
 from model.memory import ChatMemory
+from model.ngram_cache import FOLDER, load_base_ngrams
 from model.store import ModelStore
 
 log = logging.getLogger(__name__)
+
+START_BUCKETS = 1  # batch sizes warmed before a start serves (the rest: beside it)
+WARMED_UP = "every batch size warmed up"  # logged when the rest are
 
 
 @dataclass(frozen=True)
@@ -54,6 +69,8 @@ class LiveModel:
         self._swap_lock = asyncio.Lock()
         self._unloadable: int | None = None  # a version whose load failed: not retried
         self._silenced = 0  # silence_memory() calls: a generator built meanwhile obeys too
+        self._cold: tuple[int, ...] = ()  # batch buckets of the generator not warmed yet
+        self._warming: asyncio.Task | None = None
 
     @classmethod
     def open(
@@ -67,15 +84,21 @@ class LiveModel:
         """Load and warm up the store's live version (seconds), with `memory` mixed in.
         `generator` stands in for both when given (tests share one between bot restarts).
         Raises ModelFileError or StoreError when no version loads."""
+        cold: tuple[int, ...] = ()
         if generator is None:
             version, model = store.load_live()
-            generator, memory = cls._with_memory({}, model, memory)
+            # Only the smallest batch is warmed before the bot serves (a start waits for
+            # it); start() warms the others beside the first replies.
+            generator, memory = _with_memory(store, {}, model, memory, warm=START_BUCKETS)
+            cold = generator.batch_buckets[START_BUCKETS:]
         else:
             version, model = store.live_version(), generator.model
             if memory is not None:  # the stand-in is served with the saved memory
-                generator, memory = cls._with_memory(shape_of(generator), model, memory)
+                generator, memory = _with_memory(store, shape_of(generator), model, memory)
         info = ModelInfo.of_version(store, version, model)
-        return cls(store, generator, info, max_batch=max_batch, memory=memory)
+        live = cls(store, generator, info, max_batch=max_batch, memory=memory)
+        live._cold = cold
+        return live
 
     @property
     def version(self) -> int | None:
@@ -97,13 +120,26 @@ class LiveModel:
         return self._service
 
     async def start(self) -> None:
-        """Start the batching worker on the running event loop."""
+        """Start the batching worker on the running event loop, and warm the batch sizes
+        open() left cold in the background (a reply that needs one first waits for it)."""
         if self._service is None:
             self._service = ReplyService(self._generator, max_batch=self.max_batch)
             await self._service.start()
+        if self._cold and self._warming is None:
+            cold, self._cold = self._cold, ()
+            self._warming = asyncio.create_task(self._warm_up(cold), name="warm-up")
+
+    async def _warm_up(self, buckets: tuple[int, ...]) -> None:
+        started = time.monotonic()
+        await asyncio.to_thread(_warm_up, self._generator, buckets)
+        log.info("%s (%.1f s)", WARMED_UP, time.monotonic() - started)
 
     async def stop(self) -> None:
         """Answer every reply already asked for, then stop the batching worker."""
+        if self._warming is not None:  # a thread: it cannot be cancelled, only awaited
+            with contextlib.suppress(Exception):  # logged where it matters: at a reply
+                await self._warming
+            self._warming = None
         if self._service is None:
             return
         await self._service.stop()
@@ -207,20 +243,61 @@ class LiveModel:
     def _generator_like_current(
         self, model: ModelFile, memory: ChatMemory | None
     ) -> tuple[Generator, ChatMemory | None]:
-        return self._with_memory(shape_of(self._generator), model, memory)
+        return _with_memory(self.store, shape_of(self._generator), model, memory)
 
-    @staticmethod
-    def _with_memory(
-        shape: dict, model: ModelFile, memory: ChatMemory | None
-    ) -> tuple[Generator, ChatMemory | None]:
-        """A warmed-up generator for `model` with `memory` (left out if its weights do not
-        fit the model: the next refresh fits new ones), shaped by `shape`."""
+
+def _with_memory(
+    store: ModelStore,
+    shape: dict,
+    model: ModelFile,
+    memory: ChatMemory | None,
+    *,
+    warm: int | None = None,
+) -> tuple[Generator, ChatMemory | None]:
+    """A generator for `model` with `memory` (left out if its weights do not fit the
+    model: the next refresh fits new ones), shaped by `shape`, warmed up for its `warm`
+    smallest batch sizes (None: all)."""
+    try:
+        generator = None
         if memory is not None:
             try:
-                return Generator(model, memory=memory, **shape), memory
+                ngram = base_ngrams(store, model, memory)
+                generator = Generator(model, memory=memory, ngram=ngram, warm_up=False, **shape)
             except ValueError:
                 log.exception("the chat memory does not fit the model; served without it")
-        return Generator(model, **shape), None
+                memory = None
+        if generator is None:
+            ngram = base_ngrams(store, model, None)
+            generator = Generator(model, ngram=ngram, warm_up=False, **shape)
+        generator.warm_up(generator.batch_buckets[:warm])
+        return generator, memory
+    finally:
+        _release_freed_memory()
+        xla_cache.trim()  # this build's code is kept; the oldest goes past the limit
+
+
+def _warm_up(generator: Generator, buckets: Sequence[int]) -> None:
+    """Warm `buckets` of `generator`, then hand back what compiling freed, as a build does."""
+    try:
+        generator.warm_up(buckets)
+    finally:
+        _release_freed_memory()
+        xla_cache.trim()
+
+
+def base_ngrams(store: ModelStore, model: ModelFile, memory: ChatMemory | None):
+    """The base n-grams `model` is served with (None: the network alone), from the
+    store's n-gram cache."""
+    if model.mix is None and memory is None:
+        return None
+    return load_base_ngrams(served_mix(model)[0], Path(store.root) / FOLDER)
+
+
+def _release_freed_memory() -> None:
+    """Hand the heap that compiling freed back to the system (glibc keeps it otherwise:
+    ~65 MB of resident memory after a warm-up); nothing where there is no glibc."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def shape_of(generator: ReplyModel) -> dict:

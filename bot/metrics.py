@@ -1,7 +1,8 @@
 """Prometheus metrics and a health check, on an optional port (CHARBOT_METRICS_ADDRESS).
 
     GET /metrics   replies by outcome, reply latency, batch sizes, the reply queue, errors,
-                   the live model version, the last retraining run's outcome and time
+                   the live model version, the served chat memory's age and size, the
+                   last retraining run's outcome and time
     GET /healthz   200 while polling works (a getUpdates answered lately), else 503
 
 `Metrics` counts what happens as it happens (replies, errors); what is a state (the
@@ -22,6 +23,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_a
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from model.memory import ChatMemory
 from storage import Database, last_finished_run
 
 log = logging.getLogger(__name__)
@@ -78,6 +80,7 @@ class _StateCollector(Collector):
             yield queue
             sizes = dict(service.stats.batch_sizes)  # one copy: the loop thread adds to it
             yield _batch_histogram(sizes, service.max_batch)
+        yield from _chat_memory(live.memory)
         yield from _last_run(self.services.db)
 
 
@@ -93,6 +96,24 @@ def _batch_histogram(sizes: dict[int, int], largest: int) -> HistogramMetricFami
     family = HistogramMetricFamily("charbot_reply_batch_size", "Replies per generator call")
     family.add_metric([], buckets, sum(size * n for size, n in sizes.items()))
     return family
+
+
+def _chat_memory(memory: ChatMemory | None) -> Iterator[Metric]:
+    """The served memory's size (0: none served) and, while one is, its age: how stale
+    what the bot picked up from its users is (refreshes every few minutes while people
+    write; an age that keeps growing on a busy bot means refreshes fail)."""
+    size = GaugeMetricFamily(
+        "charbot_chat_memory_bytes", "Bytes of n-gram counts in the served chat memory"
+    )
+    size.add_metric([], memory.size_bytes if memory is not None else 0)
+    yield size
+    if memory is None:
+        return
+    age = GaugeMetricFamily(
+        "charbot_chat_memory_age_seconds", "Seconds since the served chat memory was counted"
+    )
+    age.add_metric([], memory.info.age_seconds())
+    yield age
 
 
 def _last_run(db: Database) -> Iterator[Metric]:

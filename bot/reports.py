@@ -34,6 +34,7 @@ from storage import (
 STALE_RUN = "the process running it stopped before it finished"
 COUNTED_RUNS = ("published", "rejected", "skipped")  # runs that used up the messages they saw
 RUN_ID_KEY = "run_id"  # the key of the child's last stdout line (`charbot train --json`)
+ALREADY_RUNNING_EXIT = 3  # `charbot train`'s exit status when another run holds the lock
 
 
 def status_text(
@@ -76,6 +77,21 @@ def new_messages(db: Database) -> int:
     with db.read() as session:
         run = last_finished_run(session, COUNTED_RUNS)
         return count_human_messages_since(session, run.last_message_id if run else 0)
+
+
+def schedule_wait(settings: Settings, db: Database, now: dt.datetime) -> str | None:
+    """Why a scheduled run would not start now (a failure backoff holds, or fewer than
+    CHARBOT_RETRAIN_MIN_MESSAGES new messages), in a few words; None when one is due."""
+    backoff = failure_backoff(db)
+    if backoff is not None and backoff.holds(now):
+        return (
+            f"{backoff.failures} failed run(s) in a row, waiting until "
+            f"{backoff.until:%Y-%m-%d %H:%M} UTC"
+        )
+    count = new_messages(db)
+    if count < settings.retrain_min_messages:
+        return f"{count} new messages, waiting for {settings.retrain_min_messages}"
+    return None
 
 
 def _bits(value: float | None) -> str:
@@ -134,6 +150,23 @@ def plot_of(run: TrainingRun | None) -> Path | None:
     return path if path is not None and path.is_file() else None
 
 
+def describe_holder(holder: dict | None) -> str:
+    """Which run holds the run lock, for people: "pid 4242 on gpu-1 since 2026-01-02 03:04
+    UTC" (the host only when the lock says, as the database's lock does: a pid names a
+    process on that host only); "" when nothing is known."""
+    if not holder:
+        return ""
+    parts = []
+    if holder.get("pid") is not None:
+        parts.append(f"pid {holder['pid']}")
+    if holder.get("host"):
+        parts.append(f"on {holder['host']}")
+    with contextlib.suppress(TypeError, ValueError):
+        since = dt.datetime.fromisoformat(holder.get("since")).astimezone(dt.UTC)
+        parts.append(f"since {since.strftime('%Y-%m-%d %H:%M UTC')}")
+    return " ".join(parts)
+
+
 def status_lines(
     settings: Settings,
     db: Database,
@@ -141,8 +174,12 @@ def status_lines(
     *,
     running: bool = False,
     next_check: dt.datetime | None = None,
+    holder: dict | None = None,
 ) -> list[str]:
-    """What /status adds about retraining: live version, last run, schedule, data."""
+    """What /status adds about retraining: live version, last run, schedule, data.
+
+    `holder`: the run lock's holder (the lock's `holder()`), named while a run is going.
+    """
     version = store.live_version()
     losses = store.info(version).get("losses") or {} if version else {}
     live = f"Live version: {version} of {len(store.versions())} kept"
@@ -167,6 +204,8 @@ def status_lines(
             last_line += f" (version {last.new_version})"
     if running:
         schedule = "Retraining: a run is going now"
+        if who := describe_holder(holder):
+            schedule += f" ({who})"
     else:
         when = next_check.strftime("%Y-%m-%d %H:%M UTC") if next_check else "while the bot runs"
         schedule = (

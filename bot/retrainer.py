@@ -19,7 +19,16 @@ from pathlib import Path
 
 from bot.datadir import reconcile_stale_runs, rotate_train_log, run_lock, train_log
 from bot.live_model import LiveModel
-from bot.reports import STALE_RUN, describe_run, load_run, new_messages, plot_of, run_id_from
+from bot.reports import (
+    ALREADY_RUNNING_EXIT,
+    STALE_RUN,
+    describe_holder,
+    describe_run,
+    load_run,
+    plot_of,
+    run_id_from,
+    schedule_wait,
+)
 from bot.run_backoff import backoff_text, failure_backoff
 from bot.settings import Settings
 from storage import (
@@ -60,7 +69,9 @@ class Retrainer:
 
     async def start(self, trigger: str, requested_by: int | None = None) -> bool:
         """Start a run in the background; False (and nothing started) if one is going."""
-        if self.running():
+        if await asyncio.to_thread(self.running):  # a database round trip with PostgreSQL
+            return False
+        if self.running_here():  # another start came first while the lock was asked
             return False
         self._task = asyncio.create_task(self._run(trigger, requested_by), name="retrain")
         return True
@@ -73,24 +84,13 @@ class Retrainer:
 
     async def scheduled_check(self) -> bool:
         """Start a run if enough new human messages arrived since the last one."""
-        if self.running():
+        if await asyncio.to_thread(self.running):
             return False
         await asyncio.to_thread(self.close_stale_runs)  # a run killed unseen counts as failed
-        backoff = await asyncio.to_thread(failure_backoff, self.db)
-        if backoff is not None and backoff.holds(dt.datetime.now(dt.UTC)):
-            log.warning(
-                "scheduled check: %d failed run(s) in a row, waiting until %s",
-                backoff.failures,
-                backoff.until.isoformat(timespec="minutes"),
-            )
-            return False
-        count = await asyncio.to_thread(new_messages, self.db)
-        if count < self.settings.retrain_min_messages:
-            log.info(
-                "scheduled check: %d new messages, waiting for %d",
-                count,
-                self.settings.retrain_min_messages,
-            )
+        now = dt.datetime.now(dt.UTC)
+        wait = await asyncio.to_thread(schedule_wait, self.settings, self.db, now)
+        if wait is not None:
+            log.info("scheduled check: %s", wait)
             return False
         return await self.start("schedule")
 
@@ -135,8 +135,13 @@ class Retrainer:
                     raise
             run_id = run_id_from(out)
             run = await asyncio.to_thread(load_run, self.db, run_id) if run_id else None
-            if run is None:
-                code = self._child.returncode
+            code = self._child.returncode
+            if run is None and code == ALREADY_RUNNING_EXIT:
+                # Another `charbot train` (an operator's, a trainer host's) took the lock
+                # between our look and the child's: it goes on, reported when it ends.
+                who = describe_holder(await asyncio.to_thread(self.lock.holder))
+                text = f"Another retraining run started first{f' ({who})' if who else ''}."
+            elif run is None:
                 text = f"Retraining did not finish (exit code {code}); see {log_path}."
                 # Killed (out of memory?) before it could record its end: recorded failed
                 # now, so the schedule backs off instead of starting it again.
@@ -178,7 +183,7 @@ class Retrainer:
         Those are runs that ended while no bot was there to watch them: the bot was
         restarted or killed while its child trained, or an operator ran `charbot train`.
         """
-        if self.running():  # a run of ours reports itself when it ends
+        if await asyncio.to_thread(self.running):  # a run of ours reports itself when it ends
             return 0
         runs = await asyncio.to_thread(self._unreported)
         for run in runs:

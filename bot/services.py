@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from bot import xla_cache
 from bot.chat_memory import ChatMemoryKeeper
 from bot.datadir import adopt_shipped_base, open_database_for, open_store
 from bot.live_model import LiveModel
@@ -56,7 +57,8 @@ def open_services(
     settings: Settings, *, generator: ReplyModel | None = None, max_batch: int | None = None
 ) -> Services:
     """Open the database (migrating it, and finishing any /forget a crash interrupted) and
-    load and warm the live model. Blocks for seconds.
+    load and warm the live model (its compiled code kept in the data dir: bot.xla_cache).
+    Blocks for seconds.
 
     Pass `generator` to reuse one already loaded (tests share one between bot restarts).
     Raises bot.datadir.DataDirError or storage.DatabaseFileError for a data dir or database
@@ -69,7 +71,8 @@ def open_services(
         adopt_shipped_base(settings, store)
         keeper = ChatMemoryKeeper(settings, db)
         memory = keeper.load()
-        live = LiveModel.open(store, generator=generator, max_batch=max_batch, memory=memory)
+        with xla_cache.kept(settings.data_dir):  # the first compile: the start's slow part
+            live = LiveModel.open(store, generator=generator, max_batch=max_batch, memory=memory)
         keeper.live = live
     except BaseException:
         db.dispose()

@@ -2,8 +2,8 @@
 
 Nothing here runs at import time; `load_settings()` reads, validates and returns a frozen
 `Settings`. Each bad value raises `SettingsError` with one line naming the variable and
-what it accepts (bot.config_values). The bot token never appears in `repr(settings)` or
-in any message.
+what it accepts (bot.config_values). The bot token and the webhook secret never appear in
+`repr(settings)` or in any message.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from bot.config_values import (
     DEFAULT_MEMORY_WINDOW_BYTES,
     DEFAULT_RETRAIN_INTERVAL,
     DEFAULT_RETRAIN_MIN_MESSAGES,
+    DEFAULT_WEBHOOK_LISTEN,
     LEAST_MEMORY_MIN_USERS,
     LOG_FORMATS,
     MAX_MEMORY_WINDOW_BYTES,
@@ -44,6 +45,9 @@ from bot.config_values import (
     parse_sample_bytes,
     parse_token,
     parse_train_seconds,
+    parse_webhook_listen,
+    parse_webhook_secret,
+    parse_webhook_url,
     parse_whole,
 )
 from storage import sqlite_url
@@ -70,13 +74,19 @@ class Settings:
     memory_refresh_interval: int = DEFAULT_MEMORY_REFRESH_INTERVAL  # seconds
     memory_window_bytes: int = DEFAULT_MEMORY_WINDOW_BYTES
     memory_min_users: int = DEFAULT_MEMORY_MIN_USERS
+    webhook_url: str | None = None  # public https URL Telegram posts to; None: long polling
+    webhook_listen: tuple[str, int] = DEFAULT_WEBHOOK_LISTEN  # (host, port) the bot serves on
+    webhook_secret: str | None = field(default=None, repr=False)  # None: random at each start
 
     def __post_init__(self) -> None:
         if not self.database_url:
             object.__setattr__(self, "database_url", sqlite_url(Path(self.data_dir)))
 
     def __repr__(self) -> str:
-        """Every field but the token, with any database password hidden."""
+        """Every field but the token and the webhook secret, with any database password
+        hidden."""
+        secret = "<set>" if self.webhook_secret else None  # None: random at each start
+        webhook = (self.webhook_url, self.webhook_listen, secret)
         shown = {
             "telegram_token": "<set>" if self.telegram_token else None,
             "telegram_base_url": self.telegram_base_url,
@@ -97,6 +107,7 @@ class Settings:
                 self.memory_window_bytes,
                 self.memory_min_users,
             ),
+            "webhook": None if self.webhook_url is None else webhook,
         }
         return f"Settings({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
@@ -177,4 +188,7 @@ def load_settings(
             "distinct users an n-gram needs",
             low=LEAST_MEMORY_MIN_USERS,
         ),
+        webhook_url=parse_webhook_url(get("CHARBOT_WEBHOOK_URL")),
+        webhook_listen=parse_webhook_listen(get("CHARBOT_WEBHOOK_LISTEN")),
+        webhook_secret=parse_webhook_secret(get("CHARBOT_WEBHOOK_SECRET")),
     )

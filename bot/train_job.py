@@ -20,13 +20,14 @@ from pathlib import Path
 
 from bot.datadir import (
     KEEP_RUN_DIRS,
+    check_shared_store,
     open_store,
     prune_run_dirs,
     reconcile_stale_runs,
     run_dir,
     run_lock,
 )
-from bot.reports import STALE_RUN, load_run
+from bot.reports import STALE_RUN, describe_holder, load_run
 from bot.settings import Settings
 from bot.texts import plural
 from model import load
@@ -78,13 +79,15 @@ def train_once(
 ) -> TrainingRun:
     """One retraining run, exactly as the scheduler starts it; returns its record.
 
-    Raises AlreadyRunning when another run holds the lock. Failures are recorded
+    Raises AlreadyRunning when another run holds the lock, DataDirError when the data
+    dir lacks the model store the database's runs published into. Failures are recorded
     (status "failed") and re-raised.
     """
+    check_shared_store(settings, db)
     lock = run_lock(settings)
     if not lock.acquire():
-        holder = lock.holder() or {}
-        raise AlreadyRunning(f"another retraining run is going (since {holder.get('since', '?')})")
+        who = describe_holder(lock.holder())
+        raise AlreadyRunning(f"another retraining run is going{f' ({who})' if who else ''}")
     try:
         run_id = begin(settings, db, open_store(settings), trigger, requested_by)
         try:
@@ -173,9 +176,11 @@ def decide(
     """(the result as it stands after the last checks, the version published or None)."""
     new_version = None
     candidate = load(result.candidate_path) if result.accepted else None  # before the lock
-    # BEGIN IMMEDIATE: no /forget or /learn off can land between the check and the
-    # publish; one that landed during training withdraws the candidate. The check looks
-    # up the run's contributors by key, so the write lock is held for milliseconds.
+    # db.begin() holds the database's write lock from its first query (BEGIN IMMEDIATE
+    # on SQLite, the advisory write lock on PostgreSQL, whichever host the bot is on): no
+    # /forget or /learn off can land between the check and the publish; one that landed
+    # during training withdraws the candidate. The check looks up the run's contributors
+    # by key, so the lock is held for the publish's file writes and milliseconds more.
     with db.begin() as session:
         withdrawn = withdrawn_users(session, sample.authors)
         if withdrawn:

@@ -74,19 +74,8 @@ class Generator:
         self._load_weights(model)
         self._mixer = Mixer(model, ngram, memory)
         self.network_weight = self._mixer.network_weight
-        fn = tf.function(self._generate, jit_compile=jit_compile, autograph=False)
-        self._concrete = {}
-        for b in self.batch_buckets:
-            self._concrete[b] = fn.get_concrete_function(
-                tf.TensorSpec([b, max_prompt_bytes], tf.int32),
-                tf.TensorSpec([b], tf.float32),
-                tf.TensorSpec([b], tf.int32),
-                tf.TensorSpec([2], tf.int32),
-                tf.TensorSpec([], tf.int32),
-                tf.TensorSpec([b, self._mixer.context_width], tf.int32),
-                tf.TensorSpec([b], tf.int32),
-            )
-        self._fn = fn
+        self._fn = tf.function(self._generate, jit_compile=jit_compile, autograph=False)
+        self._concrete = {}  # bucket -> its traced function, traced at its first use
         if warm_up:
             self.warm_up()
 
@@ -98,10 +87,25 @@ class Generator:
         """How many times the graph was traced (one per batch bucket, never more)."""
         return self._fn.experimental_get_tracing_count()
 
-    def warm_up(self) -> None:
-        """Run every bucket once so that XLA compiles before the first real request."""
-        for b in self.batch_buckets:
+    def warm_up(self, buckets: Sequence[int] | None = None) -> None:
+        """Run each of `buckets` (default: all) once, so that it is traced and XLA compiles
+        it before the first real request."""
+        for b in self.batch_buckets if buckets is None else buckets:
             self.generate_ids([[SEP]] * b, [1.0] * b, max_new=2)
+
+    def _traced(self, b: int):
+        """The function for batch bucket `b`, traced at its first use (call holding the lock)."""
+        if b not in self._concrete:
+            self._concrete[b] = self._fn.get_concrete_function(
+                tf.TensorSpec([b, self.max_prompt_bytes], tf.int32),
+                tf.TensorSpec([b], tf.float32),
+                tf.TensorSpec([b], tf.int32),
+                tf.TensorSpec([2], tf.int32),
+                tf.TensorSpec([], tf.int32),
+                tf.TensorSpec([b, self._mixer.context_width], tf.int32),
+                tf.TensorSpec([b], tf.int32),
+            )
+        return self._concrete[b]
 
     # -- public API ---------------------------------------------------------------
 
@@ -176,7 +180,7 @@ class Generator:
         else:
             seed_pair = np.array([seed, 0], dtype=np.int32)
         with self._lock:
-            tokens = self._concrete[b](
+            tokens = self._traced(b)(
                 tf.constant(ids),
                 tf.constant(temps),
                 tf.constant(limit),

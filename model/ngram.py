@@ -42,8 +42,13 @@ MIN_DISCOUNT = 0.1  # floor for D_k (tiny or perfectly regular data gives n1 = 0
 
 
 @dataclass(frozen=True)
-class _Level:
-    """One interpolation level k: counts of k-grams, grouped by their (k-1)-symbol context."""
+class Level:
+    """One interpolation level k: counts of k-grams, grouped by their (k-1)-symbol context.
+
+    The counts are whole numbers, held as int32 where they fit (half the memory of
+    float64); every formula that reads them promotes to float64, so the results are
+    exactly those of float64 counts.
+    """
 
     keys: np.ndarray | None  # k-gram codes (None at k = 1, where the id is the symbol)
     # Each array below ends with one extra 0, so that id -1 (never seen) reads as a zero count.
@@ -116,6 +121,18 @@ class ByteNGram:
         self._levels = _levels(counts, self.order, self.fixed_discount)
         self.counts = counts if keep_counts else None
         return self
+
+    @classmethod
+    def of_levels(cls, levels: Sequence[Level]) -> ByteNGram:
+        """A fitted model from the `levels` of another (model.ngram_cache keeps them)."""
+        model = cls(len(levels))
+        model._levels = list(levels)
+        return model
+
+    @property
+    def levels(self) -> tuple[Level, ...]:
+        """The fitted interpolation levels, k = 1..order."""
+        return tuple(self._levels)
 
     @property
     def discounts(self) -> tuple[float, ...]:
@@ -282,7 +299,7 @@ def best_ngram(
     return best, scores[best], scores
 
 
-def _levels(counts: Counts, order: int, discount: float | None) -> list[_Level]:
+def _levels(counts: Counts, order: int, discount: float | None) -> list[Level]:
     """The interpolation levels of an order-`order` model: raw counts on top, continuation below."""
     if order > counts.max_order:
         raise ValueError(f"counts go up to order {counts.max_order}, not {order}")
@@ -296,15 +313,26 @@ def _levels(counts: Counts, order: int, discount: float | None) -> list[_Level]:
             context = keys // RADIX
             n_contexts = RADIX if k == 2 else len(counts.keys[k - 1])
         levels.append(
-            _Level(
+            Level(
                 keys=keys,
-                counts=np.append(c, 0.0),
-                totals=np.append(np.bincount(context, weights=c, minlength=n_contexts), 0.0),
-                types=np.append(np.bincount(context, weights=c > 0, minlength=n_contexts), 0.0),
+                counts=_whole(np.append(c, 0.0)),
+                totals=_whole(
+                    np.append(np.bincount(context, weights=c, minlength=n_contexts), 0.0)
+                ),
+                types=_whole(
+                    np.append(np.bincount(context, weights=c > 0, minlength=n_contexts), 0.0)
+                ),
                 discount=_estimate_discount(c) if discount is None else discount,
             )
         )
     return levels
+
+
+def _whole(counts: np.ndarray) -> np.ndarray:
+    """`counts` (whole numbers) as int32 when they fit, else as they are."""
+    if counts.size and counts.max() >= 2**31:
+        return counts
+    return counts.astype(np.int32)
 
 
 def _estimate_discount(counts: np.ndarray) -> float:

@@ -1,4 +1,4 @@
-"""Storage: users, chats and messages in SQLite (or any SQLAlchemy database).
+"""Storage: users, chats and messages in SQLite or PostgreSQL.
 
 db = open_database(sqlite_url(data_dir))  # migrates the schema to the newest revision
 with db.begin() as session:  # one unit of work; commits at the end
@@ -9,11 +9,17 @@ with db.begin() as session:  # one unit of work; commits at the end
 Retraining runs are recorded with start_run / finish_run (storage.runs).
 """
 
+from storage.counts import (
+    count_human_messages_since,
+    count_messages,
+    count_trainable_messages,
+)
 from storage.database import (
     DATABASE_FILE,
     Database,
     DatabaseFileError,
     alembic_config,
+    normalize_url,
     open_database,
     sqlite_url,
 )
@@ -52,9 +58,6 @@ from storage.personal import personal_data, reply_chance, set_language, set_repl
 from storage.repository import (
     Transcript,
     add_message,
-    count_human_messages_since,
-    count_messages,
-    count_trainable_messages,
     get_chat,
     get_or_create_chat,
     get_or_create_user,
@@ -63,6 +66,7 @@ from storage.repository import (
     recent_turns,
     set_learning,
     set_temperature,
+    stored_text,
     training_transcripts,
 )
 from storage.runs import (
@@ -126,6 +130,7 @@ __all__ = [
     "last_run",
     "mark_reported",
     "memory_window",
+    "normalize_url",
     "open_database",
     "pending_replies",
     "personal_data",
@@ -142,6 +147,7 @@ __all__ = [
     "set_temperature",
     "sqlite_url",
     "start_run",
+    "stored_text",
     "training_transcripts",
     "unasked_owed",
     "unreported_runs",

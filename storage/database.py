@@ -1,15 +1,32 @@
 """The engine, its sessions, and the migrations that keep the schema current.
 
-SQLite (the default) is tuned for one bot process plus a training process that
-reads at the same time: WAL journal, a busy timeout, foreign keys on, and every
-read-write transaction started with BEGIN IMMEDIATE. A deferred transaction that
-reads and then writes can fail at once with "database is locked" when another
-connection wrote in between (the busy timeout cannot help there); taking the write
-lock at BEGIN makes it wait its turn instead.
+Both backends give the code above them the same two guarantees:
 
-We use SQLAlchemy's documented pysqlite recipe for this: the driver is put in
-autocommit mode (`isolation_level = None`) and a `begin` event emits BEGIN itself.
-Any other URL (PostgreSQL, ...) gets an ordinary engine.
+- `Database.begin()` is the only writer while it runs. Read-then-write units of work
+  (a /forget's "anything left?" then "drop the user", the publish step's consent check
+  then the publish) never interleave, and messages commit in the order of their ids, so
+  "every message up to id N" (a training run's mark, a /forget's mark) never misses one
+  that commits later with a smaller id.
+- `Database.read()` sees one snapshot from its first query to its end (a training run
+  reads its sample and its authors' consent as of one moment).
+
+SQLite (the default) is tuned for one bot process plus a training process that reads at
+the same time: WAL journal (a reader keeps its snapshot), a busy timeout, foreign keys
+on, and every read-write transaction started with BEGIN IMMEDIATE. A deferred transaction
+that reads and then writes can fail at once with "database is locked" when another
+connection wrote in between (the busy timeout cannot help there); taking the write lock
+at BEGIN makes it wait its turn instead. We use SQLAlchemy's documented pysqlite recipe
+for this: the driver is put in autocommit mode (`isolation_level = None`) and a `begin`
+event emits BEGIN itself.
+
+PostgreSQL (psycopg 3) gets the same: every `begin()` transaction first takes one
+transaction-level advisory lock (WRITE_LOCK_KEY), released at commit or rollback, and
+then runs in READ COMMITTED, so it sees everything committed before it got the lock.
+Row locks or SERIALIZABLE could not give the second half of the first guarantee (ids
+are drawn from a sequence when a row is inserted, not when it commits), and the bot
+writes a few short transactions a second at most (Telegram's rate limit), which one
+lock serves easily. Reads run in REPEATABLE READ, READ ONLY: one snapshot, never
+blocked by the lock. Any other URL gets an ordinary engine.
 """
 
 from __future__ import annotations
@@ -24,23 +41,46 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
+
+from storage.faults import DatabaseFileError, explain, explain_missing_driver
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 DATABASE_FILE = "charbot.sqlite3"
 # How long a writer waits for another process's write lock (a backup, a `sqlite3` shell,
-# a slow disk) before it fails: long enough that a lock of up to five minutes delays
-# messages without losing any.
+# a slow disk, a long migration) before it fails: long enough that a lock of up to five
+# minutes delays messages without losing any.
 BUSY_TIMEOUT_MS = 6 * 60 * 1000
-BEGIN_OPTION = "charbot_sqlite_begin"  # execution option: "" (deferred) or "IMMEDIATE"
+WRITE_OPTION = "charbot_write"  # execution option: this connection's transactions write
 WAL_RETRY_PAUSE_S = 0.05  # between tries to switch a new file to WAL while another process does
+# PostgreSQL: psycopg 3 for postgresql:// and postgres:// URLs (SQLAlchemy's default
+# driver for them, psycopg2, is not what the `postgres` extra installs).
+POSTGRES_DRIVER = "postgresql+psycopg"
+POSTGRES_NAMES = ("postgresql", "postgres")
+CONNECT_TIMEOUT_S = 10  # a server that does not answer is reported, not waited for
+# The write lock's advisory key: the bytes of "charbotw" as one bigint (storage.run_lock's
+# run lock is "charbot"; keys are per database, and must differ within one).
+WRITE_LOCK_KEY = 0x63686172626F7477
+APPLICATION_NAME = "charbot"  # how the bot's connections show in pg_stat_activity
 
 
 def sqlite_url(data_dir: Path) -> str:
     """The URL of the bot's SQLite file in `data_dir` (which must exist to open it)."""
     return f"sqlite:///{(Path(data_dir) / DATABASE_FILE).resolve()}"
+
+
+def normalize_url(url: str | URL) -> URL:
+    """`url` with the driver the bot uses: postgresql:// and postgres:// mean psycopg 3.
+
+    Raises sqlalchemy.exc.ArgumentError for a string that is no URL.
+    """
+    url = make_url(url)
+    backend, _, driver = url.drivername.partition("+")
+    if backend in POSTGRES_NAMES:
+        return url.set(drivername=f"postgresql+{driver}" if driver else POSTGRES_DRIVER)
+    return url
 
 
 def _set_sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
@@ -74,46 +114,89 @@ def _enable_wal(cursor: Any, deadline: float) -> None:
 
 
 def _begin_sqlite(conn: Connection) -> None:
-    """Emit BEGIN (deferred) or BEGIN IMMEDIATE, as the connection's options ask."""
-    mode = conn.get_execution_options().get(BEGIN_OPTION, "")
-    conn.exec_driver_sql(f"BEGIN {mode}".strip())
+    """Emit BEGIN IMMEDIATE for a writing connection, BEGIN (deferred) for a reading one."""
+    writes = conn.get_execution_options().get(WRITE_OPTION, False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
+
+
+def _begin_postgresql(conn: Connection) -> None:
+    """Take the write lock first in a writing connection's transaction (held to its end)."""
+    if conn.get_execution_options().get(WRITE_OPTION, False):
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
+
+
+def postgresql_connect_args(url: URL, options: str, *, application_name: str) -> dict:
+    """psycopg's connect arguments for the bot's settings, under those of the URL: SQLAlchemy
+    puts connect_args over the URL's query, so a `connect_timeout` or `application_name`
+    the operator wrote in CHARBOT_DATABASE_URL is kept, and our server `options` (`-c
+    name=value`) go after the URL's (for one name, the last setting wins)."""
+    query = url.query
+    args: dict = {"options": f"{query.get('options', '')} {options}".strip()}
+    if "connect_timeout" not in query:
+        args["connect_timeout"] = CONNECT_TIMEOUT_S
+    if "application_name" not in query:
+        args["application_name"] = application_name
+    return args
+
+
+def _postgresql_engine(url: URL, echo: bool) -> Engine:
+    """An engine for a PostgreSQL server: connections that fail fast when the server is
+    away, wait for locks as long as SQLite's writers do, and are checked before reuse (a
+    restarted server leaves dead ones in the pool)."""
+    connect_args = postgresql_connect_args(
+        url, f"-c lock_timeout={BUSY_TIMEOUT_MS}", application_name=APPLICATION_NAME
+    )
+    engine = create_engine(url, echo=echo, pool_pre_ping=True, connect_args=connect_args)
+    event.listen(engine, "begin", _begin_postgresql)
+    return engine
 
 
 class Database:
     """An engine plus the two kinds of session the bot uses.
 
-    `begin()` is for units of work that write; `read()` for those that only read.
+    `begin()` is for units of work that write; `read()` for those that only read (see
+    the module docstring for what each guarantees).
     """
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
-        self.url = make_url(url)
-        self.is_sqlite = self.url.get_backend_name() == "sqlite"
-        # A thread waiting for a pooled connection waits as long as one waiting for the lock.
-        pool = {"pool_timeout": BUSY_TIMEOUT_MS / 1000} if self.is_sqlite else {}
-        self.engine: Engine = create_engine(self.url, echo=echo, **pool)
-        writer = self.engine
+    def __init__(self, url: str | URL, *, echo: bool = False) -> None:
+        self.url = normalize_url(url)
+        backend = self.url.get_backend_name()
+        self.is_sqlite = backend == "sqlite"
+        self.is_postgresql = backend == "postgresql"
+        reading: dict[str, Any] = {}
         if self.is_sqlite:
+            # A thread waiting for a pooled connection waits as long as one waiting for
+            # the lock.
+            pool_timeout = BUSY_TIMEOUT_MS / 1000
+            self.engine: Engine = create_engine(self.url, echo=echo, pool_timeout=pool_timeout)
             event.listen(self.engine, "connect", _set_sqlite_pragmas)
             event.listen(self.engine, "begin", _begin_sqlite)
-            # Same pool, but its transactions take the write lock at BEGIN.
-            writer = self.engine.execution_options(**{BEGIN_OPTION: "IMMEDIATE"})
+        elif self.is_postgresql:
+            self.engine = _postgresql_engine(self.url, echo)
+            reading = {"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
+        else:
+            self.engine = create_engine(self.url, echo=echo)
+        # Same pool; each option set applies to a connection while it is checked out.
+        self._writer = self.engine.execution_options(**{WRITE_OPTION: True})
+        reader = self.engine.execution_options(**reading) if reading else self.engine
         # Objects stay usable after the unit of work ends (handlers read user settings).
-        self._write_sessions = sessionmaker(writer, expire_on_commit=False)
-        self._read_sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self._writer = writer
+        self._write_sessions = sessionmaker(self._writer, expire_on_commit=False)
+        self._read_sessions = sessionmaker(reader, expire_on_commit=False)
 
     def __repr__(self) -> str:
         return f"Database({self.url.render_as_string(hide_password=True)!r})"
 
     @contextmanager
     def begin(self) -> Iterator[Session]:
-        """One read-write transaction: committed on success, rolled back on an exception."""
+        """One read-write transaction holding the write lock (BEGIN IMMEDIATE on SQLite,
+        the advisory write lock on PostgreSQL) from its first query: committed on success,
+        rolled back on an exception."""
         with self._write_sessions.begin() as session:
             yield session
 
     @contextmanager
     def read(self) -> Iterator[Session]:
-        """A session for reading (one deferred transaction, rolled back at the end)."""
+        """A session for reading: one snapshot from its first query, rolled back at the end."""
         with self._read_sessions() as session:
             yield session
 
@@ -139,6 +222,9 @@ class Database:
     @contextmanager
     def migration_connection(self) -> Iterator[Connection]:
         """A connection inside one write transaction, for running migrations on.
+
+        The write lock is held throughout: two processes that start together (the bot and
+        `charbot train`) migrate one after the other, and the second finds nothing to do.
 
         On SQLite, foreign keys are off meanwhile: table rebuilds in later (batch)
         migrations drop and recreate tables, and SQLite can only switch the check off
@@ -176,48 +262,26 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return config
 
 
-class DatabaseFileError(RuntimeError):
-    """The database cannot be opened or migrated; the message is one line with the fix."""
-
-
-# What SQLite says -> what the operator should do about it.
-_FIXES = (
-    (
-        ("file is not a database", "malformed", "disk image"),
-        "the file is damaged: restore it from a backup (charbot backup), or move it away "
-        "and the bot starts with an empty one",
-    ),
-    (
-        ("readonly", "read-only", "unable to open", "permission"),
-        "the bot cannot write there: give its user write access to the file and its "
-        "folder, or set CHARBOT_DATA_DIR to a writable folder",
-    ),
-)
-
-
-def open_database(url: str, *, echo: bool = False) -> Database:
+def open_database(url: str | URL, *, echo: bool = False) -> Database:
     """Connect to `url` and upgrade its schema to the newest revision.
 
     Raises DatabaseFileError (one line naming the cause and the fix) when the database
-    cannot be read or written.
+    cannot be reached, read or written, or its driver is not installed.
     """
-    db = Database(url, echo=echo)
+    url = make_url(url)  # named in messages as the operator wrote it
+    try:
+        db = Database(url, echo=echo)
+    except ImportError as exc:  # create_engine imports the URL's driver
+        raise DatabaseFileError(explain_missing_driver(url, exc.name or str(exc))) from exc
+    except NoSuchModuleError as exc:  # a driver SQLAlchemy has no dialect for
+        raise DatabaseFileError(explain_missing_driver(url, url.drivername)) from exc
     try:
         db.upgrade()
     except DBAPIError as exc:
         db.dispose()
-        raise DatabaseFileError(_explain(db, exc)) from exc
+        cause = str(exc.orig) if exc.orig is not None else str(exc)
+        raise DatabaseFileError(explain(url, cause.strip().splitlines()[0])) from exc
     except BaseException:
         db.dispose()
         raise
     return db
-
-
-def _explain(db: Database, exc: DBAPIError) -> str:
-    cause = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
-    where = db.url.database if db.is_sqlite else db.url.render_as_string(hide_password=True)
-    fix = next(
-        (fix for words, fix in _FIXES if any(w in cause.lower() for w in words)),
-        "check that the database server is running and the URL is right",
-    )
-    return f"{where}: {cause}: {fix}"

@@ -33,10 +33,11 @@ from storage.database import Database
 from storage.models import DEFAULT_TEMPERATURE, Chat, Message, PendingReply, User, utcnow
 from storage.repository import get_or_create_user, last_message_id, tally_turns
 
-BATCH_ROWS = 2_000  # messages deleted per transaction: some 25 ms of SQLite write lock
+BATCH_ROWS = 2_000  # messages deleted per transaction: some 25 ms of the write lock
 # The write lock stays free this long between batches. A writer kept waiting by SQLite's
 # busy handler retries at growing intervals (up to 100 ms) and gets in only if one of its
 # tries finds the lock free: batches take a small share of the time, so one soon does.
+# (PostgreSQL queues the advisory lock's waiters and grants it to them in turn.)
 PAUSE_S = 0.05
 
 

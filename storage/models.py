@@ -36,6 +36,7 @@ MAX_REPLY_CHANCE = 1.0  # answer every message
 CHAT_TYPES = ("private", "group", "supergroup", "channel", "terminal")
 GROUP_CHAT_TYPES = ("group", "supergroup")
 LANGUAGE_CODE_CHARS = 16  # room for an IETF language tag ("pt-br", "zh-hans")
+NAME_CHARS = 255  # a user's name or a chat's title (Telegram's are shorter), cut to this
 
 # Deterministic constraint names, so later migrations (batch mode on SQLite) can
 # refer to constraints by name.
@@ -84,7 +85,7 @@ class User(Base):
     __tablename__ = "users"
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    name: Mapped[str | None] = mapped_column(String(255))
+    name: Mapped[str | None] = mapped_column(String(NAME_CHARS))
     temperature: Mapped[float] = mapped_column(Float, default=DEFAULT_TEMPERATURE)
     learning: Mapped[bool] = mapped_column(default=True)  # may the bot learn from their text?
     # Their /lang choice (NULL: none) and their Telegram app's language_code.
@@ -112,7 +113,7 @@ class Chat(Base):
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     type: Mapped[str] = mapped_column(String(16))  # one of CHAT_TYPES
-    title: Mapped[str | None] = mapped_column(String(255))
+    title: Mapped[str | None] = mapped_column(String(NAME_CHARS))
     # Groups: the chance of answering a message not meant for the bot; NULL = MIN_REPLY_CHANCE.
     reply_chance: Mapped[float | None] = mapped_column(Float)
     # The bot's turns in this chat, kept in step like User.message_count.
@@ -135,6 +136,7 @@ class Message(Base):
         ),
         # Ids only grow, even after the newest rows are deleted (/forget): training
         # remembers "everything up to message id N" and must not miss a reused id.
+        # (PostgreSQL's sequences never go back; SQLite needs AUTOINCREMENT for it.)
         {"sqlite_autoincrement": True},
     )
 

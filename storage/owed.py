@@ -47,8 +47,10 @@ def unasked_owed(session: Session, chat_id: int) -> int:
 
 
 def pending_replies(session: Session) -> list[PendingReply]:
-    """Every answer still owed, oldest first."""
-    stmt = select(PendingReply).order_by(PendingReply.created_at, PendingReply.chat_id)
+    """Every answer still owed, oldest first (ties in message order: the same on every
+    backend)."""
+    order = (PendingReply.created_at, PendingReply.chat_id, PendingReply.telegram_message_id)
+    stmt = select(PendingReply).order_by(*order)
     return list(session.scalars(stmt))
 
 

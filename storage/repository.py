@@ -4,9 +4,10 @@ None of them commits; the caller owns the unit of work (`with db.begin() as sess
 
 Inserts that may race with another writer (a redelivered update, a user's first two
 messages arriving together) use INSERT ... ON CONFLICT DO NOTHING on SQLite and
-PostgreSQL, so the database itself decides; on other databases they check, then
-insert, which is safe inside `Database.begin()` on SQLite (BEGIN IMMEDIATE holds the
-write lock) and may raise IntegrityError elsewhere under a true race.
+PostgreSQL, so the database itself decides, even for a writer that does not hold the
+write lock; on other databases they check, then insert, which is safe inside
+`Database.begin()` on SQLite and PostgreSQL (one writer at a time) and may raise
+IntegrityError elsewhere under a true race.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from storage.models import (
     LANGUAGE_CODE_CHARS,
     MAX_TEMPERATURE,
     MIN_TEMPERATURE,
+    NAME_CHARS,
     Chat,
     Message,
     PendingReply,
@@ -34,7 +36,17 @@ Transcript = list[tuple[str, bool]]  # one chat's turns, oldest first: (text, fr
 
 
 _UPSERT_INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+# PostgreSQL's text types cannot hold U+0000 (SQLite's can): there it is stored as the
+# replacement character, so a reply the model wrote with a zero byte is still stored.
+NUL, NUL_STORED_AS = "\x00", "\ufffd"
 M = TypeVar("M", User, Chat, Message, PendingReply)
+
+
+def stored_text(session: Session, text: str) -> str:
+    """`text` as this database can store it: unchanged, except for NUL on PostgreSQL."""
+    if NUL in text and session.get_bind().dialect.name == "postgresql":
+        return text.replace(NUL, NUL_STORED_AS)
+    return text
 
 
 def insert_unless_taken(
@@ -70,12 +82,14 @@ def get_or_create_user(
 ) -> User:
     """The user with this id, created with default settings on first sight.
 
-    A given `name` or `app_language` (their Telegram app's language_code, cut to the
-    column's width) replaces the stored one (people rename themselves and change their
-    phone's language).
+    A given `name` or `app_language` (their Telegram app's language_code), each cut to
+    its column's width (PostgreSQL refuses longer ones), replaces the stored one (people
+    rename themselves and change their phone's language).
     """
     if app_language is not None:
-        app_language = app_language[:LANGUAGE_CODE_CHARS]
+        app_language = stored_text(session, app_language[:LANGUAGE_CODE_CHARS])
+    if name is not None:
+        name = stored_text(session, name[:NAME_CHARS])
     user = session.get(User, user_id)
     if user is None:
         user = insert_unless_taken(session, User, {"id": user_id, "name": name}, "id")
@@ -116,7 +130,9 @@ def get_chat(session: Session, chat_id: int) -> Chat | None:
 
 
 def get_or_create_chat(session: Session, chat_id: int, type: str, title: str | None = None) -> Chat:
-    """The chat with this id, created on first sight; type and a given title are updated."""
+    """The chat with this id, created on first sight; type and a given title (cut to its
+    column's width) are updated."""
+    title = None if title is None else stored_text(session, title[:NAME_CHARS])
     chat = session.get(Chat, chat_id)
     if chat is None:
         values = {"id": chat_id, "type": type, "title": title}
@@ -140,7 +156,8 @@ def add_message(
 ) -> Message | None:
     """Store one turn: a human's (`user_id`) or the bot's (`user_id=None`).
 
-    The chat and the user must exist already (`get_or_create_*`). Returns None and
+    The text is stored as `stored_text` gives it. The chat and the user must exist
+    already (`get_or_create_*`). Returns None and
     stores nothing when the chat holds a message with this `telegram_message_id`
     already: Telegram redelivered the update.
     """
@@ -148,7 +165,7 @@ def add_message(
         "chat_id": chat_id,
         "user_id": user_id,
         "from_bot": user_id is None,
-        "text": text,
+        "text": stored_text(session, text),
         "telegram_message_id": telegram_message_id,
         "update_id": update_id,
     }
@@ -231,50 +248,6 @@ def training_transcripts(session: Session, since_message_id: int = 0) -> list[Tr
     for chat_id, text, from_bot in rows:
         chats[chat_id].append((text, not from_bot))
     return [turns for turns in chats.values() if any(human for _, human in turns)]
-
-
-# -- counts -----------------------------------------------------------------
-
-
-def count_messages(session: Session) -> dict[str, int]:
-    """How much is stored: messages (`total`, `human`, `bot`), `users` and `chats`.
-
-    Read from the kept counts (User.message_count, Chat.bot_message_count): the cost
-    grows with the users and chats, not with the messages.
-    """
-    users, human = session.execute(
-        select(func.count(), func.coalesce(func.sum(User.message_count), 0))
-    ).one()
-    chats, bot = session.execute(
-        select(func.count(), func.coalesce(func.sum(Chat.bot_message_count), 0))
-    ).one()
-    return {"total": human + bot, "human": human, "bot": bot, "users": users, "chats": chats}
-
-
-def count_human_messages_since(session: Session, message_id: int) -> int:
-    """How many human messages have an id above `message_id`.
-
-    From the start (0, before any run) the kept counts answer; otherwise an indexed range
-    over the messages since then.
-    """
-    if message_id <= 0:
-        return session.scalar(select(func.coalesce(func.sum(User.message_count), 0))) or 0
-    stmt = select(func.count()).where(Message.id > message_id, Message.from_bot.is_(False))
-    return session.scalar(stmt) or 0
-
-
-def count_trainable_messages(session: Session, since_message_id: int = 0) -> int:
-    """Human messages the bot may learn from (`learning_allowed` for their authors), with
-    an id above `since_message_id`.
-
-    From 0: the sum of those authors' kept counts; otherwise an indexed range count,
-    cheap while `since_message_id` is recent.
-    """
-    if since_message_id <= 0:
-        stmt = select(func.coalesce(func.sum(User.message_count), 0)).where(learning_allowed())
-        return session.scalar(stmt)
-    stmt = trainable(select(func.count()).select_from(Message))
-    return session.scalar(stmt.where(Message.id > since_message_id)) or 0
 
 
 def learnable(stmt: Select) -> Select:

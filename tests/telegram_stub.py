@@ -8,13 +8,13 @@ Point the real python-telegram-bot stack at it::
         update_id = stub.push_message("/start", user_id=42)
         [reply] = await stub.await_messages(42, 1)
 
-It models what charbot and python-telegram-bot's polling use, and nothing more: the methods
-getMe, deleteWebhook, getUpdates, setMyCommands, setMyDescription, setMyShortDescription,
-getMyDescription, getMyShortDescription, getChatMember, sendMessage, sendChatAction, sendPhoto,
-sendDocument, editMessageReplyMarkup and answerCallbackQuery; users' text messages, stickers, photos
-and documents arriving in private chats and groups, and users pressing inline keyboard buttons
-(callback queries). Any other method is answered 404 and recorded in :attr:`BotApiStub.rejected`,
-so a bot that starts using one notices.
+It models what charbot and python-telegram-bot's polling and webhook use, and nothing more: the
+methods getMe, setWebhook, deleteWebhook, getUpdates, setMyCommands, setMyDescription,
+setMyShortDescription, getMyDescription, getMyShortDescription, getChatMember, sendMessage,
+sendChatAction, sendPhoto, sendDocument, editMessageReplyMarkup and answerCallbackQuery; users'
+text messages, stickers, photos and documents arriving in private chats and groups, and users
+pressing inline keyboard buttons (callback queries). Any other method is answered 404 and
+recorded in :attr:`BotApiStub.rejected`, so a bot that starts using one notices.
 
 The server side uses only the standard library (``ThreadingHTTPServer`` in a daemon thread), so it
 is independent of the client stack under test. Requests are read the way PTB sends them:
@@ -54,6 +54,12 @@ Behaviour copied from the real service because the bot must cope with it:
   ``timeout`` long-polls, and a newer ``getUpdates`` ends a still waiting older one with 409
   Conflict.
 * Optional flood control on ``sendMessage`` answers 429 with ``parameters.retry_after``.
+* ``setWebhook``: an https ``url`` on port 443, 80, 88 or 8443 (``bad webhook: ...``), a
+  ``secret_token`` of 1-256 characters ``A-Z a-z 0-9 _ -``; the webhook is kept
+  (:attr:`BotApiStub.webhook`) until ``deleteWebhook`` (or ``setWebhook`` with an empty url).
+  While it is set, ``getUpdates`` answers 409 Conflict. Updates are not posted by themselves:
+  a test posts one with :meth:`BotApiStub.post_update` to the bot's listen address (the
+  reverse proxy's upstream), and a 2xx answer confirms it, as the offset does for getUpdates.
 
 Everything the bot does is recorded; the inspection helpers are thread-safe and may be called from
 plain or asyncio test code (use the ``await_*`` variants inside a running event loop).
@@ -70,12 +76,14 @@ import re
 import threading
 import time
 import traceback
+import urllib.error
+import urllib.request
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 __all__ = ["BotApiStub", "auto_entities", "utf16_len"]
 
@@ -120,6 +128,13 @@ _CONFLICT = (
     "Conflict: terminated by other getUpdates request; "
     "make sure that only one bot instance is running"
 )
+_WEBHOOK_ACTIVE = (
+    "Conflict: can't use getUpdates method while webhook is active; "
+    "use deleteWebhook to delete the webhook first"
+)
+WEBHOOK_PORTS = (443, 80, 88, 8443)
+_SECRET_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{1,256}")
+_REGISTERED = object()  # post_update's default secret: the one setWebhook registered
 
 Params = dict[str, Any]
 
@@ -372,8 +387,10 @@ class BotApiStub:
         self._revoked = False  # every request answered 401, as for a revoked token
         self._failures: dict[str, list[tuple[int, str]]] = {}  # method -> errors to answer
         self._file_counter = itertools.count(1)
+        self._webhook: Params | None = None  # what setWebhook registered
         methods: dict[str, Callable[[Params], Any]] = {
             "getMe": self._get_me,
+            "setWebhook": self._set_webhook,
             "deleteWebhook": self._delete_webhook,
             "getUpdates": self._get_updates,
             "setMyCommands": self._set_my_commands,
@@ -578,8 +595,40 @@ class BotApiStub:
             "supports_inline_queries": False,
         }
 
+    def _set_webhook(self, params: Params) -> bool:
+        url = str(params.get("url") or "")
+        if not url:
+            return self._delete_webhook(params)
+        try:
+            parts = urlsplit(url)
+            port = parts.port or 443
+        except ValueError:
+            raise _bad("bad webhook: Failed to resolve host: Name or service not known") from None
+        if parts.scheme != "https" or not parts.hostname:
+            raise _bad("bad webhook: An HTTPS URL must be provided for webhook")
+        if port not in WEBHOOK_PORTS:
+            raise _bad("bad webhook: Webhook can be set up only on ports 80, 88, 443 or 8443")
+        secret = params.get("secret_token")
+        if secret is not None and not _SECRET_TOKEN_RE.fullmatch(str(secret)):
+            raise _bad("secret token contains unallowed characters")
+        with self._lock:
+            if params.get("drop_pending_updates"):
+                self._queue = []  # dropped, not confirmed
+            self._webhook = {
+                "url": url,
+                "secret_token": None if secret is None else str(secret),
+                "allowed_updates": params.get("allowed_updates"),
+                "drop_pending_updates": bool(params.get("drop_pending_updates")),
+                "max_connections": params.get("max_connections"),
+            }
+        return True
+
     def _delete_webhook(self, params: Params) -> bool:
-        return True  # there never is a webhook
+        with self._lock:
+            if params.get("drop_pending_updates"):
+                self._queue = []  # dropped, not confirmed
+            self._webhook = None
+        return True
 
     def _set_my_commands(self, params: Params) -> bool:
         commands = params.get("commands")
@@ -835,6 +884,8 @@ class BotApiStub:
         limit = min(max(int(params.get("limit") or 100), 1), 100)
         timeout = max(0.0, float(params.get("timeout") or 0))
         with self._cond:
+            if self._webhook is not None:
+                raise _ApiError(409, _WEBHOOK_ACTIVE)
             self._poll_generation += 1
             generation = self._poll_generation
             self._cond.notify_all()  # ends an older getUpdates still waiting (409 Conflict)
@@ -1046,6 +1097,53 @@ class BotApiStub:
                 extra["caption_entities"] = entities
         return self.push_message(None, user_id=user_id, chat_id=chat_id, extra=extra, **chat)
 
+    def post_update(
+        self,
+        update_id: int,
+        port: int,
+        *,
+        host: str = "127.0.0.1",
+        secret: Any = _REGISTERED,
+        timeout: float = 30,
+    ) -> int:
+        """POST a pushed update to the bot's webhook server at ``host:port``, on the path of the
+        registered webhook URL, the way Telegram does through a reverse proxy; return the HTTP
+        status. ``secret`` goes in ``X-Telegram-Bot-Api-Secret-Token`` (default: the registered
+        one; None: no header). A 2xx answer confirms the update (Telegram forgets it); any other
+        leaves it pending (Telegram posts it again). Blocks: inside an event loop use
+        :meth:`await_post`."""
+        self._refuse_in_loop("post_update")
+        with self._lock:
+            if self._webhook is None:
+                raise RuntimeError("no webhook is set (setWebhook was not called)")
+            if update_id not in self._history:
+                raise KeyError(f"update {update_id} was never pushed")
+            path = urlsplit(self._webhook["url"]).path or "/"
+            if secret is _REGISTERED:
+                secret = self._webhook["secret_token"]
+            body = json.dumps(self._history[update_id], ensure_ascii=False).encode("utf-8")
+        headers = {"Content-Type": "application/json"}
+        if secret is not None:
+            headers["X-Telegram-Bot-Api-Secret-Token"] = secret
+        request = urllib.request.Request(f"http://{host}:{port}{path}", body, headers)
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                status = response.status
+        except urllib.error.HTTPError as error:
+            status = error.code
+        if 200 <= status < 300:
+            with self._cond:
+                kept = [q for q in self._queue if q.update_id != update_id]
+                if len(kept) < len(self._queue):
+                    self._confirmed.append(update_id)
+                self._queue = kept
+                self._cond.notify_all()
+        return status
+
+    async def await_post(self, update_id: int, port: int, **kwargs: Any) -> int:
+        """Asyncio-friendly :meth:`post_update` (posts from a worker thread)."""
+        return await asyncio.to_thread(self.post_update, update_id, port, **kwargs)
+
     def redeliver(self, update_id: int) -> int:
         """Queue a previously pushed update again, with the same ``update_id``.
 
@@ -1153,8 +1251,22 @@ class BotApiStub:
             return self._descriptions.get(("short_description", language_code or ""))
 
     @property
+    def webhook(self) -> Params | None:
+        """What setWebhook registered (``url``, ``secret_token``, ``allowed_updates``,
+        ``drop_pending_updates``, ``max_connections``), or None when no webhook is set."""
+        with self._lock:
+            return copy.deepcopy(self._webhook)
+
+    @property
+    def pending_update_ids(self) -> list[int]:
+        """The update_ids pushed and not confirmed yet, in order."""
+        with self._lock:
+            return sorted(q.update_id for q in self._queue)
+
+    @property
     def confirmed_update_ids(self) -> list[int]:
-        """The update_ids confirmed by a getUpdates offset, in order (a redelivery twice)."""
+        """The update_ids confirmed by a getUpdates offset or a 2xx answer to a webhook post, in
+        order (a redelivery twice)."""
         with self._lock:
             return list(self._confirmed)
 
@@ -1176,14 +1288,7 @@ class BotApiStub:
         Refuses to run inside a running event loop, where blocking would freeze a bot running on
         that loop: use :meth:`await_until` there.
         """
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            pass
-        else:
-            raise RuntimeError(
-                "BotApiStub.wait_* blocks; inside an event loop use the await_* variants"
-            )
+        self._refuse_in_loop("wait_*")
         with self._cond:
             if not self._cond.wait_for(predicate, timeout):
                 raise AssertionError(
@@ -1204,6 +1309,17 @@ class BotApiStub:
                         f"timed out after {timeout}s waiting for {what}; {self._summary()}"
                     )
             await asyncio.sleep(0.01)
+
+    @staticmethod
+    def _refuse_in_loop(name: str) -> None:
+        """A blocking helper called inside a running event loop would freeze a bot on it."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        raise RuntimeError(
+            f"BotApiStub.{name} blocks; inside an event loop use the await_* variants"
+        )
 
     def _count_sent(self, chat_id: int) -> int:
         return sum(1 for r in self._sent if r["chat_id"] == chat_id)

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from stored import say
 
-from bot.datadir import open_database_for
+from bot.datadir import open_database_for, run_lock
 from bot.reports import STALE_RUN
 from bot.retrainer import Retrainer
 from bot.run_backoff import BACKOFF_FIRST, BACKOFF_MAX, backoff_of, backoff_text
-from bot.settings import Settings
+from bot.settings import Settings, load_settings
 from model.store import ModelStore
 from storage import finish_run, recent_runs, start_run
 from storage.models import TrainingRun
@@ -108,7 +110,7 @@ def test_once_the_wait_is_over_the_schedule_checks_again(settings: Settings, mon
         counted.append(True)
         return 0  # nothing new: the check ends there, no run starts
 
-    monkeypatch.setattr("bot.retrainer.new_messages", new_messages)
+    monkeypatch.setattr("bot.reports.new_messages", new_messages)
 
     async def notify(admin, text, plot):
         raise AssertionError("nothing to tell")
@@ -118,5 +120,55 @@ def test_once_the_wait_is_over_the_schedule_checks_again(settings: Settings, mon
         retrainer = Retrainer(settings, db, live_of(settings), notify)
         assert asyncio.run(retrainer.scheduled_check()) is False
         assert counted == [True]  # past the wait, it looked for new messages
+    finally:
+        db.dispose()
+
+
+def test_train_if_due_starts_a_run_only_when_the_schedule_would(
+    charbot, clean_env, tmp_path, tiny_model_path
+):
+    """`charbot train --if-due`, as a trainer host's timer runs it."""
+    env = {
+        **clean_env,
+        "CHARBOT_DATA_DIR": str(tmp_path / "data"),
+        "CHARBOT_MODEL_PATH": str(tiny_model_path),
+        "CHARBOT_RETRAIN_MIN_MESSAGES": "2",
+    }
+    settings = load_settings(env, env_file=None)
+
+    def train_if_due() -> list[str]:
+        result = subprocess.run(
+            [*charbot, "train", "--if-due", "--json"],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout.splitlines()
+
+    db = open_database_for(settings)
+    try:
+        assert train_if_due() == ["charbot: no run now: 0 new messages, waiting for 2"]
+        with db.begin() as session:
+            say(session, 7, 11, "one")
+            say(session, 7, 11, "two")
+            start_run(session, trigger="schedule", last_message_id=0)  # its process died
+        lines = train_if_due()
+        # The dead run was closed as failed, and the backoff after it holds.
+        assert len(lines) == 1 and lines[0].startswith(
+            "charbot: no run now: 1 failed run(s) in a row, waiting until "
+        )
+        assert [(r.status, r.error) for r in recent(db)] == [("failed", STALE_RUN)]
+        with db.begin() as session:  # the backoff is over
+            session.get(TrainingRun, 1).finished_at -= dt.timedelta(seconds=BACKOFF_FIRST + 60)
+        lock = run_lock(settings)  # another run is going
+        assert lock.acquire()
+        try:
+            [line] = train_if_due()
+            assert line.startswith("charbot: no run now: another retraining run is going (pid ")
+        finally:
+            lock.release()
+        assert train_if_due()[-1] == '{"run_id": 2, "status": "skipped"}'  # due: it ran
     finally:
         db.dispose()

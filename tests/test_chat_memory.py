@@ -5,12 +5,17 @@ another user, after a memory refresh and a retrain."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import datetime as dt
 import random
+import re
+import urllib.request
 
 import numpy as np
 import pytest
 
 from bot.datadir import MEMORY_FILE
+from bot.metrics import MetricsServer
 from bot.services import open_services
 from bot.settings import load_settings
 from model import load
@@ -358,3 +363,37 @@ def test_a_withdrawal_while_a_count_is_swapped_in_is_obeyed(services, monkeypatc
     assert live.generator.mixture_weights is None or live.generator.mixture_weights[:, 2].max() == 0
     assert not (services.settings.data_dir / MEMORY_FILE).exists()  # nothing saved
     assert asyncio.run(keeper.due()) == "text withdrawn"
+
+
+def scrape(server: MetricsServer) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=5) as r:
+        return r.read().decode()
+
+
+def gauge(text: str, name: str) -> float | None:
+    found = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
+    return None if found is None else float(found.group(1))
+
+
+def test_metrics_report_the_served_memorys_age_and_size(services):
+    server = MetricsServer("127.0.0.1", 0)
+    server.serve(services.metrics, lambda: True)
+    try:
+        before = scrape(server)
+        write(services, pirate_rows(120))
+        asyncio.run(services.memory.refresh())
+        memory = services.live.memory
+        fresh = scrape(server)
+        an_hour_ago = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+        services.live.memory = dataclasses.replace(
+            memory, info=dataclasses.replace(memory.info, built_at=an_hour_ago.isoformat())
+        )
+        old = scrape(server)
+    finally:
+        server.close()
+    assert gauge(before, "charbot_chat_memory_bytes") == 0
+    assert gauge(before, "charbot_chat_memory_age_seconds") is None  # none served
+    assert memory is not None and memory.size_bytes > 0
+    assert gauge(fresh, "charbot_chat_memory_bytes") == memory.size_bytes
+    assert 0 <= gauge(fresh, "charbot_chat_memory_age_seconds") < 60
+    assert 3600 <= gauge(old, "charbot_chat_memory_age_seconds") < 3660

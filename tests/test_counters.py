@@ -4,14 +4,10 @@ filled in by the migration that adds them."""
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
-from pathlib import Path
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 from stored import say
 
 from storage import (
@@ -21,7 +17,6 @@ from storage import (
     get_or_create_user,
     open_database,
     set_learning,
-    sqlite_url,
 )
 from storage.forgetting import forget_user
 
@@ -171,34 +166,38 @@ def test_the_counts_stay_true_under_any_sequence(db: Database, ops):
 # -- the migration that adds them ---------------------------------------------------------
 
 
-def write_old_rows(path: Path) -> None:
+def write_old_rows(db: Database) -> None:
     """Users, chats and messages as revision 0005 stored them (no counts)."""
-    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
-        conn.executemany(
-            "INSERT INTO chats (id, type) VALUES (?, ?)",
-            [(GROUP, "group"), (ANN, "private"), (BOB, "private")],
+    with db.engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO chats (id, type) VALUES (:id, :type)"),
+            [{"id": c, "type": "group" if c < 0 else "private"} for c in (GROUP, ANN, BOB)],
         )
-        conn.executemany(
-            "INSERT INTO users (id, temperature, learning, created_at) "
-            "VALUES (?, 0.6, ?, '2026-01-01')",
-            [(ANN, 1), (BOB, 0), (CEM, 1)],  # Cem never wrote
+        conn.execute(
+            text(
+                "INSERT INTO users (id, temperature, learning, created_at) "
+                "VALUES (:id, 0.6, :learning, '2026-01-01')"
+            ),
+            # Cem never wrote.
+            [{"id": user, "learning": user != BOB} for user in (ANN, BOB, CEM)],
         )
-        turns = [(GROUP, ANN, 0)] * 3 + [(GROUP, BOB, 0), (GROUP, None, 1), (ANN, ANN, 0)]
-        turns += [(ANN, None, 1)] * 2
-        conn.executemany(
-            "INSERT INTO messages (chat_id, user_id, from_bot, text, created_at) "
-            "VALUES (?, ?, ?, 'x', '2026-01-01')",
-            turns,
+        turns = [(GROUP, ANN, False)] * 3 + [(GROUP, BOB, False), (GROUP, None, True)]
+        turns += [(ANN, ANN, False)] + [(ANN, None, True)] * 2
+        conn.execute(
+            text(
+                "INSERT INTO messages (chat_id, user_id, from_bot, text, created_at) "
+                "VALUES (:chat, :user, :bot, 'x', '2026-01-01')"
+            ),
+            [{"chat": chat, "user": user, "bot": bot} for chat, user, bot in turns],
         )
 
 
-def test_the_migration_fills_the_counts_from_the_stored_messages(tmp_path: Path):
-    url = sqlite_url(tmp_path)
-    old = open_database(url)
+def test_the_migration_fills_the_counts_from_the_stored_messages(db_url: str):
+    old = open_database(db_url)
     old.downgrade("0005")
+    write_old_rows(old)
     old.dispose()
-    write_old_rows(tmp_path / "charbot.sqlite3")
-    db = open_database(url)  # upgrades
+    db = open_database(db_url)  # upgrades
     try:
         assert rows(db, "SELECT id, message_count FROM users ORDER BY id") == [
             (ANN, 4),
@@ -224,12 +223,13 @@ def test_the_counts_survive_a_downgrade_and_upgrade(db: Database):
         say(session, GROUP, None, "b")
         say(session, ANN, ANN, "c")
     db.downgrade("0005")
-    assert "message_count" not in str(rows(db, "SELECT sql FROM sqlite_master"))
+    columns = {c["name"] for t in ("users", "chats") for c in inspect(db.engine).get_columns(t)}
+    assert not columns & {"message_count", "bot_message_count"}
     with db.begin() as session:  # written meanwhile by an older release: no counts kept
         session.execute(
             text(
                 "INSERT INTO messages (chat_id, user_id, from_bot, text, created_at) "
-                f"VALUES ({ANN}, NULL, 1, 'old bot', '2026-01-01')"
+                f"VALUES ({ANN}, NULL, TRUE, 'old bot', '2026-01-01')"
             )
         )
     db.upgrade()

@@ -117,6 +117,17 @@ def test_no_retrace_after_warm_up_across_lengths_and_batch_sizes(toy):
     assert toy.tracing_count() == traces
 
 
+def test_a_cold_generator_traces_each_bucket_at_its_first_use():
+    gen = Generator(toy_model(), batch_buckets=(1, 2, 4), max_reply_bytes=8, warm_up=False)
+    assert gen.tracing_count() == 0
+    gen.warm_up([1])
+    assert gen.tracing_count() == 1
+    gen.generate_ids([[SEP]] * 3, [0.0] * 3, max_new=2)  # padded up to bucket 4
+    assert gen.tracing_count() == 2
+    gen.warm_up()
+    assert gen.tracing_count() == 3
+
+
 def test_a_blank_sample_is_retried_then_falls_back_and_the_caller_can_tell():
     model = untrained_model(units=16)
     bias = np.zeros(258, np.float32)

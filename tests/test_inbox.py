@@ -16,6 +16,7 @@ import threading
 import time
 
 import pytest
+from stored import fail_first_store
 from test_bot_e2e import USER, data_dir, env, running_bot, settings, sql, stub
 
 from bot import texts
@@ -233,18 +234,7 @@ def test_a_forget_takes_effect_where_it_arrived_among_the_messages(
 def test_a_batch_that_cannot_be_stored_is_not_acknowledged_and_comes_again(
     stub, settings, generator, data_dir, monkeypatch
 ):
-    import bot.conversation
-
-    real = bot.conversation.record_incoming
-    calls = []
-
-    def broken_once(db, items):
-        calls.append(len(items))
-        if len(calls) == 1:
-            raise sqlite3.OperationalError("disk I/O error")
-        return real(db, items)
-
-    monkeypatch.setattr("bot.inbox.record_incoming", broken_once)
+    calls = fail_first_store(monkeypatch)
 
     async def main():
         async with running_bot(settings, generator):

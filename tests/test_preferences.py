@@ -4,7 +4,6 @@ one clear answer and changes nothing."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -29,24 +28,21 @@ from storage import (
     get_or_create_chat,
     get_or_create_user,
     get_user,
-    open_database,
     pending_replies,
     set_language,
     set_reply_chance,
-    sqlite_url,
 )
 
 GROUP, ANN = -100777, 11
 
 
 @pytest.fixture
-def db(tmp_path: Path):
-    database = open_database(sqlite_url(tmp_path))
-    with database.begin() as session:
+def db(db):
+    """The shared database (each backend), holding a group whose reply chance is 0.25."""
+    with db.begin() as session:
         get_or_create_chat(session, GROUP, "supergroup", "G")
         set_reply_chance(session, GROUP, 0.25)
-    yield database
-    database.dispose()
+    return db
 
 
 BAD_CHANCES = [

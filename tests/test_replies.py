@@ -6,7 +6,10 @@ import threading
 import pytest
 from toy_model import TOY_DIALOGS, toy_model
 
+from bot.datadir import open_store
+from bot.live_model import START_BUCKETS, LiveModel
 from bot.replies import Busy, GenerationFailed, ReplyService
+from bot.settings import Settings
 from model.generator import Generator
 
 
@@ -141,3 +144,21 @@ def test_a_batch_runs_on_one_version_and_the_swap_takes_the_next():
     before, after = asyncio.run(main())
     assert before == [f"old:a{i}@0.0" for i in range(4)]
     assert after == "new:b@0.0"
+
+
+def test_a_started_live_model_warms_the_batch_sizes_its_start_left_cold(tiny_model_path, tmp_path):
+    """A start warms the smallest batch only (the bot polls sooner); start() warms the
+    rest beside the first replies."""
+    settings = Settings(data_dir=tmp_path, model_path=tiny_model_path)
+    live = LiveModel.open(open_store(settings))
+    buckets = live.generator.batch_buckets
+    assert live.generator.tracing_count() == START_BUCKETS < len(buckets)
+
+    async def main():
+        await live.start()
+        reply = await live.service.reply(["hello"], 0.0)
+        await live.stop()  # waits for the warm-up
+        return reply
+
+    assert asyncio.run(main())
+    assert live.generator.tracing_count() == len(buckets)

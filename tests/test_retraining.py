@@ -56,6 +56,12 @@ def settings(env):
     return load_settings(env, env_file=None)
 
 
+@pytest.fixture
+def any_settings(settings, db_url):
+    """`settings` with the database on each backend in turn (SQLite, PostgreSQL)."""
+    return dataclasses.replace(settings, database_url=db_url)
+
+
 PNG = b"\x89PNG\r\n\x1a\n"
 STYLE = [
     "the cat sat on the mat",
@@ -217,8 +223,9 @@ def test_scheduled_checks_wait_for_new_messages_and_remember_the_last_run(settin
     assert new_messages(services.db) == 0  # the run used up what it saw
 
 
-def test_a_user_who_withdraws_during_the_run_stops_the_publish(settings, data_dir):
+def test_a_user_who_withdraws_during_the_run_stops_the_publish(any_settings, data_dir):
     """/forget or /learn off landing while a run trains: its candidate is deleted, unpublished."""
+    settings = any_settings
     write_chats(settings, chats=12, turns=6)
     db = open_database_for(settings)
     withdrawn = []

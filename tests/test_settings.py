@@ -292,3 +292,58 @@ def test_bad_chat_memory_settings_get_one_line(name, value):
     message = error_for({name: value})
     assert message.startswith(f"{name}: {value!r} is not a whole number from ")
     assert "\n" not in message
+
+
+# -- webhook mode ---------------------------------------------------------------------------
+
+
+def test_webhook_settings_and_their_defaults():
+    polling = load({})
+    assert polling.webhook_url is None and polling.webhook_secret is None
+    assert polling.webhook_listen == ("127.0.0.1", 8080)  # behind a proxy on the same host
+    secret = "S3cret_-" * 32  # 256 characters, Telegram's most
+    settings = load(
+        {
+            "CHARBOT_WEBHOOK_URL": "https://bot.example.org:8443/tg/hook",
+            "CHARBOT_WEBHOOK_LISTEN": "0.0.0.0:9000",
+            "CHARBOT_WEBHOOK_SECRET": secret,
+        }
+    )
+    assert settings.webhook_url == "https://bot.example.org:8443/tg/hook"
+    assert settings.webhook_listen == ("0.0.0.0", 9000)
+    assert settings.webhook_secret == secret
+    assert secret not in repr(settings) and "'<set>')" in repr(settings)
+    assert load({"CHARBOT_WEBHOOK_LISTEN": "9001"}).webhook_listen == ("127.0.0.1", 9001)
+    assert load({"CHARBOT_WEBHOOK_LISTEN": "[::]:80"}).webhook_listen == ("::", 80)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "http://bot.example.org/tg",  # Telegram posts only over https
+        "https:///tg",  # no host
+        "https://bot.example.org:8080/tg",  # not a port Telegram posts to
+        "https://bot.example.org:99999/tg",
+        "https://bot.example.org/tg?key=1",
+        "https://user:pw@bot.example.org/tg",
+        "https://bot.example.org/t(g)",  # PTB would read the path as a regex
+        "https://[bot.example.org/tg",
+        "bot.example.org/tg",
+    ],
+)
+def test_bad_webhook_urls(value):
+    message = error_for({"CHARBOT_WEBHOOK_URL": value})
+    assert message.startswith("CHARBOT_WEBHOOK_URL: ") and "pw" not in message
+
+
+@pytest.mark.parametrize("value", ["0", "65536", "host:", "a b:80", "http://x:80"])
+def test_bad_webhook_listen_addresses(value):
+    assert error_for({"CHARBOT_WEBHOOK_LISTEN": value}).startswith("CHARBOT_WEBHOOK_LISTEN: ")
+
+
+@pytest.mark.parametrize(
+    "value", ["a" * 257, "with space" * 2, "dot.ted" * 3, "ünïcode" * 3, "short_secret-15"]
+)
+def test_bad_webhook_secrets_are_refused_without_being_shown(value):
+    message = error_for({"CHARBOT_WEBHOOK_SECRET": value})
+    assert message.startswith("CHARBOT_WEBHOOK_SECRET: ") and value not in message

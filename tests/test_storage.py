@@ -1,16 +1,18 @@
-"""storage/: real SQLite files in tmp_path, migrations, repository functions, concurrency."""
+"""storage/: real SQLite files in tmp_path and real PostgreSQL databases, migrations,
+repository functions, concurrency."""
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import math
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from datetime import UTC
 from pathlib import Path
 
@@ -20,7 +22,9 @@ from alembic.runtime.migration import MigrationContext
 from conftest import LATEST_REVISION
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import text
+from sqlalchemy import inspect, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 from stored import say
 
 import storage
@@ -28,22 +32,31 @@ from storage import (
     DEFAULT_TEMPERATURE,
     Base,
     Database,
+    DatabaseFileError,
+    Message,
+    User,
     add_message,
     count_human_messages_since,
     count_messages,
+    count_trainable_messages,
+    get_chat,
     get_or_create_chat,
     get_or_create_user,
     get_user,
     last_message_id,
+    normalize_url,
     open_database,
     recent_turns,
     reply_chance,
     set_learning,
     set_temperature,
     sqlite_url,
+    stored_text,
     training_transcripts,
 )
+from storage.database import BUSY_TIMEOUT_MS
 from storage.forgetting import forget_user
+from storage.run_lock import AdvisoryRunLock
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 GROUP = -100123  # group chat ids are negative
@@ -67,6 +80,17 @@ def test_sqlite_url_points_into_the_data_dir(tmp_path: Path):
     assert (data_dir / "charbot.sqlite3").is_file()
 
 
+SQLITE_ONLY = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+POSTGRESQL_ONLY = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+
+
+def texts(db: Database) -> list[str]:
+    """Every stored message's text, oldest first."""
+    with db.read() as session:
+        return list(session.scalars(select(Message.text).order_by(Message.id)))
+
+
+@SQLITE_ONLY
 @pytest.mark.parametrize("session_kind", ["read", "begin"])
 def test_pragmas_are_set_on_every_connection(db: Database, session_kind: str):
     with getattr(db, session_kind)() as session, db.engine.connect() as other:
@@ -83,7 +107,63 @@ def test_pragmas_are_set_on_every_connection(db: Database, session_kind: str):
             }
 
 
-def test_begin_takes_the_write_lock_at_once_and_read_does_not(db: Database):
+@POSTGRESQL_ONLY
+@pytest.mark.parametrize("session_kind", ["read", "begin"])
+def test_postgresql_connections_fail_fast_and_wait_for_locks_like_sqlite(
+    db: Database, session_kind: str
+):
+    with getattr(db, session_kind)() as session:
+        settings = {
+            name: session.execute(text(f"SHOW {name}")).scalar()
+            for name in ("lock_timeout", "application_name", "transaction_isolation")
+        }
+        read_only = session.execute(text("SHOW transaction_read_only")).scalar()
+    assert settings["lock_timeout"] == f"{BUSY_TIMEOUT_MS // 60_000}min"
+    assert settings["application_name"] == "charbot"
+    isolation = {"read": "repeatable read", "begin": "read committed"}[session_kind]
+    assert (settings["transaction_isolation"], read_only) == (
+        isolation,
+        "on" if session_kind == "read" else "off",
+    )
+
+
+def test_settings_in_a_postgresql_url_are_kept_beside_the_bots(pg_url: str):
+    """An operator's options in CHARBOT_DATABASE_URL (a schema, a name) reach the server;
+    the bot's lock timeout is added, and the run lock's label still names the run."""
+    with open_database(pg_url).engine.begin() as conn:
+        conn.exec_driver_sql("CREATE SCHEMA mine")
+    extra = {"application_name": "ops", "options": "-csearch_path=mine"}
+    url = make_url(pg_url).update_query_dict(extra).render_as_string(hide_password=False)
+    db = open_database(url)
+    try:
+        with db.read() as session:
+            shown = [session.execute(text(f"SHOW {n}")).scalar() for n in SHOWN]
+        tables = inspect(db.engine).get_table_names(schema="mine")
+    finally:
+        db.dispose()
+    assert shown == ["ops", "mine", f"{BUSY_TIMEOUT_MS // 60_000}min"]
+    assert "messages" in tables  # migrated into the operator's schema
+    lock = AdvisoryRunLock(url)
+    assert lock.acquire()
+    try:
+        assert lock.holder()["pid"] == os.getpid()
+    finally:
+        lock.release()
+
+
+SHOWN = ("application_name", "search_path", "lock_timeout")
+
+
+def test_postgresql_urls_use_psycopg_3():
+    for written in ("postgresql://u:pw@h/db", "postgres://u:pw@h/db"):
+        url = normalize_url(written)
+        assert (url.drivername, url.password, url.database) == ("postgresql+psycopg", "pw", "db")
+    assert normalize_url("postgresql+psycopg2://h/db").drivername == "postgresql+psycopg2"
+    assert normalize_url("sqlite:////x/charbot.sqlite3").drivername == "sqlite"
+
+
+@SQLITE_ONLY
+def test_sqlite_begin_takes_the_write_lock_at_once_and_read_does_not(db: Database):
     outsider = sqlite3.connect(db.url.database, timeout=0, isolation_level=None)
     try:
         with db.begin() as session:
@@ -98,6 +178,33 @@ def test_begin_takes_the_write_lock_at_once_and_read_does_not(db: Database):
         outsider.close()
 
 
+def test_one_writer_at_a_time_from_its_first_query_and_readers_never_wait(db: Database):
+    other = Database(db.url)  # another process's connections
+    done: list[str] = []
+
+    def second_writer() -> None:
+        with other.begin() as session:
+            get_or_create_user(session, BOB, "Bob")
+        done.append("second writer")
+
+    try:
+        with db.begin() as session:
+            session.execute(text("SELECT 1"))  # only a read so far: the lock is taken
+            writer = threading.Thread(target=second_writer)
+            writer.start()
+            with other.read() as reading:
+                reading.execute(text("SELECT count(*) FROM users")).scalar()
+            done.append("reader")
+            writer.join(0.5)
+            assert writer.is_alive()  # waiting for the lock
+            get_or_create_user(session, ANN, "Ann")
+            done.append("first writer")
+        writer.join(30)
+        assert done == ["reader", "first writer", "second writer"]
+    finally:
+        other.dispose()
+
+
 def test_begin_commits_on_success_and_rolls_back_on_error(db: Database):
     with db.begin() as session:
         get_or_create_user(session, ANN, "Ann")
@@ -105,11 +212,12 @@ def test_begin_commits_on_success_and_rolls_back_on_error(db: Database):
         get_or_create_user(session, BOB, "Bob")
         session.flush()
         raise RuntimeError("handler failed")
-    assert scalar(db, "SELECT group_concat(name) FROM users") == "Ann"
+    with db.read() as session:
+        assert list(session.scalars(select(User.name))) == ["Ann"]
 
 
 def test_foreign_keys_are_enforced(db: Database):
-    with pytest.raises(Exception, match="FOREIGN KEY"), db.begin() as session:
+    with pytest.raises(IntegrityError, match=r"(?i)foreign key"), db.begin() as session:
         add_message(session, chat_id=404, text="no such chat")
 
 
@@ -119,21 +227,62 @@ def test_objects_stay_readable_after_the_unit_of_work(db: Database):
     assert (user.name, user.temperature, user.learning) == ("Ann", DEFAULT_TEMPERATURE, True)
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def refusal(url: str) -> str:
+    """What open_database says about `url`: one line, the password hidden."""
+    with pytest.raises(DatabaseFileError) as caught:
+        open_database(url)
+    line = str(caught.value)
+    assert "\n" not in line and "s3cret" not in line
+    assert line.startswith("CHARBOT_DATABASE_URL postgres")
+    return line
+
+
+def test_a_postgresql_driver_that_is_not_installed_is_named_with_the_fix(monkeypatch):
+    line = refusal("postgresql+pg8000://bot:s3cret@127.0.0.1/charbot")
+    assert "pg8000 is not installed" in line and "postgresql://" in line
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if the extra were not installed
+    line = refusal("postgresql://bot:s3cret@127.0.0.1/charbot")
+    assert "psycopg is not installed" in line and "pip install 'charbot[postgres]'" in line
+
+
+def test_a_postgresql_server_that_is_down_is_reported_at_once():
+    started = time.monotonic()
+    line = refusal(f"postgres://bot:s3cret@127.0.0.1:{free_port()}/charbot")
+    assert time.monotonic() - started < 5
+    assert "refused" in line and "start PostgreSQL, or correct the host and port" in line
+
+
+def test_wrong_postgresql_credentials_or_database_are_reported(pg_url: str):
+    unknown_role = make_url(pg_url).set(username="nobody", password="s3cret")
+    line = refusal(unknown_role.render_as_string(hide_password=False))
+    assert 'role "nobody" does not exist' in line and "correct the user and password" in line
+    no_database = make_url(pg_url).set(database="charbot_missing", password="s3cret")
+    line = refusal(no_database.render_as_string(hide_password=False))
+    assert 'database "charbot_missing" does not exist' in line and "create it" in line
+
+
 # -- migrations -------------------------------------------------------------
 
 
-def test_migrations_are_idempotent_and_data_survives_reopening(tmp_path: Path):
-    url = sqlite_url(tmp_path)
+def test_migrations_are_idempotent_and_data_survives_reopening(empty_db_url: str):
+    url = empty_db_url
     older = Database(url)
     assert older.revision() is None
     older.upgrade("0001")  # a database made by the first release, written as it wrote
     with older.engine.begin() as conn:
         now = "2026-01-01 00:00:00.000000"
         conn.exec_driver_sql(f"INSERT INTO chats VALUES ({GROUP}, 'group', 'G')")
-        conn.exec_driver_sql(f"INSERT INTO users VALUES ({ANN}, 'Ann', 0.3, 0, '{now}')")
+        conn.exec_driver_sql(f"INSERT INTO users VALUES ({ANN}, 'Ann', 0.3, FALSE, '{now}')")
         conn.exec_driver_sql(
             "INSERT INTO messages (chat_id, user_id, from_bot, text, update_id, created_at) "
-            f"VALUES ({GROUP}, {ANN}, 0, '你好 👋', 1, '{now}')"
+            f"VALUES ({GROUP}, {ANN}, FALSE, '你好 👋', 1, '{now}')"
         )
     older.dispose()
 
@@ -147,6 +296,8 @@ def test_migrations_are_idempotent_and_data_survives_reopening(tmp_path: Path):
             assert (user.name, user.temperature, user.learning) == ("Ann", 0.3, False)
             assert (user.language, user.app_language) == (None, None)  # no choice made
             assert reply_chance(session, GROUP) == 0.0  # answers only when addressed
+            assert user.message_count == 1  # the kept counts are filled in
+            assert count_messages(session) == dict(total=1, human=1, bot=0, users=1, chats=1)
         db.dispose()
 
 
@@ -159,7 +310,7 @@ def test_schema_made_by_migrations_matches_the_models(db: Database):
 def test_migrations_downgrade_and_upgrade_again(db: Database):
     db.downgrade("base")
     assert db.revision() is None
-    assert scalar(db, "SELECT count(*) FROM sqlite_master WHERE name = 'messages'") == 0
+    assert not inspect(db.engine).has_table("messages")
     db.upgrade()
     assert db.revision() == LATEST_REVISION
     with db.begin() as session:
@@ -241,32 +392,33 @@ def test_update_ids_that_start_over_lose_no_message(db: Database):
     assert scalar(db, "SELECT count(*) FROM messages WHERE update_id = 5") == 2
 
 
-def test_the_message_identity_migration_keeps_every_row(tmp_path: Path):
-    url = sqlite_url(tmp_path)
-    old = open_database(url)
+def test_the_message_identity_migration_keeps_every_row(db_url: str):
+    old = open_database(db_url)
     old.downgrade("0003")
-    with contextlib.closing(sqlite3.connect(tmp_path / "charbot.sqlite3")) as conn, conn:
-        conn.execute("INSERT INTO chats (id, type) VALUES (1, 'private')")
-        conn.execute(
+    with old.engine.begin() as conn:  # written as revision 0003 allowed
+        conn.exec_driver_sql("INSERT INTO chats (id, type) VALUES (1, 'private')")
+        conn.exec_driver_sql(
             "INSERT INTO users (id, temperature, learning, created_at) "
-            "VALUES (1, 0.6, 1, '2026-01-01')"
+            "VALUES (1, 0.6, TRUE, '2026-01-01')"
         )
-        rows = [(1, 1, 0, "a", 5, 1), (1, 1, 0, "b", 5, 2), (1, 1, 0, "c", 6, 3)]
-        conn.executemany(
-            "INSERT INTO messages (chat_id, user_id, from_bot, text, telegram_message_id, "
-            "update_id, created_at) VALUES (?, ?, ?, ?, ?, ?, '2026-01-01')",
-            rows,
-        )
-        conn.execute("DELETE FROM messages WHERE text = 'c'")  # the newest: its id stays used
+        for text_, message_id, update_id in (("a", 5, 1), ("b", 5, 2), ("c", 6, 3)):
+            conn.exec_driver_sql(
+                "INSERT INTO messages (chat_id, user_id, from_bot, text, telegram_message_id, "
+                f"update_id, created_at) VALUES (1, 1, FALSE, '{text_}', {message_id}, "
+                f"{update_id}, '2026-01-01')"
+            )
+        # The newest: its id stays used.
+        conn.exec_driver_sql("DELETE FROM messages WHERE text = 'c'")
     old.dispose()
-    db = open_database(url)  # upgrades
+    db = open_database(db_url)  # upgrades
     assert db.revision() == LATEST_REVISION
     with db.begin() as session:
         assert say(session, 1, 1, "d", telegram_message_id=5) is None  # (chat, 5) is taken
         assert say(session, 1, 1, "d", telegram_message_id=7).id > 3  # never id 3 again
+    with db.read() as session:
+        stmt = select(Message.text, Message.telegram_message_id).order_by(Message.id)
+        got = [tuple(row) for row in session.execute(stmt)]
     db.dispose()
-    with contextlib.closing(sqlite3.connect(tmp_path / "charbot.sqlite3")) as conn:
-        got = conn.execute("SELECT text, telegram_message_id FROM messages ORDER BY id").fetchall()
     assert got == [("a", 5), ("b", None), ("d", 7)]  # the duplicate keeps its text
 
 
@@ -278,8 +430,8 @@ TEXTS = [
 ]
 
 
-def test_any_text_round_trips_exactly(tmp_path: Path):
-    url = sqlite_url(tmp_path)
+def test_any_text_round_trips_exactly(db_url: str):
+    url = db_url
     db = open_database(url)
     with db.begin() as session:
         for i, t in enumerate(TEXTS):
@@ -293,6 +445,26 @@ def test_any_text_round_trips_exactly(tmp_path: Path):
     assert len(TEXTS[2]) == 4096
     assert turns == [(t, i % 2 == 0) for i, t in enumerate(TEXTS)]
     assert transcripts == [turns]
+
+
+def test_names_and_titles_longer_than_their_columns_are_cut(db: Database):
+    with db.begin() as session:
+        get_or_create_user(session, ANN, "Ann" + "n" * 300, app_language="x" * 40)
+        get_or_create_chat(session, GROUP, "group", "G" * 300)
+    with db.read() as session:
+        user, chat = get_user(session, ANN), get_chat(session, GROUP)
+        assert (user.name, user.app_language) == (("Ann" + "n" * 300)[:255], "x" * 16)
+        assert chat.title == "G" * 255
+
+
+def test_a_zero_byte_is_kept_or_stored_as_the_replacement_character(db: Database):
+    with db.begin() as session:
+        say(session, GROUP, None, "a\x00b", telegram_message_id=1)  # the model wrote byte 0
+        get_or_create_user(session, ANN, "A\x00nn")
+    with db.read() as session:
+        name = get_user(session, ANN).name
+    kept = "\x00" if db.url.get_backend_name() == "sqlite" else "\ufffd"
+    assert (texts(db), name) == ([f"a{kept}b"], f"A{kept}nn")
 
 
 def test_recent_turns_are_the_newest_in_order_and_of_this_chat(db: Database):
@@ -349,6 +521,7 @@ def test_recent_turns_is_the_longest_suffix_within_bounds(
             say(session, chat_id, None, t)
     with db.read() as session:
         got = [t for t, _ in recent_turns(session, chat_id, max_turns, max_bytes)]
+        texts = [stored_text(session, t) for t in texts]  # NUL differs on PostgreSQL
 
     def size(ts: list[str]) -> int:
         return sum(len(t.encode()) for t in ts)
@@ -379,9 +552,7 @@ def test_forget_user_deletes_their_messages_and_settings_only(db: Database):
     assert scalar(db, f"SELECT count(*) FROM users WHERE id = {ANN}") == 0
     assert scalar(db, f"SELECT count(*) FROM chats WHERE id = {ANN}") == 0  # the private chat
     assert scalar(db, f"SELECT count(*) FROM chats WHERE id IN ({GROUP}, {BOB})") == 2
-    assert (
-        scalar(db, "SELECT group_concat(text, '|') FROM messages") == "bot to ann|bob 1|bob private"
-    )
+    assert texts(db) == ["bot to ann", "bob 1", "bob private"]
     with db.read() as session:
         assert get_user(session, ANN) is None
     with db.begin() as session:  # coming back starts from the defaults
@@ -444,7 +615,13 @@ def test_counts(db: Database):
         say(session, BOB, BOB, "c")
         last = say(session, BOB, None, "d")
     with db.read() as session:
-        assert count_messages(session) == dict(total=4, human=2, bot=2, users=2, chats=2)
+        counts = count_messages(session)
+        assert counts == dict(total=4, human=2, bot=2, users=2, chats=2)
+        # Plain ints on both backends (PostgreSQL sums bigints as numeric): they go into
+        # JSON and metrics as they are.
+        assert {type(n) for n in counts.values()} == {int}
+        assert type(count_human_messages_since(session, 0)) is int
+        assert type(count_trainable_messages(session)) is int
         assert count_human_messages_since(session, 0) == 2
         assert count_human_messages_since(session, first.id) == 1
         assert count_human_messages_since(session, last.id) == 0
@@ -501,9 +678,8 @@ def expect_line(proc: subprocess.Popen, word: str) -> str:
     return line
 
 
-def test_writes_never_fail_while_other_processes_read_and_write(tmp_path: Path):
-    (tmp_path / "fresh").mkdir()
-    url = sqlite_url(tmp_path / "fresh")  # the children migrate a new file at the same time
+def test_writes_never_fail_while_other_processes_read_and_write(empty_db_url: str):
+    url = empty_db_url  # the children migrate a new database at the same time
     n = 150
     reader = start_worker("reader", url, 1.5)
     writer = start_worker("writer", url, n)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from conftest import LATEST_REVISION
@@ -26,7 +25,6 @@ from storage import (
     recent_turns,
     run_result,
     running_run,
-    sqlite_url,
     start_run,
     unreported_runs,
 )
@@ -34,17 +32,17 @@ from storage import (
 ADMIN = 42
 
 
-def test_migration_0002_upgrades_a_0001_database_with_its_data(tmp_path: Path):
-    url = sqlite_url(tmp_path)
+def test_migration_0002_upgrades_a_0001_database_with_its_data(empty_db_url: str):
+    url = empty_db_url
     older = Database(url)
     older.upgrade("0001")
     with older.engine.begin() as conn:  # written as the first release wrote
         now = "2026-01-01 00:00:00.000000"
         conn.exec_driver_sql("INSERT INTO chats VALUES (7, 'private', NULL)")
-        conn.exec_driver_sql(f"INSERT INTO users VALUES (11, 'Ann', 0.6, 1, '{now}')")
+        conn.exec_driver_sql(f"INSERT INTO users VALUES (11, 'Ann', 0.6, TRUE, '{now}')")
         conn.exec_driver_sql(
             "INSERT INTO messages (chat_id, user_id, from_bot, text, update_id, created_at) "
-            f"VALUES (7, 11, 0, 'héllo 👋', 1, '{now}'), (7, NULL, 1, 'hi', NULL, '{now}')"
+            f"VALUES (7, 11, FALSE, 'héllo 👋', 1, '{now}'), (7, NULL, TRUE, 'hi', NULL, '{now}')"
         )
     assert not inspect(older.engine).has_table("training_runs")
     older.dispose()
@@ -70,8 +68,8 @@ def test_migration_0002_upgrades_a_0001_database_with_its_data(tmp_path: Path):
         db.dispose()
 
 
-def test_migration_0003_counts_earlier_finished_runs_as_reported(tmp_path: Path):
-    url = sqlite_url(tmp_path)
+def test_migration_0003_counts_earlier_finished_runs_as_reported(empty_db_url: str):
+    url = empty_db_url
     older = Database(url)
     older.upgrade("0002")
     with older.engine.begin() as conn:

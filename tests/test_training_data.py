@@ -4,6 +4,7 @@ withdrawal check the publish makes."""
 from __future__ import annotations
 
 import json
+import threading
 
 from sqlalchemy import text
 from stored import say
@@ -135,6 +136,59 @@ def test_withdrawn_users_are_those_whose_consent_changed_since_the_read(db: Data
         assert withdrawn_users(session, {ANN: NOT_FOUND}) == {ANN}  # never read: withdrawn
         many = {user: sample.authors[ANN] for user in range(1, 1200)}  # several IN lists
         assert withdrawn_users(session, many) == set(many) - {ANN}
+
+
+def test_the_sample_and_its_authors_consent_are_read_in_one_snapshot(db: Database):
+    with db.begin() as session:
+        say(session, GROUP, ANN, "ann before the run")
+        say(session, GROUP, BOB, "bob before the run")
+    other = Database(db.url)  # the bot, writing while the run reads
+    try:
+        with db.read() as session:
+            assert session.scalar(text("SELECT count(*) FROM messages")) == 2  # snapshot taken
+            with other.begin() as writing:
+                set_learning(writing, ANN, False)
+                say(writing, GROUP, BOB, "bob during the read")
+            sample = read_training_sample(
+                session, since_message_id=0, new_bytes=10_000, sample_bytes=10_000, seed=1
+            )
+    finally:
+        other.dispose()
+    assert texts(sample.new) == ["ann before the run", "bob before the run"]
+    assert sample.authors[ANN] != NOT_FOUND  # Ann's consent as it was when her text was read
+    with db.read() as session:
+        assert withdrawn_users(session, sample.authors) == {ANN}
+
+
+def test_a_consent_change_waits_for_the_publish_check_to_end(db: Database):
+    with db.begin() as session:
+        say(session, GROUP, ANN, "hello")
+    with db.read() as session:
+        sample = read_training_sample(
+            session, since_message_id=0, new_bytes=10_000, sample_bytes=10_000, seed=1
+        )
+    other = Database(db.url)
+    done: list[str] = []
+
+    def learn_off() -> None:  # Ann's /learn off, arriving during the check
+        with other.begin() as session:
+            set_learning(session, ANN, False)
+        done.append("learn off")
+
+    try:
+        with db.begin() as session:  # the publish step: check, then publish
+            assert withdrawn_users(session, sample.authors) == set()
+            change = threading.Thread(target=learn_off)
+            change.start()
+            change.join(0.5)
+            assert change.is_alive()  # waits: the check's answer holds until the publish
+            done.append("published")
+        change.join(30)
+    finally:
+        other.dispose()
+    assert done == ["published", "learn off"]
+    with db.read() as session:
+        assert withdrawn_users(session, sample.authors) == {ANN}  # the next run's check
 
 
 def test_replay_anchors_are_uniform_over_stored_messages_and_stop_when_used_up(db: Database):

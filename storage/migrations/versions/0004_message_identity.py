@@ -67,6 +67,11 @@ def downgrade() -> None:
 
 
 def _message_sequence() -> int | None:
+    """SQLite's AUTOINCREMENT counter of messages, which a table rebuild would lose.
+
+    None elsewhere: PostgreSQL alters the table in place, and its id sequence (which
+    never goes back) is untouched.
+    """
     bind = op.get_bind()
     if bind.dialect.name != "sqlite":
         return None

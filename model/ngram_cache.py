@@ -1,0 +1,180 @@
+"""The base n-grams, counted once and kept in a file: a start reads them in a fraction
+of a second instead of reading the corpus and counting it (seconds of both cores).
+
+    <folder>/base-ngrams-<order>-<key>.npz   every level of every base n-gram
+                                             (model.languages.BaseNGrams), and the
+                                             language detectors and their prior
+
+The key is a hash of everything the tables are made from: the order, the corpus files
+(names and bytes) and the source of the modules that read and count them. A changed
+corpus, order or counting code therefore names another file and can never be served
+from a stale one; the file repeats its key, so a renamed file is no shortcut either.
+Files are written atomically; one that does not read back (damaged, truncated, another
+layout) is counted again and replaced, with a log line, never an error. Files of other
+keys (of the same order) are removed when a new one is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import io
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from model import codec, corpus, languages, ngram, ngram_counts
+from model.atomic import TMP_PREFIX, write_atomically
+from model.corpus import corpus_dir
+from model.languages import BaseNGrams, base_ngrams
+from model.ngram import ByteNGram, Level
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1  # the layout of the file below
+PREFIX = "base-ngrams-"
+FOLDER = "ngram-cache"  # the folder the bot keeps them in, in its model store
+# What the tables are computed by: an edit to any of them may change them.
+SOURCES = (codec, corpus, languages, ngram, ngram_counts)
+
+
+def cache_key(order: int) -> str:
+    """The hash the tables of `order` are kept under (module docstring); reads the corpus
+    files' bytes, not their YAML (milliseconds)."""
+    h = hashlib.sha256(f"format {FORMAT} order {order}\n".encode())
+    root = corpus_dir()
+    for path in sorted(root.glob("*/*.yml")):
+        data = path.read_bytes()
+        h.update(f"{path.relative_to(root).as_posix()} {len(data)}\n".encode())
+        h.update(data)
+    for module in SOURCES:
+        data = Path(module.__file__).read_bytes()
+        h.update(f"{module.__name__} {len(data)}\n".encode())
+        h.update(data)
+    return h.hexdigest()[:32]
+
+
+def cache_path(folder: str | Path, order: int, key: str | None = None) -> Path:
+    return Path(folder) / f"{PREFIX}{order}-{key or cache_key(order)}.npz"
+
+
+@functools.cache
+def load_base_ngrams(order: int, folder: str | Path) -> BaseNGrams:
+    """The base n-grams of `order` from the file in `folder`; counted (model.languages)
+    and saved there when there is none or it does not read back. Never raises for the
+    file: a folder that cannot be written serves the counted tables all the same.
+    Once per process and folder: every generator shares one copy (and model.mixture's
+    compiled tables of it)."""
+    key = cache_key(order)
+    path = cache_path(folder, order, key)
+    try:
+        return read(path, key)
+    except FileNotFoundError:
+        log.info("counting the base %d-grams (once per corpus and version): %s", order, path)
+    except Exception as e:  # damaged or foreign: counted again, never served
+        log.warning("the base n-gram file %s does not read back (%s); counting again", path, e)
+    start = time.monotonic()
+    ngrams = base_ngrams(order)
+    try:
+        write(path, key, ngrams)
+    except OSError as e:
+        log.warning(
+            "the base n-grams could not be saved to %s (%s); counted at each start", path, e
+        )
+    else:
+        log.info("base %d-grams counted and saved in %.1f s", order, time.monotonic() - start)
+        _remove_others(path, order)
+    return ngrams
+
+
+def _remove_others(path: Path, order: int) -> None:
+    """Remove the files of other keys of this order (another order's tables serve models
+    of that order: a rollback, another host sharing the store), and what writers that
+    died left (an hour old: a writer in another process may be at work on a newer one)."""
+    stale = time.time() - 3600
+    for old in path.parent.iterdir():
+        other = old.name.startswith(f"{PREFIX}{order}-") and old != path
+        unfinished = old.name.startswith(f"{TMP_PREFIX}{PREFIX}")
+        with contextlib.suppress(OSError):
+            if other or (unfinished and old.stat().st_mtime < stale):
+                old.unlink()
+
+
+def write(path: Path, key: str, ngrams: BaseNGrams) -> None:
+    """Save `ngrams` at `path` under `key`, atomically."""
+    arrays: dict[str, np.ndarray] = {}
+    discounts = {}
+    for group, models in (("n", ngrams.ngrams), ("d", ngrams._detectors)):
+        for i, model in enumerate(models):
+            name = f"{group}{i}"
+            discounts[name] = [level.discount for level in model.levels]
+            for k, level in enumerate(model.levels, start=1):
+                if level.keys is not None:  # int32 on disk where they fit: a smaller file
+                    small = level.keys.size == 0 or level.keys[-1] < 2**31
+                    arrays[f"{name}_keys_{k}"] = level.keys.astype(np.int32 if small else np.int64)
+                arrays[f"{name}_counts_{k}"] = level.counts
+                arrays[f"{name}_totals_{k}"] = level.totals
+                arrays[f"{name}_types_{k}"] = level.types
+    meta = {
+        "format": FORMAT,
+        "key": key,
+        "names": ngrams.names,
+        "ngrams": len(ngrams.ngrams),
+        "detectors": len(ngrams._detectors),
+        "discounts": discounts,
+    }
+    if ngrams._prior is not None:
+        arrays["prior"] = ngrams._prior
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    np.savez(buffer, meta=np.array(json.dumps(meta)), **arrays)
+    write_atomically(path, buffer.getvalue())
+
+
+def read(path: Path, key: str) -> BaseNGrams:
+    """The n-grams saved at `path`; FileNotFoundError, or ValueError (and whatever a
+    damaged zip raises) when it is not a whole file of `key`."""
+    with np.load(path, allow_pickle=False) as f:
+        meta = json.loads(str(f["meta"]))
+        if meta.get("format") != FORMAT or meta.get("key") != key:
+            raise ValueError(f"format {meta.get('format')!r}, key {meta.get('key')!r}")
+        discounts = meta["discounts"]
+        ngrams = [_model(f, f"n{i}", discounts[f"n{i}"]) for i in range(meta["ngrams"])]
+        detectors = [_model(f, f"d{i}", discounts[f"d{i}"]) for i in range(meta["detectors"])]
+        prior = np.asarray(f["prior"], np.float64) if "prior" in f.files else None
+    if len(meta["names"]) != len(ngrams) or (detectors and len(detectors) != len(ngrams) - 1):
+        raise ValueError("the names, n-grams and detectors do not match")
+    return BaseNGrams(ngrams, meta["names"], detectors, prior)
+
+
+def _model(f, name: str, discounts: list[float]) -> ByteNGram:
+    """One n-gram's levels, checked to fit together (sizes, sorted keys)."""
+    levels = []
+    contexts = 1  # level k's contexts are the (k-1)-grams: one (the empty one) at k = 1
+    for k, discount in enumerate(discounts, start=1):
+        keys = np.asarray(f[f"{name}_keys_{k}"], np.int64) if k > 1 else None
+        grams = ngram_counts.RADIX if keys is None else keys.size  # k = 1: every symbol
+        level = Level(
+            keys=keys,
+            counts=f[f"{name}_counts_{k}"],
+            totals=f[f"{name}_totals_{k}"],
+            types=f[f"{name}_types_{k}"],
+            discount=float(discount),
+        )
+        fits = (
+            level.counts.size == grams + 1
+            and level.totals.size == level.types.size == contexts + 1
+            and 0.0 < level.discount <= 1.0
+        )
+        if keys is not None and keys.size:
+            fits = fits and bool(np.all(np.diff(keys) > 0)) and keys[0] >= 0
+            fits = fits and bool(keys[-1] // ngram_counts.RADIX < contexts)
+        if not fits:
+            raise ValueError(f"{name}: level {k} does not fit together")
+        levels.append(level)
+        contexts = grams
+    return ByteNGram.of_levels(levels)
