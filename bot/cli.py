@@ -113,7 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(func=cmd_eval)
     train = sub.add_parser("train", help="retrain once now, exactly as the scheduler does")
     train.set_defaults(func=cmd_train)
-    train.add_argument("--trigger", choices=["cli", "schedule", "admin"], default="cli")
+    train.add_argument(
+        "--trigger",
+        choices=["cli", "schedule", "admin"],
+        default=None,
+        help="what the run is reported as (default: cli; schedule with --if-due)",
+    )
     train.add_argument("--requested-by", type=int, default=None, help="the admin who asked")
     train.add_argument("--json", action="store_true", help="end with the run as one JSON line")
     train.add_argument(
@@ -259,23 +264,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     configure_logging(logging.INFO, settings.log_format)
     with contextlib.suppress(OSError):
         os.nice(10)  # the bot answering on the same cores comes first
-    import_tensorflow()
-    from bot.train_job import AlreadyRunning, train_once
-
+    # A timer's run stands for the bot's schedule, and is reported as one.
+    trigger = args.trigger or ("schedule" if args.if_due else "cli")
     db = open_database_for(settings)
     try:
+        # Before TensorFlow loads: a timer that finds nothing due costs a second.
         if args.if_due and (wait := not_due(settings, db)) is not None:
             print(f"charbot: no run now: {wait}")
             return 0
-        run = train_once(
-            settings, db, trigger=args.trigger, requested_by=args.requested_by, report=print
-        )
-    except AlreadyRunning as exc:
-        if args.if_due:  # a timer's run finds one going: nothing to do now
-            print(f"charbot: no run now: {exc}")
-            return 0
-        print(f"charbot: {exc}", file=sys.stderr)
-        return ALREADY_RUNNING_EXIT
+        import_tensorflow()
+        from bot.train_job import AlreadyRunning, train_once
+
+        try:
+            run = train_once(
+                settings, db, trigger=trigger, requested_by=args.requested_by, report=print
+            )
+        except AlreadyRunning as exc:
+            if args.if_due:  # a timer's run finds one going: nothing to do now
+                print(f"charbot: no run now: {exc}")
+                return 0
+            print(f"charbot: {exc}", file=sys.stderr)
+            return ALREADY_RUNNING_EXIT
     finally:
         db.dispose()
     print(describe_run(run))

@@ -169,9 +169,10 @@ async def status(request: Request) -> str:
     if services.memory is not None:
         extra.append(services.memory.status_line())
     if retrainer is not None:
-        # With PostgreSQL, asking the run lock is a round trip to the server.
-        running = await asyncio.to_thread(retrainer.running)
-        holder = await asyncio.to_thread(retrainer.lock.holder) if running else None
+        # With PostgreSQL, asking the run lock is a round trip to the server: one, off the
+        # event loop. A holder (None: no run) is a run going, here or elsewhere.
+        holder = await asyncio.to_thread(retrainer.lock.holder)
+        running = retrainer.running_here() or holder is not None
         extra += await asyncio.to_thread(
             status_lines,
             services.settings,

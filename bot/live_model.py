@@ -121,7 +121,8 @@ class LiveModel:
 
     async def start(self) -> None:
         """Start the batching worker on the running event loop, and warm the batch sizes
-        open() left cold in the background (a reply that needs one first waits for it)."""
+        open() left cold in the background (meanwhile a reply may wait for one to load,
+        or at a first start to compile: the generator runs one batch at a time)."""
         if self._service is None:
             self._service = ReplyService(self._generator, max_batch=self.max_batch)
             await self._service.start()
@@ -130,15 +131,25 @@ class LiveModel:
             self._warming = asyncio.create_task(self._warm_up(cold), name="warm-up")
 
     async def _warm_up(self, buckets: tuple[int, ...]) -> None:
-        started = time.monotonic()
-        await asyncio.to_thread(_warm_up, self._generator, buckets)
-        log.info("%s (%.1f s)", WARMED_UP, time.monotonic() - started)
+        """Warm `buckets` one at a time, each under the swap lock: no build overlaps one (two
+        compiles on two cores), and one that replaced the generator ends the warm-up."""
+        generator, started = self._generator, time.monotonic()
+        try:
+            for bucket in buckets:
+                async with self._swap_lock:
+                    if self._generator is not generator:
+                        return
+                    await asyncio.to_thread(generator.warm_up, [bucket])
+            async with self._swap_lock:
+                await asyncio.to_thread(_after_build)
+            log.info("%s (%.1f s)", WARMED_UP, time.monotonic() - started)
+        except Exception:  # each batch size still compiles at its first reply
+            log.exception("warming up the batch sizes %s failed", buckets)
 
     async def stop(self) -> None:
         """Answer every reply already asked for, then stop the batching worker."""
-        if self._warming is not None:  # a thread: it cannot be cancelled, only awaited
-            with contextlib.suppress(Exception):  # logged where it matters: at a reply
-                await self._warming
+        if self._warming is not None:  # at most one batch size's build to wait for
+            await asyncio.gather(self._warming, return_exceptions=True)
             self._warming = None
         if self._service is None:
             return
@@ -272,17 +283,14 @@ def _with_memory(
         generator.warm_up(generator.batch_buckets[:warm])
         return generator, memory
     finally:
-        _release_freed_memory()
-        xla_cache.trim()  # this build's code is kept; the oldest goes past the limit
+        _after_build()
 
 
-def _warm_up(generator: Generator, buckets: Sequence[int]) -> None:
-    """Warm `buckets` of `generator`, then hand back what compiling freed, as a build does."""
-    try:
-        generator.warm_up(buckets)
-    finally:
-        _release_freed_memory()
-        xla_cache.trim()
+def _after_build() -> None:
+    """Hand back the heap that compiling freed, and keep the compiled code within its
+    limit (call under the swap lock: no other build loads a file meanwhile)."""
+    _release_freed_memory()
+    xla_cache.trim()  # this build's code is kept; the oldest goes past the limit
 
 
 def base_ngrams(store: ModelStore, model: ModelFile, memory: ChatMemory | None):

@@ -154,7 +154,7 @@ def describe_holder(holder: dict | None) -> str:
     """Which run holds the run lock, for people: "pid 4242 on gpu-1 since 2026-01-02 03:04
     UTC" (the host only when the lock says, as the database's lock does: a pid names a
     process on that host only); "" when nothing is known."""
-    if not holder:
+    if not holder or not isinstance(holder, dict):  # a lock file that says nothing usable
         return ""
     parts = []
     if holder.get("pid") is not None:

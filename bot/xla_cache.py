@@ -28,6 +28,7 @@ import importlib.metadata
 import logging
 import os
 import platform
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,6 +46,8 @@ ENTRY_FIELDS = {1, 2, 3}
 SETTLE_S = 60.0  # trim() leaves files this young alone: a compile may be writing them
 
 _folder: Path | None = None  # where this process's compiles write, once kept() set it
+_tidying = threading.Lock()  # one trim at a time
+STALE_TMP_S = 3600  # a write TensorFlow left unfinished (`*.tmp`) this old is removed
 
 
 def machine_tag() -> str:
@@ -109,7 +112,8 @@ def trim() -> None:
     if _folder is None:
         return
     try:
-        tidy(_folder, settle_s=SETTLE_S)
+        with _tidying:
+            tidy(_folder, settle_s=SETTLE_S)
     except (OSError, ValueError) as e:
         log.warning("could not tidy XLA's compiled code in %s: %s", _folder, e)
 
@@ -140,11 +144,16 @@ def tidy(folder: Path, settle_s: float = 0.0) -> None:
     for _, size, path in sorted(files, reverse=True):
         kept_bytes += size
         if kept_bytes > LIMIT_BYTES:
-            path.unlink()
+            path.unlink(missing_ok=True)
             path.with_name(path.name + DIGEST_SUFFIX).unlink(missing_ok=True)
     for sidecar in folder.glob(f"*.pb{DIGEST_SUFFIX}"):
         if not sidecar.with_suffix("").exists():
-            sidecar.unlink()
+            sidecar.unlink(missing_ok=True)
+    stale = time.time() - STALE_TMP_S
+    for unfinished in folder.glob("*.tmp"):  # TensorFlow writes <name>.pb<unique>.tmp
+        with contextlib.suppress(FileNotFoundError):
+            if unfinished.stat().st_mtime < stale:
+                unfinished.unlink()
 
 
 def _digest_of(sidecar: Path) -> str | None:

@@ -31,6 +31,7 @@ blocked by the lock. Any other URL gets an ordinary engine.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -126,15 +127,20 @@ def _begin_postgresql(conn: Connection) -> None:
 
 
 def postgresql_connect_args(url: URL, options: str, *, application_name: str) -> dict:
-    """psycopg's connect arguments for the bot's settings, under those of the URL: SQLAlchemy
-    puts connect_args over the URL's query, so a `connect_timeout` or `application_name`
-    the operator wrote in CHARBOT_DATABASE_URL is kept, and our server `options` (`-c
-    name=value`) go after the URL's (for one name, the last setting wins)."""
-    query = url.query
-    args: dict = {"options": f"{query.get('options', '')} {options}".strip()}
-    if "connect_timeout" not in query:
+    """psycopg's connect arguments for the bot's settings, under the operator's.
+
+    SQLAlchemy puts connect_args over the URL's query, and libpq puts a given keyword over
+    its environment (PGOPTIONS, PGCONNECT_TIMEOUT, PGAPPNAME): so a `connect_timeout` or
+    `application_name` the operator set either way is left alone, and the bot's server
+    `options` (`-c name=value`) go first, before the URL's or PGOPTIONS (for one name,
+    the last setting wins).
+    """
+    query = {k: " ".join(v) if isinstance(v, tuple) else v for k, v in url.query.items()}
+    theirs = query.get("options", os.environ.get("PGOPTIONS", ""))
+    args: dict = {"options": f"{options} {theirs}".strip()}
+    if "connect_timeout" not in query and "PGCONNECT_TIMEOUT" not in os.environ:
         args["connect_timeout"] = CONNECT_TIMEOUT_S
-    if "application_name" not in query:
+    if "application_name" not in query and "PGAPPNAME" not in os.environ:
         args["application_name"] = application_name
     return args
 

@@ -170,5 +170,6 @@ def test_train_if_due_starts_a_run_only_when_the_schedule_would(
         finally:
             lock.release()
         assert train_if_due()[-1] == '{"run_id": 2, "status": "skipped"}'  # due: it ran
+        assert recent(db)[0].trigger == "schedule"  # reported as the schedule's run
     finally:
         db.dispose()

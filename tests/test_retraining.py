@@ -33,6 +33,7 @@ from storage import (
     get_or_create_user,
     last_message_id,
     read_training_sample,
+    recent_runs,
     start_run,
 )
 
@@ -179,8 +180,8 @@ def test_the_swap_under_a_stream_of_replies_fails_none(settings, generator, tiny
     assert notes == []
 
 
-def test_scheduled_checks_wait_for_new_messages_and_remember_the_last_run(settings, generator):
-    settings = dataclasses.replace(settings, retrain_min_messages=5)
+def test_scheduled_checks_wait_for_new_messages_and_remember_the_last_run(any_settings, generator):
+    settings = dataclasses.replace(any_settings, retrain_min_messages=5)
     write_chats(settings, chats=1, turns=3)  # 3 human messages in one chat
     services = open_services(settings, generator=generator)
     notes = []
@@ -210,11 +211,13 @@ def test_scheduled_checks_wait_for_new_messages_and_remember_the_last_run(settin
             return retrainer
 
         asyncio.run(run_due())
+        with restarted.read() as session:
+            reported = [(run.id, run.reported) for run in reversed(recent_runs(session))]
         restarted.dispose()
     finally:
         services.close()
     # The run that reported itself is marked so; the one written by hand above is not.
-    assert sql(settings.data_dir, "SELECT id, reported FROM training_runs") == [(1, 0), (2, 1)]
+    assert reported == [(1, False), (2, True)]
     [(admin, text)] = notes
     assert admin is None  # a scheduled run reports to every admin
     assert text.startswith(

@@ -63,8 +63,14 @@ def test_only_the_newest_files_are_kept(tmp_path, monkeypatch):
         path = tmp_path / f"c{i}.pb"
         path.write_bytes(entry())  # ~73 bytes each
         os.utime(path, (1000 + i, 1000 + i))
+    unfinished = tmp_path / "c9.pb1234.tmp"  # a write TensorFlow never finished
+    unfinished.write_bytes(b"half")
+    os.utime(unfinished, (1000, 1000))
+    writing = tmp_path / "c8.pb5678.tmp"  # one it is writing now
+    writing.write_bytes(b"half")
     tidy(tmp_path)
     assert sorted(p.name for p in tmp_path.glob("*.pb")) == ["c1.pb", "c2.pb", "c3.pb"]
+    assert not unfinished.exists() and writing.exists()
     assert sorted(p.name for p in tmp_path.glob(f"*{DIGEST_SUFFIX}")) == [
         f"c{i}.pb{DIGEST_SUFFIX}" for i in (1, 2, 3)
     ]
