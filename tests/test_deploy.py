@@ -84,6 +84,18 @@ def healthcheck_command() -> list[str]:
     return [sys.executable, *command[1:]]
 
 
+def test_the_dockerfile_follows_hadolints_rules(tmp_path):
+    """The image cannot be built where there is no Docker engine (as here); hadolint, the
+    Dockerfile linter, checks it against its rules instead."""
+    hadolint = [str(Path(sys.executable).with_name("hadolint")), "--no-color"]
+    clean = subprocess.run([*hadolint, str(DOCKERFILE)], capture_output=True, text=True)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    careless = tmp_path / "Dockerfile"  # the linter does find faults
+    careless.write_text("FROM python:3.11-slim\nRUN apt-get install curl\n")
+    found = subprocess.run([*hadolint, str(careless)], capture_output=True, text=True)
+    assert found.returncode != 0 and "DL3008" in found.stdout  # unpinned apt package
+
+
 def test_image_settings_are_ones_the_bot_reads():
     settings = load_settings(for_the_bot(image_env()), env_file=None)
     assert str(settings.data_dir) in image_json("VOLUME")
