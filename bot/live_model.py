@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot import xla_cache
+from bot.logs import quiet_xla_loads
 from bot.model_info import ModelInfo
 from bot.replies import Busy, ReplyModel, ReplyService
 from model import ModelFile
@@ -139,7 +140,7 @@ class LiveModel:
                 async with self._swap_lock:
                     if self._generator is not generator:
                         return
-                    await asyncio.to_thread(generator.warm_up, [bucket])
+                    await asyncio.to_thread(_warm_quietly, generator, bucket)
             async with self._swap_lock:
                 await asyncio.to_thread(_after_build)
             log.info("%s (%.1f s)", WARMED_UP, time.monotonic() - started)
@@ -284,6 +285,13 @@ def _with_memory(
         return generator, memory
     finally:
         _after_build()
+
+
+def _warm_quietly(generator: Generator, bucket: int) -> None:
+    """Warm one batch size, without TensorFlow's lines about loading its code (the bot's
+    own log lines meanwhile are written when it is done)."""
+    with quiet_xla_loads():
+        generator.warm_up([bucket])
 
 
 def _after_build() -> None:

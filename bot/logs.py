@@ -21,6 +21,15 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # absl's preamble and INFO lines such as "I0000 00:00:17... port.cc:153] oneDNN ...".
 _ABSL_PREAMBLE = "WARNING: All log messages before absl::InitializeLog() is called"
 _ABSL_INFO = re.compile(r"I\d{4} \d\d:\d\d:[\d.]+\s+\d+ \S+:\d+\] ")
+# What TensorFlow writes while it loads a computation from the XLA cache (quiet_xla_loads).
+_XLA_TEXT_PROTO = re.compile(
+    r"^E\d{4} \S+\s+\d+ text_format\.cc:\d+\] Error parsing text-format "
+    r"tensorflow\.XlaSerializedCacheEntry: "
+)
+_XLA_TUNING_FLAGS = re.compile(  # XLA's tuning flags only: a missing CPU feature is kept
+    r"^E\d{4} \S+\s+\d+ cpu_aot_loader\.cc:\d+\] Loading XLA:CPU AOT result\. "
+    r"Target machine feature \+prefer-no-(?:scatter|gather) is not "
+)
 
 
 def configure_logging(level: int, log_format: str, secrets: Sequence[str] = ()) -> None:
@@ -92,6 +101,20 @@ def import_tensorflow() -> None:
         return
     with filtered_stderr(_is_tensorflow_chatter):
         import tensorflow  # noqa: F401
+
+
+def quiet_xla_loads() -> contextlib.AbstractContextManager:
+    """Leave out what TensorFlow writes to stderr while it loads compiled code from the
+    XLA cache (bot.xla_cache), three lines per computation that say nothing is wrong:
+    it tries each file as text before binary, and it compares XLA's own tuning flags
+    with the CPU's features (the folder is per CPU). Everything else is kept."""
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "1").strip() in ("", "0"):
+        return contextlib.nullcontext()  # the user asked for everything
+    return filtered_stderr(is_xla_load_chatter)
+
+
+def is_xla_load_chatter(line: str) -> bool:
+    return bool(_XLA_TEXT_PROTO.search(line) or _XLA_TUNING_FLAGS.search(line))
 
 
 def _is_tensorflow_chatter(line: str) -> bool:

@@ -17,6 +17,7 @@ from bot import xla_cache
 from bot.chat_memory import ChatMemoryKeeper
 from bot.datadir import adopt_shipped_base, open_database_for, open_store
 from bot.live_model import LiveModel
+from bot.logs import quiet_xla_loads
 from bot.metrics import Metrics
 from bot.replies import ReplyModel
 from bot.retrainer import Retrainer
@@ -71,7 +72,8 @@ def open_services(
         adopt_shipped_base(settings, store)
         keeper = ChatMemoryKeeper(settings, db)
         memory = keeper.load()
-        with xla_cache.kept(settings.data_dir):  # the first compile: the start's slow part
+        # The first compile (the start's slow part), or its code loaded from the data dir.
+        with xla_cache.kept(settings.data_dir), quiet_xla_loads():
             live = LiveModel.open(store, generator=generator, max_batch=max_batch, memory=memory)
         keeper.live = live
     except BaseException:

@@ -9,6 +9,7 @@ import sys
 import textwrap
 
 from bot import xla_cache
+from bot.logs import is_xla_load_chatter
 from bot.xla_cache import DIGEST_SUFFIX, FLAGS, kept, machine_tag, tidy, trim, whole_entry
 
 
@@ -116,14 +117,15 @@ COMPILE = """
 import sys
 from pathlib import Path
 import tensorflow as tf
+from bot.logs import quiet_xla_loads
 from bot.xla_cache import kept
-with kept(Path(sys.argv[1])):
+with kept(Path(sys.argv[1])), quiet_xla_loads():
     f = tf.function(lambda x: tf.reduce_sum(x * x), jit_compile=True)
     print(float(f(tf.ones([3]))))
 """
 
 
-def compile_in_a_child(data_dir) -> str:
+def compile_in_a_child(data_dir, stderr: list | None = None) -> str:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     env.pop(FLAGS, None)
     done = subprocess.run(
@@ -134,6 +136,8 @@ def compile_in_a_child(data_dir) -> str:
         timeout=300,
     )
     assert done.returncode == 0, done.stderr
+    if stderr is not None:
+        stderr.append(done.stderr)
     return done.stdout
 
 
@@ -142,6 +146,10 @@ def test_a_compile_keeps_its_code_and_a_damaged_file_is_removed(tmp_path, caplog
     folder = tmp_path / xla_cache.FOLDER / machine_tag()
     [written] = folder.glob("*.pb")
     assert whole_entry(written.read_bytes())
+    printed = []
+    assert compile_in_a_child(tmp_path, printed).strip() == "3.0"  # loaded from the file
+    assert "XlaSerializedCacheEntry" not in printed[0] and "prefer-no-" not in printed[0]
+    assert list(folder.glob("*.pb")) == [written]
     tidy(folder)  # found whole: its digest is kept beside it
     assert written.with_name(written.name + DIGEST_SUFFIX).exists()
     raw = bytearray(written.read_bytes())
@@ -154,3 +162,22 @@ def test_a_compile_keeps_its_code_and_a_damaged_file_is_removed(tmp_path, caplog
     assert caplog.text.count("not the whole compiled computation") == 2
     assert compile_in_a_child(tmp_path).strip() == "3.0"  # compiled again, kept again
     assert len(list(folder.glob("*.pb"))) == 1
+
+
+TEXT_PROTO = (
+    "E0000 00:00:1796282071.060549   10158 text_format.cc:378] Error parsing text-format "
+    "tensorflow.XlaSerializedCacheEntry: 2:1: Expected identifier, got: 4\n"
+)
+AOT = (
+    "E0000 00:00:1796282071.080936   10158 cpu_aot_loader.cc:220] Loading XLA:CPU AOT result. "
+    "Target machine feature {} is not  supported on the host machine. Machine type used...\n"
+)
+
+
+def test_only_tensorflows_lines_about_loading_the_cache_are_left_out():
+    assert is_xla_load_chatter(TEXT_PROTO)
+    assert is_xla_load_chatter(AOT.format("+prefer-no-scatter"))
+    assert is_xla_load_chatter(AOT.format("+prefer-no-gather"))
+    assert not is_xla_load_chatter(AOT.format("+avx512fp16"))  # a CPU feature: a real risk
+    assert not is_xla_load_chatter("E0000 00:00:1.0   1 text_format.cc:378] Error parsing x\n")
+    assert not is_xla_load_chatter("2026-12-03 07:16:04,955 INFO bot.app: serving\n")
