@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
-from test_bot_e2e import ADMIN, USER, data_dir, env, running_bot, say, settings, sql, stub
+from test_bot_e2e import ADMIN, USER, data_dir, env, running_bot, say, settings, sql, stub, until
 
 from bot import cli
 from bot.backup import BackupError, backup, restore
@@ -100,6 +100,10 @@ def test_a_backup_taken_while_the_bot_runs_restores_into_a_fresh_data_dir(
     async def before(app):
         await say(stub, "/temp 1.3")
         await say(stub, "remember this")
+        # The reply is recorded just after it is sent: backed up before that, the restored
+        # bot would owe it and answer it again, with other words.
+        owed = "SELECT count(*) FROM pending_replies"
+        await until(lambda: sql(data_dir, owed) == [(0,)], what="the reply recorded")
         writing = threading.Event()
 
         def write_meanwhile():  # another writer all through the backup
