@@ -22,8 +22,8 @@ import contextlib
 import logging
 import time
 
-from bot.datadir import memory_path
-from bot.live_model import LiveModel
+from bot.datadir import MODELS_DIR, memory_path
+from bot.live_model import LiveModel, kept_base_ngrams
 from bot.reports import describe_memory, memory_line
 from bot.settings import Settings
 from model.memory import ChatMemory, MemoryFileError, Messages
@@ -44,7 +44,9 @@ class ChatMemoryKeeper:
         self.db = db
         self.live = live  # set before start(): the memory is loaded before the model
         self.path = memory_path(settings)
-        self.builder = MemoryBuilder(min_users=settings.memory_min_users)
+        # Fitted with the base n-grams the generators serve: one copy, never counted here.
+        base = kept_base_ngrams(settings.data_dir / MODELS_DIR)
+        self.builder = MemoryBuilder(min_users=settings.memory_min_users, base=base)
         self.notices: list[str] = []  # for the admins: a memory file that did not load
         self.refreshes = 0
         self.last_seconds: float | None = None  # how long the last refresh took

@@ -202,10 +202,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         db.dispose()
         raise CommandError(model_hint(exc)) from None
     try:
-        lock = run_lock(settings)
-        running = lock.is_running()
-        holder = lock.holder() if running else None
-        extra = status_lines(settings, db, store, running=running, holder=holder)
+        holder = run_lock(settings).holder()  # None: no run going
+        extra = status_lines(settings, db, store, running=holder is not None, holder=holder)
         extra.append(memory_line(saved_memory(memory_path(settings)), settings))
         info = ModelInfo.of_version(store, version, model)
         print(status_text(db, info, uptime=None, extra=extra))

@@ -18,7 +18,7 @@ from bot.datadir import (
     run_lock,
 )
 from bot.metrics import MetricsServer
-from bot.reports import STALE_RUN, describe_holder, schedule_wait
+from bot.reports import STALE_RUN, run_going, schedule_wait
 from bot.settings import Settings
 from storage import Database
 
@@ -36,8 +36,7 @@ def not_due(settings: Settings, db: Database) -> str | None:
     check_shared_store(settings, db)  # before open_store, which would start a store here
     lock = run_lock(settings)
     if not lock.acquire():
-        who = describe_holder(lock.holder())
-        return f"another retraining run is going{f' ({who})' if who else ''}"
+        return run_going(lock.holder())
     try:
         reconcile_stale_runs(db, open_store(settings), STALE_RUN)
     finally:

@@ -22,7 +22,7 @@ import contextlib
 import ctypes
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +32,7 @@ from bot.model_info import ModelInfo
 from bot.replies import Busy, ReplyModel, ReplyService
 from model import ModelFile
 from model.generator import Generator, Reply
-from model.languages import served_mix
+from model.languages import BaseNGrams, served_mix
 from model.memory import ChatMemory
 from model.ngram_cache import FOLDER, load_base_ngrams
 from model.store import ModelStore
@@ -60,6 +60,7 @@ class LiveModel:
         *,
         max_batch: int | None = None,
         memory: ChatMemory | None = None,
+        cold: tuple[int, ...] = (),
     ):
         self.store = store
         self.memory = memory  # the chat memory being served (None: none)
@@ -70,7 +71,7 @@ class LiveModel:
         self._swap_lock = asyncio.Lock()
         self._unloadable: int | None = None  # a version whose load failed: not retried
         self._silenced = 0  # silence_memory() calls: a generator built meanwhile obeys too
-        self._cold: tuple[int, ...] = ()  # batch buckets of the generator not warmed yet
+        self._cold = cold  # batch sizes of the generator not warmed yet (start() warms them)
         self._warming: asyncio.Task | None = None
 
     @classmethod
@@ -97,9 +98,7 @@ class LiveModel:
             if memory is not None:  # the stand-in is served with the saved memory
                 generator, memory = _with_memory(store, shape_of(generator), model, memory)
         info = ModelInfo.of_version(store, version, model)
-        live = cls(store, generator, info, max_batch=max_batch, memory=memory)
-        live._cold = cold
-        return live
+        return cls(store, generator, info, max_batch=max_batch, memory=memory, cold=cold)
 
     @property
     def version(self) -> int | None:
@@ -140,7 +139,7 @@ class LiveModel:
                 async with self._swap_lock:
                     if self._generator is not generator:
                         return
-                    await asyncio.to_thread(_warm_quietly, generator, bucket)
+                    await asyncio.to_thread(_warm_quietly, generator, [bucket])
             async with self._swap_lock:
                 await asyncio.to_thread(_after_build)
             log.info("%s (%.1f s)", WARMED_UP, time.monotonic() - started)
@@ -281,17 +280,19 @@ def _with_memory(
         if generator is None:
             ngram = base_ngrams(store, model, None)
             generator = Generator(model, ngram=ngram, warm_up=False, **shape)
-        generator.warm_up(generator.batch_buckets[:warm])
+        _warm_quietly(generator, generator.batch_buckets[:warm])
         return generator, memory
     finally:
         _after_build()
 
 
-def _warm_quietly(generator: Generator, bucket: int) -> None:
-    """Warm one batch size, without TensorFlow's lines about loading its code (the bot's
-    own log lines meanwhile are written when it is done)."""
-    with quiet_xla_loads():
-        generator.warm_up([bucket])
+def _warm_quietly(generator: Generator, buckets: Sequence[int]) -> None:
+    """Warm `buckets` without TensorFlow's lines about loading their code (at a start, a
+    swap or a rollback alike), one at a time: the bot's own stderr lines meanwhile are
+    held for one batch size's build at most."""
+    for bucket in buckets:
+        with quiet_xla_loads():
+            generator.warm_up([bucket])
 
 
 def _after_build() -> None:
@@ -306,7 +307,15 @@ def base_ngrams(store: ModelStore, model: ModelFile, memory: ChatMemory | None):
     store's n-gram cache."""
     if model.mix is None and memory is None:
         return None
-    return load_base_ngrams(served_mix(model)[0], Path(store.root) / FOLDER)
+    return kept_base_ngrams(store.root)(served_mix(model)[0])
+
+
+def kept_base_ngrams(store_root: str | Path) -> Callable[[int], BaseNGrams]:
+    """The base n-grams of an order, from the n-gram cache of the model store at
+    `store_root`: one copy per process, for the generators and the chat memory's fitting
+    (model.memory_fit) alike."""
+    folder = Path(store_root) / FOLDER
+    return lambda order: load_base_ngrams(order, folder)
 
 
 def _release_freed_memory() -> None:

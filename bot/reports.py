@@ -167,6 +167,13 @@ def describe_holder(holder: dict | None) -> str:
     return " ".join(parts)
 
 
+def run_going(holder: dict | None) -> str:
+    """Why no run starts while the run lock is held: "another retraining run is going
+    (pid 4242 on gpu-1 since ...)", naming the holder as far as it is known."""
+    who = describe_holder(holder)
+    return f"another retraining run is going{f' ({who})' if who else ''}"
+
+
 def status_lines(
     settings: Settings,
     db: Database,

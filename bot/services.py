@@ -17,7 +17,6 @@ from bot import xla_cache
 from bot.chat_memory import ChatMemoryKeeper
 from bot.datadir import adopt_shipped_base, open_database_for, open_store
 from bot.live_model import LiveModel
-from bot.logs import quiet_xla_loads
 from bot.metrics import Metrics
 from bot.replies import ReplyModel
 from bot.retrainer import Retrainer
@@ -73,7 +72,7 @@ def open_services(
         keeper = ChatMemoryKeeper(settings, db)
         memory = keeper.load()
         # The first compile (the start's slow part), or its code loaded from the data dir.
-        with xla_cache.kept(settings.data_dir), quiet_xla_loads():
+        with xla_cache.kept(settings.data_dir):
             live = LiveModel.open(store, generator=generator, max_batch=max_batch, memory=memory)
         keeper.live = live
     except BaseException:

@@ -27,7 +27,7 @@ from bot.datadir import (
     run_dir,
     run_lock,
 )
-from bot.reports import STALE_RUN, describe_holder, load_run
+from bot.reports import STALE_RUN, load_run, run_going
 from bot.settings import Settings
 from bot.texts import plural
 from model import load
@@ -86,8 +86,7 @@ def train_once(
     check_shared_store(settings, db)
     lock = run_lock(settings)
     if not lock.acquire():
-        who = describe_holder(lock.holder())
-        raise AlreadyRunning(f"another retraining run is going{f' ({who})' if who else ''}")
+        raise AlreadyRunning(run_going(lock.holder()))
     try:
         run_id = begin(settings, db, open_store(settings), trigger, requested_by)
         try:

@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from model.codec import Encoded, encode_transcript
 from model.corpus import BASE_SEED, base_split
-from model.languages import base_ngrams, served_mix
+from model.languages import BaseNGrams, base_ngrams, served_mix
 from model.memory import MEMORY_ORDER, MIN_USERS, ChatMemory, MemoryInfo, Messages, count_memory
 from model.modelfile import ModelFile
 from model.network import network_of
@@ -65,9 +65,17 @@ class Scored:
 class MemoryBuilder:
     """Builds memories for one network at a time (thread-safe; builds are serialised)."""
 
-    def __init__(self, min_users: int = MIN_USERS, base_conversations: int | None = None):
+    def __init__(
+        self,
+        min_users: int = MIN_USERS,
+        base_conversations: int | None = None,
+        base: Callable[[int], BaseNGrams] = base_ngrams,
+    ):
+        """`base`: the base n-grams of an order (default: counted from the corpus once per
+        process; the bot passes its kept copy, the one its generators serve)."""
         self.min_users = min_users
         self.base_conversations = base_conversations or BASE_SLICE_CONVERSATIONS
+        self.base_ngrams = base
         self._lock = threading.Lock()
         self._model: ModelFile | None = None
         self._net = None
@@ -137,7 +145,7 @@ class MemoryBuilder:
             order = np.random.RandomState(BASE_SEED).permutation(len(heldout))
             picked = np.sort(order[: self.base_conversations])
             encoded = [conversation_ids(heldout[i]) for i in picked]
-            served = base_ngrams(served_mix(model)[0]).served(encoded)
+            served = self.base_ngrams(served_mix(model)[0]).served(encoded)
             self._base_slice = (encoded, (network_probs(net, encoded), *served))
         return self._base_slice
 
@@ -145,7 +153,7 @@ class MemoryBuilder:
         """`known`: the network's and the base n-grams' part, if scored already."""
         if known is None:
             p_net = network_probs(self._net_of(model), encoded)
-            known = (p_net, *base_ngrams(served_mix(model)[0]).served(encoded))
+            known = (p_net, *self.base_ngrams(served_mix(model)[0]).served(encoded))
         p_net, p_base, e_base = known
         p_mem, e_mem = ngram_scores(memory, encoded)
         return Scored(stack([p_net, p_base, p_mem]), e_base, e_mem)

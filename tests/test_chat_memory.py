@@ -10,15 +10,19 @@ import datetime as dt
 import random
 import re
 import urllib.request
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from test_ngram_cache import ORDER, small_base
 
-from bot.datadir import MEMORY_FILE
+from bot import live_model
+from bot.chat_memory import ChatMemoryKeeper
+from bot.datadir import MEMORY_FILE, MODELS_DIR
 from bot.metrics import MetricsServer
 from bot.services import open_services
-from bot.settings import load_settings
-from model import load
+from bot.settings import Settings, load_settings
+from model import load, ngram_cache
 from model.generator import Generator
 from model.memory import ChatMemory
 from model.memory_fit import MemoryBuilder
@@ -397,3 +401,16 @@ def test_metrics_report_the_served_memorys_age_and_size(services):
     assert gauge(fresh, "charbot_chat_memory_bytes") == memory.size_bytes
     assert 0 <= gauge(fresh, "charbot_chat_memory_age_seconds") < 60
     assert 3600 <= gauge(old, "charbot_chat_memory_age_seconds") < 3660
+
+
+def test_the_memory_is_fitted_with_the_base_ngrams_the_generators_serve(tmp_path, monkeypatch):
+    """Once the base n-grams are kept in the store, a start reads them once: the chat
+    memory's fitting uses that copy too, never counting the corpus again beside it."""
+    monkeypatch.setattr(ngram_cache, "base_ngrams", lambda order: small_base())  # the count
+    settings = Settings(data_dir=tmp_path)
+    store_root = settings.data_dir / MODELS_DIR
+    ngram_cache.load_base_ngrams.__wrapped__(ORDER, store_root / ngram_cache.FOLDER)  # kept
+    mixed = SimpleNamespace(mix=(ORDER, 0.35))  # a model file mixed with the base 4-grams
+    served = live_model.base_ngrams(SimpleNamespace(root=store_root), mixed, None)
+    keeper = ChatMemoryKeeper(settings, db=None)
+    assert keeper.builder.base_ngrams(ORDER) is served
