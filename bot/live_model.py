@@ -11,23 +11,21 @@ served with the memory being served.
 
 The base n-grams a model is mixed with are read from the store's n-gram cache
 (model.ngram_cache: counted at the first start, then read in a fraction of a second),
-once per process. After a generator is built, the memory that compiling it used and
-freed is handed back to the system.
+once per process. After a generator is built, the memory that building it used once
+is handed back to the system (bot/resident.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot import xla_cache
-from bot.logs import quiet_xla_loads
+from bot import resident, xla_cache
+from bot.logs import WARMED_UP, quiet_xla_loads
 from bot.model_info import ModelInfo
 from bot.replies import Busy, ReplyModel, ReplyService
 from model import ModelFile
@@ -40,7 +38,6 @@ from model.store import ModelStore
 log = logging.getLogger(__name__)
 
 START_BUCKETS = 1  # batch sizes warmed before a start serves (the rest: beside it)
-WARMED_UP = "every batch size warmed up"  # logged when the rest are
 
 
 @dataclass(frozen=True)
@@ -142,7 +139,8 @@ class LiveModel:
                     await asyncio.to_thread(_warm_quietly, generator, [bucket])
             async with self._swap_lock:
                 await asyncio.to_thread(_after_build)
-            log.info("%s (%.1f s)", WARMED_UP, time.monotonic() - started)
+            took = time.monotonic() - started
+            log.info("%s (%.1f s); resident %s", WARMED_UP, took, resident.resident())
         except Exception:  # each batch size still compiles at its first reply
             log.exception("warming up the batch sizes %s failed", buckets)
 
@@ -296,9 +294,10 @@ def _warm_quietly(generator: Generator, buckets: Sequence[int]) -> None:
 
 
 def _after_build() -> None:
-    """Hand back the heap that compiling freed, and keep the compiled code within its
-    limit (call under the swap lock: no other build loads a file meanwhile)."""
-    _release_freed_memory()
+    """Hand back what building read or freed (bot/resident.py), and keep the compiled
+    code within its limit (call under the swap lock: no other build loads a file
+    meanwhile)."""
+    resident.hand_back()
     xla_cache.trim()  # this build's code is kept; the oldest goes past the limit
 
 
@@ -316,13 +315,6 @@ def kept_base_ngrams(store_root: str | Path) -> Callable[[int], BaseNGrams]:
     (model.memory_fit) alike."""
     folder = Path(store_root) / FOLDER
     return lambda order: load_base_ngrams(order, folder)
-
-
-def _release_freed_memory() -> None:
-    """Hand the heap that compiling freed back to the system (glibc keeps it otherwise:
-    ~65 MB of resident memory after a warm-up); nothing where there is no glibc."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def shape_of(generator: ReplyModel) -> dict:

@@ -5,7 +5,9 @@ loops (reading the prompt, sampling the reply) run inside one XLA-compiled graph
 so a 200-byte reply costs one call instead of 200. Each row has its own
 temperature and stops at its own separator or cap. Batch sizes are bucketed and the
 prompt has one fixed width (left-padded; the loop starts at the earliest real
-byte), so after warm-up serving never traces or compiles again.
+byte), so after warm-up serving never traces or compiles again. The loop itself
+(model.loop) takes the network's weights and the mixer's tables as arguments, so every
+generator of the same shapes in a process shares its compiled code.
 
 A model file can ask to be mixed with the base corpus' byte n-gram (model.mixture):
 then each step samples from weight * network + (1 - weight) * n-gram, the n-gram
@@ -27,6 +29,7 @@ import tensorflow as tf
 
 from model.codec import FALLBACK_REPLY, MAX_PROMPT_BYTES, PAD, SEP, decode, encode_prompt
 from model.languages import BaseNGrams
+from model.loop import Params, loop, spec
 from model.memory import ChatMemory
 from model.mixture import Mixer
 from model.modelfile import ModelFile, weight_names
@@ -74,8 +77,8 @@ class Generator:
         self._load_weights(model)
         self._mixer = Mixer(model, ngram, memory)
         self.network_weight = self._mixer.network_weight
-        self._fn = tf.function(self._generate, jit_compile=jit_compile, autograph=False)
-        self._concrete = {}  # bucket -> its traced function, traced at its first use
+        self._fn = loop(jit_compile, max_reply_bytes)
+        self._concrete = {}  # bucket -> its function (traced at the process' first use)
         if warm_up:
             self.warm_up()
 
@@ -84,8 +87,9 @@ class Generator:
         return self.batch_buckets[-1]
 
     def tracing_count(self) -> int:
-        """How many times the graph was traced (one per batch bucket, never more)."""
-        return self._fn.experimental_get_tracing_count()
+        """How many batch buckets are ready (each traced once per process and shapes, at
+        the first use by any generator)."""
+        return len(self._concrete)
 
     def warm_up(self, buckets: Sequence[int] | None = None) -> None:
         """Run each of `buckets` (default: all) once, so that it is traced and XLA compiles
@@ -104,8 +108,12 @@ class Generator:
                 tf.TensorSpec([], tf.int32),
                 tf.TensorSpec([b, self._mixer.context_width], tf.int32),
                 tf.TensorSpec([b], tf.int32),
+                tf.nest.map_structure(spec, self._params()),
             )
         return self._concrete[b]
+
+    def _params(self) -> Params:
+        return Params(tuple(self._layers), self._out_kernel, self._out_bias, self._mixer.params())
 
     # -- public API ---------------------------------------------------------------
 
@@ -188,6 +196,7 @@ class Generator:
                 tf.constant(max(1, min_new), tf.int32),
                 tf.constant(contexts),
                 tf.constant(tables),
+                self._params(),
             ).numpy()
         rows = []
         for row in tokens[:n]:
@@ -226,82 +235,6 @@ class Generator:
     def silence_memory(self) -> None:
         """Stop the chat memory from having any say, at once (model.mixture.Mixer)."""
         self._mixer.silence_memory()
-
-    def _step(self, tokens, states):
-        """One byte through the GRU stack; Keras' GRU cell with reset_after=True."""
-        new_states = []
-        x = None
-        for i, (kernel, recurrent, b_in, b_rec) in enumerate(self._layers):
-            h = states[i]
-            xp = tf.gather(kernel, tokens) if i == 0 else tf.matmul(x, kernel)
-            xp = xp + b_in
-            hp = tf.matmul(h, recurrent) + b_rec
-            x_z, x_r, x_h = tf.split(xp, 3, axis=-1)
-            h_z, h_r, h_h = tf.split(hp, 3, axis=-1)
-            z = tf.sigmoid(x_z + h_z)
-            r = tf.sigmoid(x_r + h_r)
-            candidate = tf.tanh(x_h + r * h_h)
-            h = z * h + (1.0 - z) * candidate
-            new_states.append(h)
-            x = h
-        return new_states
-
-    def _generate(self, prompt, temperature, limit, seed, min_new, contexts, tables):
-        # prompt (B, P) left-padded ids; temperature (B,); limit (B,) max new bytes per row;
-        # min_new: no SEP before this many bytes (>= 1: a reply is never empty);
-        # contexts (B, order): each row's n-gram context ids after its prompt (if mixing);
-        # tables (B,): the base n-gram table each row reads (its prompt's language)
-        batch = prompt.shape[0]  # static: one trace per batch bucket
-        width = prompt.shape[1]
-        units = self.config.units
-        real = tf.not_equal(prompt, PAD)  # (B, P)
-        first = tf.reduce_min(tf.argmax(tf.cast(real, tf.int32), axis=1, output_type=tf.int32))
-        states = [tf.zeros([batch, units]) for _ in self._layers]
-
-        def read(t, *states):
-            new = self._step(prompt[:, t], list(states))
-            keep = real[:, t][:, None]
-            return (t + 1, *[tf.where(keep, n, s) for n, s in zip(new, states, strict=True)])
-
-        _, *states = tf.while_loop(lambda t, *s: t < width, read, (first, *states))
-
-        vocab = self.config.vocab_size
-        banned = tf.one_hot(PAD, vocab, on_value=-1e9, off_value=0.0)  # never sample PAD
-        no_sep = tf.one_hot(SEP, vocab, on_value=-1e9, off_value=0.0)
-        steps = tf.reduce_max(limit)
-        greedy = tf.equal(temperature, 0.0)[:, None]  # (B, 1)
-        inv_temp = 1.0 / tf.where(greedy, 1.0, temperature[:, None])
-        # One uniform per row and step, drawn up front: inverse-CDF sampling needs no more.
-        uniform = tf.random.stateless_uniform([self.max_reply_bytes, batch], seed=seed)
-
-        mixer = self._mixer
-
-        def write(i, out, done, contexts, *states):
-            logits = tf.matmul(states[-1], self._out_kernel) + self._out_bias  # (B, vocab)
-            bans = banned + tf.cast(i < min_new, tf.float32) * no_sep
-            logits += bans
-            logits, read = mixer.mix(logits, bans, contexts, tables)
-            best = tf.argmax(logits, axis=-1, output_type=tf.int32)
-            scaled = logits * inv_temp
-            probs = tf.exp(scaled - tf.reduce_max(scaled, axis=-1, keepdims=True))
-            cdf = tf.cumsum(probs, axis=-1)  # (B, vocab), unnormalised
-            target = uniform[i][:, None] * cdf[:, -1:]
-            sampled = tf.reduce_sum(tf.cast(cdf < target, tf.int32), axis=-1)
-            token = tf.where(greedy[:, 0], best, tf.minimum(sampled, vocab - 1))
-            token = tf.where(done, PAD, token)
-            out = tf.tensor_scatter_nd_update(out, [[i]], token[None])
-            done = done | tf.equal(token, SEP) | (i + 1 >= limit)
-            contexts = mixer.advance(read, token, contexts)
-            return (i + 1, out, done, contexts, *self._step(token, list(states)))
-
-        out = tf.fill([self.max_reply_bytes, batch], PAD)
-        done = tf.zeros([batch], tf.bool)
-        _, out, _, _, *_ = tf.while_loop(
-            lambda i, out, done, c, *s: (i < steps) & tf.logical_not(tf.reduce_all(done)),
-            write,
-            (tf.constant(0), out, done, contexts, *states),
-        )
-        return tf.transpose(out)  # (B, max_reply) ids, PAD after each row's end
 
 
 def printable(text: str) -> str:

@@ -15,7 +15,10 @@ the mixture; this module is the generator's side of it.
 Inside the generator's compiled loop the n-gram is a set of gathers over
 `NGramTables`: each row carries the id of its context at every level, reads the
 successors of those contexts, and moves each level's context to the successor it
-wrote, so a step costs no search.
+wrote, so a step costs no search. The tables reach the loop as arguments, never as
+constants inside it, so one compiled loop serves every generator of the same shapes
+(model.generator); a chat memory's tables are padded up to capacities (powers of two),
+so that memories counted again from a similar window have the same shapes.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import functools
 import itertools
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -40,7 +44,27 @@ class CompiledNGram:
     generator's loop takes; each row reads the table its index names (model.languages:
     one per language)."""
 
-    def __init__(self, tables: NGramTables | Sequence[NGramTables]):
+    # Its tensors, in the order tensors() gives them and of() takes them.
+    FIELDS = (
+        "level1",
+        "ctx_offset",
+        "succ_offset",
+        "unseen",
+        "slot_level",
+        "slot_offset",
+        "slot_position",
+        "first",
+        "n_succ",
+        "backoff",
+        "has",
+        "sym",
+        "share",
+    )
+
+    def __init__(self, tables: NGramTables | Sequence[NGramTables], *, padded: bool = False):
+        """`padded`: each table and each level's slots rounded up to a power of two (rows
+        and slots past the real ones are never read), so tables of similar size have the
+        same shapes."""
         tables = [tables] if isinstance(tables, NGramTables) else list(tables)
         self.order = tables[0].order
         if any(t.order != self.order for t in tables):
@@ -77,20 +101,44 @@ class CompiledNGram:
             bounds = [*t.ctx_offset[1:], t.unseen]
             for k, (lo, hi) in enumerate(itertools.pairwise(bounds)):
                 widths[k] = max(widths[k], int(t.n_succ[lo:hi].max(initial=0)))
+        if padded:
+            widths = [_capacity(w) for w in widths]
         self.slot_level = tf.constant(np.repeat(np.arange(len(widths)), widths), tf.int32)
         offsets = np.concatenate([np.arange(w) for w in widths] or [np.zeros(0, np.int32)])
         self.slot_offset = tf.constant(offsets, tf.int32)
         position = np.zeros((offsets.size, len(widths)), dtype=np.float32)  # (slots, levels)
         position[np.arange(offsets.size), np.repeat(np.arange(len(widths)), widths)] = offsets + 1
         self.slot_position = tf.constant(position)
-        self.first = tf.constant(
-            np.concatenate([t.first + s for t, s in zip(tables, succ_base, strict=True)])
+        first = np.concatenate([t.first + s for t, s in zip(tables, succ_base, strict=True)])
+        n_succ, backoff, has, sym, share = (
+            np.concatenate([getattr(t, name) for t in tables])
+            for name in ("n_succ", "backoff", "has", "sym", "share")
         )
-        self.n_succ = tf.constant(np.concatenate([t.n_succ for t in tables]))
-        self.backoff = tf.constant(np.concatenate([t.backoff for t in tables]))
-        self.has = tf.constant(np.concatenate([t.has for t in tables]))
-        self.sym = tf.constant(np.concatenate([t.sym for t in tables]))
-        self.share = tf.constant(np.concatenate([t.share for t in tables]))
+        if padded:
+            first, n_succ, backoff, has = (
+                _pad(a, _capacity(first.size)) for a in (first, n_succ, backoff, has)
+            )
+            sym, share = (_pad(a, _capacity(sym.size)) for a in (sym, share))
+        self.first = tf.constant(first)
+        self.n_succ = tf.constant(n_succ)
+        self.backoff = tf.constant(backoff)
+        self.has = tf.constant(has)
+        self.sym = tf.constant(sym)
+        self.share = tf.constant(share)
+
+    def tensors(self) -> tuple:
+        """Its tensors (FIELDS), to pass into a compiled loop."""
+        return tuple(getattr(self, name) for name in self.FIELDS)
+
+    @classmethod
+    def of(cls, tensors: Sequence) -> CompiledNGram:
+        """The n-gram over `tensors` (tensors() of one, or their symbolic stand-ins inside
+        a traced loop)."""
+        self = cls.__new__(cls)
+        for name, tensor in zip(cls.FIELDS, tensors, strict=True):
+            setattr(self, name, tensor)
+        self.order = self.ctx_offset.shape[1] + 1  # levels 2..order have offsets
+        return self
 
     def probs(self, contexts, table=None):
         """contexts (B, order) int32, table (B,) int32 (None: table 0) -> (P(next |
@@ -162,6 +210,15 @@ def initial_contexts(ngram: ByteNGram, prompts: Sequence[Sequence[int]], batch: 
     return out
 
 
+class MixParams(NamedTuple):
+    """What the compiled loop mixes the network with, passed in as arguments."""
+
+    base: tuple | None  # CompiledNGram.tensors() of the base n-grams (None: no mixing)
+    network_weight: tf.Tensor | None  # () the model file's weight (used without a memory)
+    memory: tuple | None  # CompiledNGram.tensors() of the chat memory (None: none)
+    table: tf.Tensor | None  # (cells, COMPONENTS) the memory's weights, as at this call
+
+
 class Mixer:
     """What the generator's loop mixes with the network at each step: the base n-grams
     (one per language, model.languages) at the model file's weight, or, with a chat
@@ -178,7 +235,7 @@ class Mixer:
         self.base: BaseNGrams | None = None
         self.network_weight = 1.0
         self.context_width = 1
-        self._base = self._memory = self._table = None
+        self._base = self._memory = self._table = self._network_weight = None
         self._memory_ngram: ByteNGram | None = None
         if model.mix is None and memory is None:
             return
@@ -188,6 +245,7 @@ class Mixer:
         if self.base.order != order:
             raise ValueError(f"the model mixes order-{order} n-grams, got {self.base.order}")
         self._base = compiled(self.base)
+        self._network_weight = tf.constant(self.network_weight, tf.float32)
         self.context_width = order
         if memory is None:
             return
@@ -197,7 +255,7 @@ class Mixer:
                 f"not ({order}, {memory.ngram.order})"
             )
         self._memory_ngram = memory.ngram
-        self._memory = compiled(memory.ngram)
+        self._memory = compiled(memory.ngram, padded=True)
         # A variable, not a constant: silence_memory() changes it without a recompile.
         table = memory.weights.table.reshape(-1, COMPONENTS)
         self._table = tf.Variable(table, trainable=False, name="mixture_weights")
@@ -219,37 +277,15 @@ class Mixer:
             return np.concatenate([np.concatenate(contexts), memory], axis=1), tables
         return np.concatenate(contexts), tables
 
-    def mix(self, logits, bans, contexts, tables):
-        """(The mixture's logits, what `advance` needs) for the network's `logits` with
-        `bans` (-1e9 where a symbol may not be written) added (inside the loop)."""
-        if self._base is None:
-            return logits, None
-        allowed = tf.cast(bans > -1e8, tf.float32)
-        split = self._base.order
-
-        def banned_probs(ngram, contexts, table=None):
-            p, read, evidence = ngram.probs(contexts, table)
-            p *= allowed  # the network's bans
-            return p / tf.reduce_sum(p, axis=-1, keepdims=True), read, evidence
-
-        if self._memory is None:
-            p_ngram, read, _ = banned_probs(self._base, contexts, tables)
-            p = self.network_weight * tf.nn.softmax(logits) + (1 - self.network_weight) * p_ngram
-            return tf.math.log(tf.maximum(p, 1e-30)) + bans, (read,)
-        p_base, read, e_base = banned_probs(self._base, contexts[:, :split], tables)
-        p_mem, read_mem, e_mem = banned_probs(self._memory, contexts[:, split:])
-        w = tf.gather(self._table, e_base * self._memory.order + e_mem)  # (B, COMPONENTS)
-        p = w[:, :1] * tf.nn.softmax(logits) + w[:, 1:2] * p_base + w[:, 2:] * p_mem
-        return tf.math.log(tf.maximum(p, 1e-30)) + bans, (read, read_mem)
-
-    def advance(self, read, tokens, contexts):
-        """The contexts after each row wrote tokens[row] (inside the loop)."""
-        if read is None:
-            return contexts
-        moved = self._base.advance(read[0], tokens)
-        if len(read) == 1:
-            return moved
-        return tf.concat([moved, self._memory.advance(read[1], tokens)], axis=1)
+    def params(self) -> MixParams:
+        """This mixer's tensors for one call of the compiled loop (the memory's weights as
+        they are now: silence_memory() takes effect at the next call)."""
+        return MixParams(
+            base=None if self._base is None else self._base.tensors(),
+            network_weight=self._network_weight,
+            memory=None if self._memory is None else self._memory.tensors(),
+            table=None if self._table is None else tf.convert_to_tensor(self._table),
+        )
 
     @property
     def weights(self) -> np.ndarray | None:
@@ -269,10 +305,56 @@ class Mixer:
         self._table.assign(table / table.sum(axis=1, keepdims=True))
 
 
+def mix(params: MixParams, logits, bans, contexts, tables):
+    """(The mixture's logits, what `advance` needs) for the network's `logits` with
+    `bans` (-1e9 where a symbol may not be written) added (inside the loop)."""
+    if params.base is None:
+        return logits, None
+    base = CompiledNGram.of(params.base)
+    allowed = tf.cast(bans > -1e8, tf.float32)
+
+    def banned_probs(ngram, contexts, table=None):
+        p, read, evidence = ngram.probs(contexts, table)
+        p *= allowed  # the network's bans
+        return p / tf.reduce_sum(p, axis=-1, keepdims=True), read, evidence
+
+    if params.memory is None:
+        weight = params.network_weight
+        p_ngram, read, _ = banned_probs(base, contexts, tables)
+        p = weight * tf.nn.softmax(logits) + (1 - weight) * p_ngram
+        return tf.math.log(tf.maximum(p, 1e-30)) + bans, (read,)
+    memory = CompiledNGram.of(params.memory)
+    p_base, read, e_base = banned_probs(base, contexts[:, : base.order], tables)
+    p_mem, read_mem, e_mem = banned_probs(memory, contexts[:, base.order :])
+    w = tf.gather(params.table, e_base * memory.order + e_mem)  # (B, COMPONENTS)
+    p = w[:, :1] * tf.nn.softmax(logits) + w[:, 1:2] * p_base + w[:, 2:] * p_mem
+    return tf.math.log(tf.maximum(p, 1e-30)) + bans, (read, read_mem)
+
+
+def advance(params: MixParams, read, tokens, contexts):
+    """The contexts after each row wrote tokens[row] (inside the loop)."""
+    if read is None:
+        return contexts
+    moved = CompiledNGram.of(params.base).advance(read[0], tokens)
+    if len(read) == 1:
+        return moved
+    return tf.concat([moved, CompiledNGram.of(params.memory).advance(read[1], tokens)], axis=1)
+
+
 @functools.lru_cache(maxsize=3)
-def compiled(ngrams: ByteNGram | BaseNGrams) -> CompiledNGram:
+def compiled(ngrams: ByteNGram | BaseNGrams, *, padded: bool = False) -> CompiledNGram:
     # One copy of the tables (~60 MB for the base 9-grams) per process, not per model
     # version; room for the base n-grams and two chat memories (serving, being swapped in).
     if isinstance(ngrams, BaseNGrams):
-        return CompiledNGram([n.tables() for n in ngrams.ngrams])
-    return CompiledNGram(ngrams.tables())
+        return CompiledNGram([n.tables() for n in ngrams.ngrams], padded=padded)
+    return CompiledNGram(ngrams.tables(), padded=padded)
+
+
+def _capacity(n: int) -> int:
+    """`n` rounded up to a power of two (at least 4)."""
+    return max(4, 1 << max(0, int(n) - 1).bit_length())
+
+
+def _pad(a: np.ndarray, size: int) -> np.ndarray:
+    """`a` with zeros (False) after it, up to `size`."""
+    return np.concatenate([a, np.zeros(size - a.size, a.dtype)])

@@ -1,9 +1,17 @@
 """The base n-grams, counted once and kept in a file: a start reads them in a fraction
 of a second instead of reading the corpus and counting it (seconds of both cores).
 
-    <folder>/base-ngrams-<order>-<key>.npz   every level of every base n-gram
-                                             (model.languages.BaseNGrams), and the
-                                             language detectors and their prior
+    <folder>/base-ngrams-<order>-<key>.ngrams   every level of every base n-gram
+                                                (model.languages.BaseNGrams), and the
+                                                language detectors and their prior
+
+The file is a JSON header (what each array is, where it starts, a CRC-32 of them all)
+followed by the arrays' bytes, each at a multiple of 64. It is read by mapping it into
+memory, not by copying it: the levels (~60 MB for the base 9-grams) are file pages the
+kernel may drop and read again, so the bot's resident memory holds only what it reads
+(a reply reads a few keys per level; a chat-memory fit reads it all, once, and the bot
+hands those pages back after the build: bot/resident.py). The tables the generator
+serves from are its own copy (model.mixture).
 
 The key is a hash of everything the tables are made from: the order, the corpus files
 (names and bytes) and the source of the modules that read and count them. A changed
@@ -11,7 +19,8 @@ corpus, order or counting code therefore names another file and can never be ser
 from a stale one; the file repeats its key, so a renamed file is no shortcut either.
 Files are written atomically; one that does not read back (damaged, truncated, another
 layout) is counted again and replaced, with a log line, never an error. Files of other
-keys (of the same order) are removed when a new one is written.
+keys (of the same order) are removed when a new one is written; files are only ever
+replaced by a rename, never written over, so a mapped file never changes under a reader.
 """
 
 from __future__ import annotations
@@ -19,10 +28,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import io
 import json
 import logging
+import mmap
+import struct
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +46,10 @@ from model.ngram import ByteNGram, Level
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1  # the layout of the file below
+FORMAT = 2  # the layout of the file below
+MAGIC = b"charbot base n-grams\n"
+ALIGN = 64  # each array starts at a multiple of this (any dtype's alignment)
+DTYPES = {"<i4", "<i8", "<f4", "<f8"}  # what levels, keys and the prior are held as
 PREFIX = "base-ngrams-"
 FOLDER = "ngram-cache"  # the folder the bot keeps them in, in its model store
 # What the tables are computed by: an edit to any of them may change them.
@@ -59,7 +73,7 @@ def cache_key(order: int) -> str:
 
 
 def cache_path(folder: str | Path, order: int, key: str | None = None) -> Path:
-    return Path(folder) / f"{PREFIX}{order}-{key or cache_key(order)}.npz"
+    return Path(folder) / f"{PREFIX}{order}-{key or cache_key(order)}.ngrams"
 
 
 @functools.cache
@@ -85,10 +99,10 @@ def load_base_ngrams(order: int, folder: str | Path) -> BaseNGrams:
         log.warning(
             "the base n-grams could not be saved to %s (%s); counted at each start", path, e
         )
-    else:
-        log.info("base %d-grams counted and saved in %.1f s", order, time.monotonic() - start)
-        _remove_others(path, order)
-    return ngrams
+        return ngrams
+    log.info("base %d-grams counted and saved in %.1f s", order, time.monotonic() - start)
+    _remove_others(path, order)
+    return read(path, key)  # mapped, as at every later start: the counted copy goes
 
 
 def _remove_others(path: Path, order: int) -> None:
@@ -113,12 +127,21 @@ def write(path: Path, key: str, ngrams: BaseNGrams) -> None:
             name = f"{group}{i}"
             discounts[name] = [level.discount for level in model.levels]
             for k, level in enumerate(model.levels, start=1):
-                if level.keys is not None:  # int32 on disk where they fit: a smaller file
-                    small = level.keys.size == 0 or level.keys[-1] < 2**31
-                    arrays[f"{name}_keys_{k}"] = level.keys.astype(np.int32 if small else np.int64)
+                if level.keys is not None:
+                    arrays[f"{name}_keys_{k}"] = level.keys.astype(np.int64)
                 arrays[f"{name}_counts_{k}"] = level.counts
                 arrays[f"{name}_totals_{k}"] = level.totals
                 arrays[f"{name}_types_{k}"] = level.types
+    if ngrams._prior is not None:
+        arrays["prior"] = np.asarray(ngrams._prior, np.float64)
+    index, chunks, offset = {}, [], 0
+    for name, array in arrays.items():
+        array = np.ascontiguousarray(array, array.dtype.newbyteorder("<"))
+        pad = -offset % ALIGN
+        chunks += [bytes(pad), array.tobytes()]
+        index[name] = [array.dtype.str, list(array.shape), offset + pad]
+        offset += pad + array.nbytes
+    data = b"".join(chunks)
     meta = {
         "format": FORMAT,
         "key": key,
@@ -126,37 +149,65 @@ def write(path: Path, key: str, ngrams: BaseNGrams) -> None:
         "ngrams": len(ngrams.ngrams),
         "detectors": len(ngrams._detectors),
         "discounts": discounts,
+        "arrays": index,
+        "crc32": zlib.crc32(data),
     }
-    if ngrams._prior is not None:
-        arrays["prior"] = ngrams._prior
+    header = json.dumps(meta).encode()
+    start = _data_start(len(header))
+    head = MAGIC + struct.pack("<Q", len(header)) + header
     path.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    np.savez(buffer, meta=np.array(json.dumps(meta)), **arrays)
-    write_atomically(path, buffer.getvalue())
+    write_atomically(path, head + bytes(start - len(head)) + data)
 
 
 def read(path: Path, key: str) -> BaseNGrams:
-    """The n-grams saved at `path`; FileNotFoundError, or ValueError (and whatever a
-    damaged zip raises) when it is not a whole file of `key`."""
-    with np.load(path, allow_pickle=False) as f:
-        meta = json.loads(str(f["meta"]))
-        if meta.get("format") != FORMAT or meta.get("key") != key:
-            raise ValueError(f"format {meta.get('format')!r}, key {meta.get('key')!r}")
-        discounts = meta["discounts"]
-        ngrams = [_model(f, f"n{i}", discounts[f"n{i}"]) for i in range(meta["ngrams"])]
-        detectors = [_model(f, f"d{i}", discounts[f"d{i}"]) for i in range(meta["detectors"])]
-        prior = np.asarray(f["prior"], np.float64) if "prior" in f.files else None
+    """The n-grams saved at `path`, mapped (module docstring); FileNotFoundError, or
+    ValueError when it is not a whole file of `key`."""
+    with open(path, "rb") as f:
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)  # ValueError if empty
+    fixed = len(MAGIC) + 8
+    if mapped[: len(MAGIC)] != MAGIC or len(mapped) < fixed:
+        raise ValueError("not a file of base n-grams")
+    (size,) = struct.unpack("<Q", mapped[len(MAGIC) : fixed])
+    start = _data_start(size)
+    if start > len(mapped):
+        raise ValueError("torn: shorter than its header")
+    meta = json.loads(mapped[fixed : fixed + size])
+    if meta.get("format") != FORMAT or meta.get("key") != key:
+        raise ValueError(f"format {meta.get('format')!r}, key {meta.get('key')!r}")
+    with memoryview(mapped) as view:
+        if zlib.crc32(view[start:]) != meta["crc32"]:
+            raise ValueError("damaged: its arrays do not match their checksum")
+    arrays = {name: _array(mapped, start, *entry) for name, entry in meta["arrays"].items()}
+    discounts = meta["discounts"]
+    ngrams = [_model(arrays, f"n{i}", discounts[f"n{i}"]) for i in range(meta["ngrams"])]
+    detectors = [_model(arrays, f"d{i}", discounts[f"d{i}"]) for i in range(meta["detectors"])]
+    prior = arrays.get("prior")
     if len(meta["names"]) != len(ngrams) or (detectors and len(detectors) != len(ngrams) - 1):
         raise ValueError("the names, n-grams and detectors do not match")
     return BaseNGrams(ngrams, meta["names"], detectors, prior)
 
 
-def _model(f, name: str, discounts: list[float]) -> ByteNGram:
+def _data_start(header_size: int) -> int:
+    """Where the arrays start after a header of `header_size` bytes."""
+    return -(-(len(MAGIC) + 8 + header_size) // ALIGN) * ALIGN
+
+
+def _array(mapped: mmap.mmap, start: int, dtype: str, shape: list, offset: int) -> np.ndarray:
+    """One array of the file: a read-only view of its mapped bytes."""
+    if dtype not in DTYPES or offset % ALIGN or len(shape) != 1 or shape[0] < 0:
+        raise ValueError(f"an array of {dtype} {shape} at {offset} is not one it writes")
+    count = shape[0]
+    if start + offset + count * np.dtype(dtype).itemsize > len(mapped):
+        raise ValueError("torn: an array runs past the end")
+    return np.frombuffer(mapped, dtype=dtype, count=count, offset=start + offset)
+
+
+def _model(f: dict[str, np.ndarray], name: str, discounts: list[float]) -> ByteNGram:
     """One n-gram's levels, checked to fit together (sizes, sorted keys)."""
     levels = []
     contexts = 1  # level k's contexts are the (k-1)-grams: one (the empty one) at k = 1
     for k, discount in enumerate(discounts, start=1):
-        keys = np.asarray(f[f"{name}_keys_{k}"], np.int64) if k > 1 else None
+        keys = f[f"{name}_keys_{k}"] if k > 1 else None
         grams = ngram_counts.RADIX if keys is None else keys.size  # k = 1: every symbol
         level = Level(
             keys=keys,

@@ -8,6 +8,7 @@ from toy_model import greedy_by, untrained_model
 
 from model import SEP, encode_turns
 from model.generator import Generator
+from model.loop import loop
 from model.memory import ChatMemory, MemoryFileError, MemoryInfo, Messages, count_memory
 from model.memory_fit import MemoryBuilder, split
 from model.ngram import ByteNGram
@@ -189,6 +190,29 @@ def test_the_generator_serves_the_three_part_mixture():
     prompts = [encode_turns(["hello"]), encode_turns(["arr"]), encode_turns(["你好"])]
     got = gen.generate_ids(prompts, [0.0] * 3, max_new=12)
     assert got == [reference_reply(model, base, memory, p, 12) for p in prompts]
+
+
+def test_a_memory_counted_again_reuses_the_compiled_loop():
+    """Memories of similar size (padded to the same capacities) and new weights of the
+    same network shape trace nothing new: a refresh compiles nothing, and leaves no
+    compiled code behind (TensorFlow keeps every compile for the life of the process)."""
+    base = ByteNGram(3).fit([encode_turns(["hello", "hi there"]), encode_turns(["bye"])] * 2)
+    model = untrained_model(units=24)
+    model.meta["mix"] = {"ngram_order": 3, "network_weight": 0.5}
+    first = ChatMemory(small_memory().ngram, fixed(0.3, (3, 4)), small_memory().info)
+    Generator(model, batch_buckets=(1, 2), max_reply_bytes=12, ngram=base, memory=first)
+    rows = chat_rows(3, "arr matey!") + chat_rows(3, "yo ho hoo")
+    again = count_memory(Messages.of(rows), order=4, min_users=3)
+    memory = ChatMemory(again, fixed(0.6, (3, 4)), small_memory().info)
+    newer = untrained_model(units=24)  # a new version: other weights, the same shapes
+    newer.meta["mix"] = model.meta["mix"]
+    newer.weights[-2] = newer.weights[-2] * 40
+    traces = loop(True, 12).experimental_get_tracing_count()
+    gen = Generator(newer, batch_buckets=(1, 2), max_reply_bytes=12, ngram=base, memory=memory)
+    assert loop(True, 12).experimental_get_tracing_count() == traces
+    prompts = [encode_turns(["arr"]), encode_turns(["hello"])]
+    got = gen.generate_ids(prompts, [0.0] * 2, max_new=12)
+    assert got == [reference_reply(newer, base, memory, p, 12) for p in prompts]
 
 
 def test_a_memory_that_owns_every_step_answers_in_the_users_words():

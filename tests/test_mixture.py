@@ -28,10 +28,11 @@ conversations = st.lists(symbols, max_size=14).map(lambda ids: [SEP, *ids])
     order=st.integers(1, 5),
     prompt=st.lists(symbols, max_size=8),
     written=st.lists(st.sampled_from([A, B, C, ord("z"), SEP]), min_size=1, max_size=8),
+    padded=st.booleans(),
 )
-def test_compiled_ngram_is_the_ngram_step_by_step(corpus, order, prompt, written):
+def test_compiled_ngram_is_the_ngram_step_by_step(corpus, order, prompt, written, padded):
     model = ByteNGram(order).fit(corpus)
-    compiled = CompiledNGram(model.tables())
+    compiled = CompiledNGram(model.tables(), padded=padded)  # padding is never read
     history = [SEP, *prompt]
     contexts = tf.constant(initial_contexts(model, [history], 1))
     for token in written:

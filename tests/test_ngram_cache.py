@@ -43,7 +43,7 @@ def counted(monkeypatch):
 
 def test_the_file_reads_back_what_was_counted(tmp_path):
     base = small_base()
-    path = tmp_path / "base.npz"
+    path = tmp_path / "base.ngrams"
     write(path, "k", base)
     again = read(path, "k")
     assert again.names == base.names and again.order == base.order
@@ -55,6 +55,11 @@ def test_the_file_reads_back_what_was_counted(tmp_path):
             assert np.array_equal(new.distribution(context), old.distribution(context))
         for name in ("first", "n_succ", "backoff", "has", "sym", "share"):
             assert np.array_equal(getattr(new.tables(), name), getattr(old.tables(), name))
+        # Read by mapping the file: the levels are views of its pages, never written.
+        for level in new.levels:
+            for array in (level.keys, level.counts, level.totals, level.types):
+                if array is not None:
+                    assert not array.flags.owndata and not array.flags.writeable
 
 
 def test_a_start_reads_the_file_counted_at_the_first(tmp_path, counted, caplog):
@@ -90,7 +95,9 @@ def test_the_key_changes_with_the_order_the_corpus_and_the_counting_code(monkeyp
     [
         lambda raw: raw[: len(raw) // 2],  # torn
         lambda raw: raw[:100] + bytes(len(raw) - 100),  # zeroed
-        lambda raw: b"not a zip at all",
+        lambda raw: b"not a file of n-grams at all",
+        lambda raw: b"",
+        lambda raw: raw[:-10] + bytes([raw[-10] ^ 1]) + raw[-9:],  # one bit of a count
     ],
 )
 def test_a_damaged_file_is_counted_again_and_replaced(tmp_path, counted, caplog, damage):

@@ -1,0 +1,95 @@
+"""bot/resident.py: what a build read once is handed back; the bot's own memory never is."""
+
+import ctypes
+import mmap
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from bot import resident
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="Linux calls (/proc, madvise)")
+
+MIB = 2**20
+
+
+def mapped(path, *, writable=False):
+    """`path` mapped whole (MAP_PRIVATE when writable) and every page read."""
+    with open(path, "r+b" if writable else "rb") as f:
+        m = mmap.mmap(
+            f.fileno(),
+            0,
+            flags=mmap.MAP_PRIVATE if writable else mmap.MAP_SHARED,
+            prot=mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0),
+        )
+    sum(m[i] for i in range(0, len(m), mmap.PAGESIZE))
+    return m
+
+
+def start_of(m) -> int:
+    """Where a writable mapping starts (ctypes needs a writable buffer)."""
+    return ctypes.addressof((ctypes.c_char * len(m)).from_buffer(m))
+
+
+def test_file_mappings_are_the_clean_read_only_ones(tmp_path):
+    clean, dirty, writable = (tmp_path / name for name in ("clean", "dirty", "writable"))
+    for path in (clean, dirty, writable):
+        path.write_bytes(b"x" * MIB)
+    ro = mapped(clean)
+    rw = mapped(writable, writable=True)
+    # Written while writable (a private copy: anonymous), then made read-only, as the
+    # loader does with a library's relocated pages.
+    cow = mapped(dirty, writable=True)
+    cow[0] = ord("y")
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    cow_start, rw_start = start_of(cow), start_of(rw)
+    assert libc.mprotect(cow_start, MIB, mmap.PROT_READ) == 0
+    starts = {start for start, _ in resident.file_mappings()}
+    assert rw_start not in starts  # writable
+    assert cow_start not in starts  # holds an anonymous page
+    # The clean read-only mapping is listed: find it among the mappings of its file.
+    maps = [line.split() for line in Path("/proc/self/maps").read_text().splitlines()]
+    [ro_start] = [int(f[0].split("-")[0], 16) for f in maps if len(f) > 5 and f[5] == str(clean)]
+    assert ro_start in starts
+    ro.close()
+
+
+def test_a_files_pages_read_once_are_handed_back(tmp_path):
+    """A child reads a file only it maps; paging out drops those pages from its resident
+    set, and they read back the same on the next use."""
+    data = tmp_path / "data"
+    data.write_bytes(bytes(range(256)) * (32 * MIB // 256))
+    script = textwrap.dedent(
+        f"""
+        import mmap, zlib
+        from bot import resident
+
+        def file_kib():
+            for line in open("/proc/self/status"):
+                if line.startswith("RssFile:"):
+                    return int(line.split()[1])
+        with open({str(data)!r}, "rb") as f:
+            m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+        before = zlib.crc32(m)
+        read = file_kib()
+        advised = resident.page_out_files()
+        print(read, file_kib(), advised, before == zlib.crc32(m))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    read, after, advised, same = out.stdout.split()
+    assert int(advised) >= 32 * MIB
+    assert int(read) - int(after) >= 30 * 1024  # KiB: the file's 32 MiB, nearly all
+    assert same == "True"
+
+
+def test_resident_names_its_parts():
+    text = resident.resident()
+    assert text.endswith(" of files)") and "anonymous" in text
+    assert float(text.split()[0]) > 0
