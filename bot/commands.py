@@ -139,7 +139,8 @@ async def chance(request: Request) -> str:
 
 
 async def privacy(request: Request) -> str:
-    return say(request.language, texts.PRIVACY)
+    users = request.services.settings.memory_min_users  # who must share a phrase it keeps
+    return say(request.language, texts.PRIVACY, users=users)
 
 
 async def my_data(request: Request) -> Answer:

@@ -143,6 +143,12 @@ PRIVACY = N_(
     "people write shapes how I talk, and my replies may echo words and phrases from "
     "them. /learn off keeps your messages out of that. A model version trained before "
     "keeps what it learnt until later retraining runs, which leave you out, replace it.\n\n"
+    "Chat memory: between retraining runs I also keep a memory of short phrases people "
+    "wrote recently, counted from the newest stored messages and refreshed every few "
+    "minutes while I run; my replies can draw on it. A phrase only gets in once at least "
+    "{users} different people have used it (one person repeating it counts once). It holds "
+    "counts of phrases, not the messages themselves, and is kept with the rest of my data "
+    "so it survives restarts; /learn off and /forget take your messages out of it at once.\n\n"
     "/mydata sends you a file of everything I store about you."
 )
 MYDATA_CAPTION = N_("Everything I store about you (messages: {count}).")

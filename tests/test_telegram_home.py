@@ -36,6 +36,7 @@ from bot.app import PROFILE_TASK
 from bot.i18n import LANGUAGE_NAMES, LANGUAGES, gettext
 from bot.i18n import say as tr
 from bot.preferences import TEMP_BUTTON, TEMPERATURE_PRESETS
+from bot.settings import load_settings
 
 __all__ = ["data_dir", "env", "settings", "stub"]  # fixtures used here, defined there
 
@@ -279,7 +280,9 @@ def test_mydata_returns_exactly_what_is_stored(stub, settings, data_dir, generat
     assert first["chat_id"] == second["chat_id"] == USER
     assert first["caption"] == tr("ko", texts.MYDATA_CAPTION, count=2)
     # The group message carried no app language: the one stored with the first is used.
-    assert hint == gettext(texts.SENT_PRIVATELY, "ko") and privacy == gettext(texts.PRIVACY, "ko")
+    assert hint == gettext(texts.SENT_PRIVATELY, "ko")
+    # The chat memory's minimum of people is the setting's, by default 3.
+    assert privacy == tr("ko", texts.PRIVACY, users=3) and "3명 이상" in privacy
     data = json.loads(first["data"])
     # What /forget would delete: their messages, and the bot's turns in their private chat.
     stored = sql(
@@ -297,6 +300,20 @@ def test_mydata_returns_exactly_what_is_stored(stub, settings, data_dir, generat
     assert (user["telegram_id"], user["temperature"], user["learning"]) == (USER, 1.2, False)
     assert (user["language"], user["app_language"]) == (None, "ko")
     assert json.loads(second["data"]) == data  # nothing changed between the two
+
+
+def test_privacy_names_the_chat_memorys_configured_minimum_of_people(stub, env, generator):
+    settings = load_settings({**env, "CHARBOT_MEMORY_MIN_USERS": "5"}, env_file=None)
+
+    async def body(app):
+        english = await say(stub, "/privacy")
+        german = await say(stub, "/privacy", language_code="de")
+        return english, german
+
+    english, german = run(settings, generator, body)
+    assert english == texts.PRIVACY.format(users=5)
+    assert "at least 5 different people" in english and "{users}" not in english
+    assert german == tr("de", texts.PRIVACY, users=5) and "mindestens 5 verschiedene" in german
 
 
 def test_forget_says_what_trained_versions_keep(stub, settings, generator):
