@@ -10,7 +10,13 @@ In one run, four bot processes (batching on/off x Telegram rate limiter on/off):
   the first getUpdates. Each bot has a data dir of its own; the first counts the base
   n-grams and compiles the generator, keeping both (model.ngram_cache, bot.xla_cache),
   as the first start after an install or upgrade does, and the others start with what
-  it kept, as every later start does.
+  it kept, as every later start does. This process imports no TensorFlow before the bots
+  have run: library pages it mapped too would count in each bot's resident memory
+  (bot/resident.py hands back only pages no other process maps).
+Then a fifth bot whose database already holds --history-mb of human text (bench_memory's
+mix): its resident memory once the chat memory is counted and every batch size is warm,
+and after each of two more refreshes, each due after a burst of 40 new users (so a
+bot that left compiled code behind at each refresh would grow by it).
 The batching ratio is read with the rate limiter set aside (Telegram caps a bot at
 about 30 messages/s, which would otherwise hide it). Bars: 40 users, throughput with
 batching >= 5x without; idle p50 < 150 ms.
@@ -21,7 +27,7 @@ generator, batching on and off, no Telegram, storage or HTTP (--service-only run
 just this part).
 
 Usage: python benchmarks/bench_serving.py [--model PATH] [--idle N] [--bursts 10,40,100]
-       [--service-only]
+       [--history-mb MB] [--service-only]
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ from telegram_stub import BotApiStub  # noqa: E402
 
 from bot import xla_cache  # noqa: E402
 from bot.datadir import MODELS_DIR  # noqa: E402
-from bot.live_model import WARMED_UP  # noqa: E402
+from bot.logs import MEMORY_REFRESHED, WARMED_UP  # noqa: E402
 from model import ngram_cache  # noqa: E402
 
 # What a start keeps in the data dir for the next (the base n-grams, compiled code).
@@ -170,6 +176,58 @@ def serve(args, *, batching: bool, rate_limit: bool, kept: Path) -> dict:
     return result
 
 
+def with_history(args, kept: Path) -> tuple[str, list[tuple[str, float]]]:
+    """(Its first count's log line, (moment, RSS MiB) of each) for a bot started on
+    --history-mb of stored text (module docstring)."""
+    with BotApiStub() as stub, tempfile.TemporaryDirectory() as data_dir:
+        for folder in KEPT:
+            if (kept / folder).exists():
+                shutil.copytree(kept / folder, Path(data_dir) / folder)
+        fill = (
+            f"import sys; sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / 'benchmarks')!r}]; "
+            f"import bench_memory, pathlib; "
+            f"bench_memory.fill(pathlib.Path({data_dir!r}), {args.history_mb})"
+        )
+        subprocess.run([sys.executable, "-c", fill], check=True, stdout=subprocess.DEVNULL)
+        env = {
+            **os.environ,
+            "TELEGRAM_BOT_TOKEN": stub.token,
+            "CHARBOT_TELEGRAM_BASE_URL": stub.base_url,
+            "CHARBOT_DATA_DIR": data_dir,
+            "CHARBOT_MEMORY_REFRESH_MESSAGES": "40",
+        }
+        if args.model:
+            env["CHARBOT_MODEL_PATH"] = args.model
+        path = Path(data_dir) / "bot.log"
+        log = open(path, "w")  # noqa: SIM115
+        proc = subprocess.Popen([str(CHARBOT), "run"], env=env, stdout=log, stderr=log)
+        try:
+            stub.wait_for_calls("getUpdates", 1, timeout=300)
+            ask(stub, 1)
+            wait_for_line(path, WARMED_UP)
+            wait_for_count(path, MEMORY_REFRESHED, 1)
+            seen = [("chat memory counted, every batch size warm", rss_mib(proc.pid))]
+            for n in (2, 3):
+                ask(stub, 40)
+                wait_for_count(path, MEMORY_REFRESHED, n)
+                seen.append((f"refresh {n}, after a burst of 40", rss_mib(proc.pid)))
+        finally:
+            proc.terminate()
+            proc.wait(60)
+            log.close()
+        first = next(ln for ln in path.read_text().splitlines() if MEMORY_REFRESHED in ln)
+        return first.split(": ", 1)[-1], seen
+
+
+def wait_for_count(path: Path, text: str, n: int, timeout: float = 300) -> None:
+    """Wait until `text` is in the log at `path` `n` times."""
+    start = time.monotonic()
+    while path.read_text(errors="replace").count(text) < n:
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"{text!r} not {n} times in {path} after {timeout} s")
+        time.sleep(0.2)
+
+
 def service_alone(args, repeats: int = 5) -> None:
     """Replies/s of the batching service itself: every burst's requests queued at once."""
     import asyncio
@@ -209,25 +267,8 @@ def service_alone(args, repeats: int = 5) -> None:
         print(f"{users:>7}{on:>20.1f}{off:>15.1f}{on / off:>7.1f}x{size:>13.0f}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=None, help="model file (default: the shipped base)")
-    parser.add_argument("--idle", type=int, default=30, help="idle replies to time")
-    parser.add_argument("--bursts", default="10,40,100")
-    parser.add_argument("--service-only", action="store_true", help="only the service alone")
-    args = parser.parse_args()
-    args.bursts = [int(n) for n in args.bursts.split(",")]
-    print(f"{os.cpu_count()} cores; model: {args.model or 'shipped base'}")
-    if args.service_only:
-        service_alone(args)
-        return
-    with tempfile.TemporaryDirectory() as folder:
-        kept = Path(folder) / "kept"
-        results = [
-            serve(args, batching=b, rate_limit=r, kept=kept)
-            for r in (True, False)
-            for b in (True, False)
-        ]
+def report(args, results: list[dict]) -> None:
+    """The four bots' figures, and the bars."""
     header = f"{'':<34}{'n':>5}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'replies/s':>10}"
     for res in results:
         print(
@@ -255,6 +296,33 @@ def main() -> None:
         else "bars: (no 40-user burst run)"
     )
     print(f"      idle p50 < 150 ms -> {idle_p50:.0f} ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="model file (default: the shipped base)")
+    parser.add_argument("--idle", type=int, default=30, help="idle replies to time")
+    parser.add_argument("--bursts", default="10,40,100")
+    parser.add_argument("--history-mb", type=float, default=1.0, help="the fifth bot's text")
+    parser.add_argument("--service-only", action="store_true", help="only the service alone")
+    args = parser.parse_args()
+    args.bursts = [int(n) for n in args.bursts.split(",")]
+    print(f"{os.cpu_count()} cores; model: {args.model or 'shipped base'}")
+    if args.service_only:
+        service_alone(args)
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        kept = Path(folder) / "kept"
+        results = [
+            serve(args, batching=b, rate_limit=r, kept=kept)
+            for r in (True, False)
+            for b in (True, False)
+        ]
+        report(args, results)
+        counted, seen = with_history(args, kept)
+    print(f"\n== a bot with {args.history_mb:g} MB of stored text; its first count: {counted}")
+    for moment, rss in seen:
+        print(f"   RSS {rss:.0f} MiB: {moment}")
     service_alone(args)
 
 

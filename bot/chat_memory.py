@@ -24,6 +24,7 @@ import time
 
 from bot.datadir import MODELS_DIR, memory_path
 from bot.live_model import LiveModel, kept_base_ngrams
+from bot.logs import MEMORY_REFRESHED
 from bot.reports import describe_memory, memory_line
 from bot.settings import Settings
 from model.memory import ChatMemory, MemoryFileError, Messages
@@ -166,7 +167,8 @@ class ChatMemoryKeeper:
             self.last_seconds = self._refreshed - start
             self.refreshes += 1
             log.info(
-                "chat memory refreshed (%s) in %.1f s: %s",
+                "%s (%s) in %.1f s: %s",
+                MEMORY_REFRESHED,
                 reason,
                 self.last_seconds,
                 describe_memory(memory),

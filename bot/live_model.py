@@ -199,9 +199,7 @@ class LiveModel:
                 self._unloadable = version
                 log.exception("loading model version %s failed; still serving %s", version, old)
                 raise
-            self._generator, self.memory = generator, memory
-            if self._service is not None:
-                self._service.swap(generator)
+            await self._serve(generator, memory)
             self.info = ModelInfo.of_version(self.store, version, model)
             log.info("now serving model version %s (was %s)", version, old)
             return SwapResult(old, version)
@@ -220,10 +218,17 @@ class LiveModel:
             model = self._generator.model
             generator, memory = await asyncio.to_thread(self._generator_like_current, model, memory)
             memory = self._unless_silenced(generator, memory, silenced)
-            self._generator, self.memory = generator, memory
-            if self._service is not None:
-                self._service.swap(generator)
+            await self._serve(generator, memory)
             return memory is not None or silenced == self._silenced
+
+    async def _serve(self, generator: Generator, memory: ChatMemory | None) -> None:
+        """Flip to `generator` (call holding the swap lock), and hand back what the one it
+        replaces held (bot/resident.py; what a batch still running on it holds goes at
+        the next build)."""
+        self._generator, self.memory = generator, memory
+        if self._service is not None:
+            self._service.swap(generator)
+        await asyncio.to_thread(resident.hand_back)
 
     def silence_memory(self) -> None:
         """Serve no chat memory from the next batch on (a text was withdrawn from it); the
@@ -294,9 +299,9 @@ def _warm_quietly(generator: Generator, buckets: Sequence[int]) -> None:
 
 
 def _after_build() -> None:
-    """Hand back what building read or freed (bot/resident.py), and keep the compiled
-    code within its limit (call under the swap lock: no other build loads a file
-    meanwhile)."""
+    """Hand back what building read or freed (bot/resident.py), and keep the files of
+    compiled code within their limit (call under the swap lock: no other build loads a
+    file meanwhile)."""
     resident.hand_back()
     xla_cache.trim()  # this build's code is kept; the oldest goes past the limit
 

@@ -17,9 +17,11 @@ import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-# Logged once a start has warmed every batch size (bot/live_model.py); benchmarks wait for
-# it without importing TensorFlow, whose pages they would otherwise share with the bot's.
+# Lines benchmarks wait for in a bot's log, here so that they need not import TensorFlow
+# (whose pages they would then share with the bot): once a start has warmed every batch
+# size (bot/live_model.py).
 WARMED_UP = "every batch size warmed up"
+MEMORY_REFRESHED = "chat memory refreshed"  # logged at each count swapped in (bot/chat_memory.py)
 # What TensorFlow's native code prints at import below TF_CPP_MIN_LOG_LEVEL=1 all the same:
 # absl's preamble and INFO lines such as "I0000 00:00:17... port.cc:153] oneDNN ...".
 _ABSL_PREAMBLE = "WARNING: All log messages before absl::InitializeLog() is called"

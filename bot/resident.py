@@ -2,18 +2,23 @@
 
 Two kinds of resident memory outlive a build (a start's warm-up, a new version, a
 chat-memory refresh):
-- heap that compiling used and freed, which glibc keeps for later unless told
+- heap that building used and freed, which glibc keeps for later unless told
   (malloc_trim: ~65 MB after a warm-up);
-- pages of the libraries' files that importing TensorFlow and compiling read once:
-  ~320 MB of TensorFlow's library stay resident after a start, while replying reads
-  ~25 MB of it. They are clean copies of files, so the kernel may drop them at any
-  time; MADV_PAGEOUT asks it to now, and a page that serving reads again comes back on
-  its first use (from the page cache, where the kernel kept it). Only mappings with no
-  private (anonymous) page are advised, so no memory of the bot's own is ever pushed
-  to swap; the kernel leaves pages other processes map too (a training child) alone.
+- pages of files that importing TensorFlow and building read once: ~320 MB of
+  TensorFlow's library stay mapped after a start, while replying reads ~25 MB of it.
+  They are clean copies of the files, so the process can let go of them: MADV_DONTNEED
+  unmaps them from this process and leaves them in the kernel's page cache, so a page
+  that serving reads again is mapped back on its first use without reading the disk
+  (a minor fault), and the kernel drops the rest from its cache when it needs the room.
 
-Both are Linux (glibc) calls; elsewhere, or where the kernel is older than 5.4 or a
-sandbox refuses the call, they do nothing.
+Only mappings of files that are not writable and hold no private (anonymous) page are
+let go: for them, mapping a page back gives exactly the bytes it had, and no page the
+process wrote is ever lost. A library's relocated pages (made read-only after they were
+written) are such private pages, and are kept. Unlike MADV_PAGEOUT, this needs no
+write permission on the files (the bot's user owns none of its libraries in the
+container or under systemd) and never evicts a page another process is using.
+
+Linux (glibc) only: elsewhere both do nothing.
 """
 
 from __future__ import annotations
@@ -28,58 +33,72 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-MAPS = Path("/proc/self/smaps")
+SMAPS = Path("/proc/self/smaps")
 STATUS = Path("/proc/self/status")
-# Linux >= 5.4 (uapi asm-generic/mman-common.h); Python only names it when built with
-# headers that do.
-MADV_PAGEOUT = getattr(mmap, "MADV_PAGEOUT", 21) if sys.platform == "linux" else None
+LINUX = sys.platform == "linux"
 
 
 def hand_back() -> None:
-    """Return freed heap and the library pages a build read once (module docstring)."""
-    _trim_heap()
-    paged = page_out_files()
-    log.debug("handed back %.0f MiB of file pages; resident %s", paged / 2**20, resident())
+    """Return freed heap and let go of the file pages a build read once (module
+    docstring). Never raises: this is housekeeping, not a reason for a build to fail."""
+    try:
+        _trim_heap()
+        released = release_file_pages()
+    except Exception:
+        log.exception("handing memory back to the system failed")
+        return
+    log.debug("let go of %.0f MiB of file pages; resident %s", released / 2**20, resident())
 
 
-def page_out_files() -> int:
-    """Ask the kernel to drop this process's clean file pages; the bytes advised (0
+def release_file_pages() -> int:
+    """Unmap this process's clean file pages (module docstring); the bytes advised (0
     where it cannot)."""
     madvise = _libc_call("madvise")
-    if madvise is None or MADV_PAGEOUT is None:
+    if madvise is None:
         return 0
     madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    advised = 0
+    released = 0
     for start, end in file_mappings():
-        if madvise(start, end - start, MADV_PAGEOUT) == 0:
-            advised += end - start
-    return advised
+        if madvise(start, end - start, mmap.MADV_DONTNEED) == 0:
+            released += end - start
+    return released
 
 
 def file_mappings() -> list[tuple[int, int]]:
     """(start, end) of each mapping of a file that is not writable and holds no
     anonymous page (a relocated or copied-on-write page), from /proc/self/smaps."""
     try:
-        lines = MAPS.read_text().splitlines()
+        lines = SMAPS.read_text(errors="replace").splitlines()
     except OSError:
         return []
     found, current = [], None
     for line in lines:
-        fields = line.split()
+        fields = line.split(maxsplit=5)
+        if not fields:
+            continue
         if "-" in fields[0] and not fields[0].endswith(":"):  # a mapping's header line
-            path = fields[5] if len(fields) > 5 else ""
-            start, end = (int(x, 16) for x in fields[0].split("-"))
-            current = (start, end) if path.startswith("/") and "w" not in fields[1] else None
+            current = _clean_file_mapping(fields)
         elif fields[0] == "Anonymous:" and current is not None:
-            if int(fields[1]) == 0:
+            if fields[1:2] == ["0"]:
                 found.append(current)
             current = None
     return found
 
 
+def _clean_file_mapping(fields: list[str]) -> tuple[int, int] | None:
+    """(start, end) from a header line of smaps if it maps a file read-only, else None."""
+    try:
+        start, end = (int(x, 16) for x in fields[0].split("-"))
+    except ValueError:
+        return None
+    path = fields[5] if len(fields) > 5 else ""
+    readable_only = len(fields) > 1 and fields[1][:2] == "r-" and "w" not in fields[1]
+    return (start, end) if path.startswith("/") and readable_only else None
+
+
 def resident() -> str:
     """This process's resident memory, for the logs: total, anonymous and file pages."""
-    with contextlib.suppress(OSError, KeyError, ValueError):
+    with contextlib.suppress(OSError, KeyError, ValueError, IndexError):
         sizes = {
             name: int(rest.split()[0]) / 1024
             for name, _, rest in (line.partition(":") for line in STATUS.read_text().splitlines())
@@ -100,8 +119,10 @@ def _trim_heap() -> None:
 
 @functools.cache
 def _libc_call(name: str):
-    """A function of the C library the interpreter runs on, or None where it has none
-    (not glibc, not Linux)."""
+    """A function of the C library the interpreter runs on; None off Linux or without
+    it (not glibc)."""
+    if not LINUX:
+        return None
     with contextlib.suppress(OSError, AttributeError):
         return getattr(ctypes.CDLL(None, use_errno=True), name)
     return None

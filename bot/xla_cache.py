@@ -5,14 +5,15 @@ cores, against 1.5 s to load them, and ~90 MB less resident memory after it).
     data/xla-cache/<machine tag>/*.pb    one file per compiled computation (TensorFlow's
                                          persistent cache, --tf_xla_persistent_cache_directory)
 
-TensorFlow keys each file by the computation (its whole HLO, checked on load), so a new
-model version or chat memory compiles and adds its own; it does not key them by the
+TensorFlow keys each file by the computation (its whole HLO, checked on load), so a
+generator of new shapes (a chat memory that outgrew the tables compiled before, a model
+of another size) compiles and adds its own; it does not key them by the
 machine, so the files live in a folder named by the TensorFlow version, the CPU and its
 features: a data dir moved to another host or upgraded never loads code built for
 another. TensorFlow fails a compile on a file it cannot parse, so before the first
 compile every file is checked (tidy) and one that is not whole is removed with a log
-line; the newest LIMIT_BYTES are kept, at start and after every later build (trim: a
-chat-memory refresh compiles anew, so the folder would otherwise grow all day).
+line; the newest LIMIT_BYTES are kept, at start and after every later build (trim: each
+new set of shapes adds files, so the folder would otherwise only grow).
 
 TensorFlow reads its XLA flags once, at the first compile of the process: `kept()` sets
 the flag around the first generator's build and takes it out of the environment again,
@@ -106,8 +107,8 @@ def kept(data_dir: Path) -> Iterator[Path | None]:
 
 def trim() -> None:
     """Tidy the folder this process's compiles write into (`kept` set it), if any: every
-    compile after the first writes there too (a new model version, each chat-memory
-    refresh), so the bot calls this after each. Files younger than SETTLE_S are left
+    compile after the first writes there too (a generator of new shapes), so the bot
+    calls this after each build. Files younger than SETTLE_S are left
     alone (another build may be writing one); a failure is a log line."""
     if _folder is None:
         return

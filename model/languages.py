@@ -153,12 +153,21 @@ def base_ngram(order: int) -> ByteNGram:
 @functools.cache
 def base_ngrams(order: int) -> BaseNGrams:
     """The base n-grams of the training split (once per process: ~10 s for order 9)."""
+    return count_base_ngrams(order, base_ngram(order))
+
+
+def count_base_ngrams(order: int, every: ByteNGram | None = None) -> BaseNGrams:
+    """The base n-grams of the training split, counted now and held by no cache
+    (model.ngram_cache keeps them in a file instead); `every`: the n-gram over every
+    language if counted already."""
     train, _ = base_split()
+    if every is None:
+        every = ByteNGram(order).fit(encode_turns(c) for c in train)
     by_language = {}
     for name in corpus_languages():
         members = {tuple(c) for c in unique(load_base_corpus([name]))}
         by_language[name] = [encode_turns(c) for c in train if tuple(c) in members]
-    return fit_base_ngrams(base_ngram(order), by_language)
+    return fit_base_ngrams(every, by_language)
 
 
 def fit_base_ngrams(

@@ -12,7 +12,7 @@ as the process lives, one copy per traced function).
 
 from __future__ import annotations
 
-import functools
+import threading
 from typing import NamedTuple
 
 import tensorflow as tf
@@ -30,10 +30,20 @@ class Params(NamedTuple):
     mix: MixParams
 
 
-@functools.cache
-def loop(jit_compile: bool, max_reply_bytes: int):
-    """The generation loop, one per process for each setting (module docstring)."""
+_loops: dict[tuple[bool, int], tf.types.experimental.PolymorphicFunction] = {}
+_loops_lock = threading.Lock()
 
+
+def loop(jit_compile: bool, max_reply_bytes: int):
+    """The generation loop, one per process for each setting (module docstring); two
+    generators built at once in two threads get the same one."""
+    with _loops_lock:
+        if (jit_compile, max_reply_bytes) not in _loops:
+            _loops[jit_compile, max_reply_bytes] = _new_loop(jit_compile, max_reply_bytes)
+        return _loops[jit_compile, max_reply_bytes]
+
+
+def _new_loop(jit_compile: bool, max_reply_bytes: int):
     def generate(prompt, temperature, limit, seed, min_new, contexts, tables, params):
         return _generate(
             prompt, temperature, limit, seed, min_new, contexts, tables, params, max_reply_bytes

@@ -5,8 +5,9 @@ of a second instead of reading the corpus and counting it (seconds of both cores
                                                 (model.languages.BaseNGrams), and the
                                                 language detectors and their prior
 
-The file is a JSON header (what each array is, where it starts, a CRC-32 of them all)
-followed by the arrays' bytes, each at a multiple of 64. It is read by mapping it into
+The file is a fixed prefix (a magic line, the header's size, a CRC-32 of all that
+follows), a JSON header (what each array is and where it starts) and the arrays' bytes,
+each at a multiple of 64. It is read by mapping it into
 memory, not by copying it: the levels (~60 MB for the base 9-grams) are file pages the
 kernel may drop and read again, so the bot's resident memory holds only what it reads
 (a reply reads a few keys per level; a chat-memory fit reads it all, once, and the bot
@@ -41,7 +42,7 @@ import numpy as np
 from model import codec, corpus, languages, ngram, ngram_counts
 from model.atomic import TMP_PREFIX, write_atomically
 from model.corpus import corpus_dir
-from model.languages import BaseNGrams, base_ngrams
+from model.languages import BaseNGrams, count_base_ngrams
 from model.ngram import ByteNGram, Level
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,8 @@ FORMAT = 2  # the layout of the file below
 MAGIC = b"charbot base n-grams\n"
 ALIGN = 64  # each array starts at a multiple of this (any dtype's alignment)
 DTYPES = {"<i4", "<i8", "<f4", "<f8"}  # what levels, keys and the prior are held as
+PREFIX_LAYOUT = "<QI"  # after MAGIC: the header's size, a CRC-32 of everything after these
+FIXED = len(MAGIC) + struct.calcsize(PREFIX_LAYOUT)  # where the JSON header starts
 PREFIX = "base-ngrams-"
 FOLDER = "ngram-cache"  # the folder the bot keeps them in, in its model store
 # What the tables are computed by: an edit to any of them may change them.
@@ -92,7 +95,7 @@ def load_base_ngrams(order: int, folder: str | Path) -> BaseNGrams:
     except Exception as e:  # damaged or foreign: counted again, never served
         log.warning("the base n-gram file %s does not read back (%s); counting again", path, e)
     start = time.monotonic()
-    ngrams = base_ngrams(order)
+    ngrams = count_base_ngrams(order)
     try:
         write(path, key, ngrams)
     except OSError as e:
@@ -102,7 +105,11 @@ def load_base_ngrams(order: int, folder: str | Path) -> BaseNGrams:
         return ngrams
     log.info("base %d-grams counted and saved in %.1f s", order, time.monotonic() - start)
     _remove_others(path, order)
-    return read(path, key)  # mapped, as at every later start: the counted copy goes
+    try:
+        return read(path, key)  # mapped, as at every later start: the counted copy goes
+    except Exception as e:  # gone meanwhile, or a file system that cannot map files
+        log.warning("the base n-gram file %s does not read back (%s); serving the count", path, e)
+        return ngrams
 
 
 def _remove_others(path: Path, order: int) -> None:
@@ -141,7 +148,6 @@ def write(path: Path, key: str, ngrams: BaseNGrams) -> None:
         chunks += [bytes(pad), array.tobytes()]
         index[name] = [array.dtype.str, list(array.shape), offset + pad]
         offset += pad + array.nbytes
-    data = b"".join(chunks)
     meta = {
         "format": FORMAT,
         "key": key,
@@ -150,33 +156,39 @@ def write(path: Path, key: str, ngrams: BaseNGrams) -> None:
         "detectors": len(ngrams._detectors),
         "discounts": discounts,
         "arrays": index,
-        "crc32": zlib.crc32(data),
     }
     header = json.dumps(meta).encode()
-    start = _data_start(len(header))
-    head = MAGIC + struct.pack("<Q", len(header)) + header
+    body = header + bytes(_data_start(len(header)) - FIXED - len(header)) + b"".join(chunks)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, head + bytes(start - len(head)) + data)
+    write_atomically(path, MAGIC + struct.pack(PREFIX_LAYOUT, len(header), zlib.crc32(body)) + body)
 
 
 def read(path: Path, key: str) -> BaseNGrams:
     """The n-grams saved at `path`, mapped (module docstring); FileNotFoundError, or
-    ValueError when it is not a whole file of `key`."""
+    ValueError (or another error of reading it) when it is not a whole file of `key`."""
     with open(path, "rb") as f:
         mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)  # ValueError if empty
-    fixed = len(MAGIC) + 8
-    if mapped[: len(MAGIC)] != MAGIC or len(mapped) < fixed:
+    try:
+        return _read(mapped, key)
+    except BaseException:
+        with contextlib.suppress(BufferError):  # a view of it still alive: it goes with it
+            mapped.close()
+        raise
+
+
+def _read(mapped: mmap.mmap, key: str) -> BaseNGrams:
+    if len(mapped) < FIXED or mapped[: len(MAGIC)] != MAGIC:
         raise ValueError("not a file of base n-grams")
-    (size,) = struct.unpack("<Q", mapped[len(MAGIC) : fixed])
+    size, crc = struct.unpack(PREFIX_LAYOUT, mapped[len(MAGIC) : FIXED])
     start = _data_start(size)
     if start > len(mapped):
         raise ValueError("torn: shorter than its header")
-    meta = json.loads(mapped[fixed : fixed + size])
+    with memoryview(mapped) as view:
+        if zlib.crc32(view[FIXED:]) != crc:
+            raise ValueError("damaged: it does not match its checksum")
+    meta = json.loads(mapped[FIXED : FIXED + size])
     if meta.get("format") != FORMAT or meta.get("key") != key:
         raise ValueError(f"format {meta.get('format')!r}, key {meta.get('key')!r}")
-    with memoryview(mapped) as view:
-        if zlib.crc32(view[start:]) != meta["crc32"]:
-            raise ValueError("damaged: its arrays do not match their checksum")
     arrays = {name: _array(mapped, start, *entry) for name, entry in meta["arrays"].items()}
     discounts = meta["discounts"]
     ngrams = [_model(arrays, f"n{i}", discounts[f"n{i}"]) for i in range(meta["ngrams"])]
@@ -184,17 +196,19 @@ def read(path: Path, key: str) -> BaseNGrams:
     prior = arrays.get("prior")
     if len(meta["names"]) != len(ngrams) or (detectors and len(detectors) != len(ngrams) - 1):
         raise ValueError("the names, n-grams and detectors do not match")
+    if detectors and (prior is None or prior.shape != (len(detectors),)):
+        raise ValueError("the detectors' prior does not match them")
     return BaseNGrams(ngrams, meta["names"], detectors, prior)
 
 
 def _data_start(header_size: int) -> int:
     """Where the arrays start after a header of `header_size` bytes."""
-    return -(-(len(MAGIC) + 8 + header_size) // ALIGN) * ALIGN
+    return -(-(FIXED + header_size) // ALIGN) * ALIGN
 
 
 def _array(mapped: mmap.mmap, start: int, dtype: str, shape: list, offset: int) -> np.ndarray:
     """One array of the file: a read-only view of its mapped bytes."""
-    if dtype not in DTYPES or offset % ALIGN or len(shape) != 1 or shape[0] < 0:
+    if dtype not in DTYPES or offset < 0 or offset % ALIGN or len(shape) != 1 or shape[0] < 0:
         raise ValueError(f"an array of {dtype} {shape} at {offset} is not one it writes")
     count = shape[0]
     if start + offset + count * np.dtype(dtype).itemsize > len(mapped):

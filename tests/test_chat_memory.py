@@ -406,7 +406,7 @@ def test_metrics_report_the_served_memorys_age_and_size(services):
 def test_the_memory_is_fitted_with_the_base_ngrams_the_generators_serve(tmp_path, monkeypatch):
     """Once the base n-grams are kept in the store, a start reads them once: the chat
     memory's fitting uses that copy too, never counting the corpus again beside it."""
-    monkeypatch.setattr(ngram_cache, "base_ngrams", lambda order: small_base())  # the count
+    monkeypatch.setattr(ngram_cache, "count_base_ngrams", lambda order: small_base())  # the count
     settings = Settings(data_dir=tmp_path)
     store_root = settings.data_dir / MODELS_DIR
     ngram_cache.load_base_ngrams.__wrapped__(ORDER, store_root / ngram_cache.FOLDER)  # kept

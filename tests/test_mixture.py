@@ -10,10 +10,10 @@ from hypothesis import strategies as st
 from toy_model import greedy_reference, untrained_model
 
 from model import MIX_KEY, PAD, SEP, encode_turns
+from model.compiled_ngram import CompiledNGram, initial_contexts
 from model.corpus import base_split
 from model.generator import Generator
 from model.languages import base_ngram, base_ngrams, fit_base_ngrams
-from model.mixture import CompiledNGram, initial_contexts
 from model.modelfile import mix_settings
 from model.ngram import ByteNGram
 
@@ -172,3 +172,16 @@ def test_the_base_ngrams_tell_a_prompts_language():
     # nothing to tell from, or too little: the n-gram over every language
     told = ngrams.detect([[SEP], [PAD, PAD, SEP], encode_turns(["Hello"]), encode_turns(["Ok"])])
     assert told.tolist() == [0, 0, 0, 0]
+
+
+def test_padded_tables_are_never_smaller_than_those_padded_before():
+    """A memory counted again from less text keeps the shapes of the loop already compiled."""
+    big = ByteNGram(6).fit([encode_turns(["a longer conversation", "about many things"])] * 2)
+    small = ByteNGram(6).fit([encode_turns(["hi"])])
+    before = CompiledNGram(big.tables(), padded=True)
+    after = CompiledNGram(small.tables(), padded=True)
+    assert [t.shape for t in after.tensors()] == [t.shape for t in before.tensors()]
+    history = [SEP, *b"hi"]
+    contexts = tf.constant(initial_contexts(small, [history], 1))
+    p = after.probs(contexts)[0].numpy()[0]
+    np.testing.assert_allclose(p[:PAD], small.distribution(history), rtol=1e-5, atol=1e-7)

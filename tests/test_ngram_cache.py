@@ -37,7 +37,7 @@ def counted(monkeypatch):
         calls.append(order)
         return small_base()
 
-    monkeypatch.setattr(ngram_cache, "base_ngrams", count)
+    monkeypatch.setattr(ngram_cache, "count_base_ngrams", count)
     return calls
 
 
@@ -98,6 +98,7 @@ def test_the_key_changes_with_the_order_the_corpus_and_the_counting_code(monkeyp
         lambda raw: b"not a file of n-grams at all",
         lambda raw: b"",
         lambda raw: raw[:-10] + bytes([raw[-10] ^ 1]) + raw[-9:],  # one bit of a count
+        lambda raw: raw[:60] + bytes([raw[60] ^ 1]) + raw[61:],  # one bit of the header
     ],
 )
 def test_a_damaged_file_is_counted_again_and_replaced(tmp_path, counted, caplog, damage):

@@ -1,4 +1,4 @@
-"""bot/resident.py: what a build read once is handed back; the bot's own memory never is."""
+"""bot/resident.py: file pages a build read once are let go; the bot's own memory never is."""
 
 import ctypes
 import mmap
@@ -55,12 +55,16 @@ def test_file_mappings_are_the_clean_read_only_ones(tmp_path):
     maps = [line.split() for line in Path("/proc/self/maps").read_text().splitlines()]
     [ro_start] = [int(f[0].split("-")[0], 16) for f in maps if len(f) > 5 and f[5] == str(clean)]
     assert ro_start in starts
+    # Letting go keeps every byte: what was written stays, what was read reads back.
+    rw[0] = ord("z")
+    resident.release_file_pages()
+    assert cow[0] == ord("y") and rw[0] == ord("z") and ro[:MIB] == b"x" * MIB
     ro.close()
 
 
-def test_a_files_pages_read_once_are_handed_back(tmp_path):
-    """A child reads a file only it maps; paging out drops those pages from its resident
-    set, and they read back the same on the next use."""
+def test_a_files_pages_read_once_are_let_go(tmp_path):
+    """A child reads a file; letting go drops its pages from the child's resident set,
+    and they read back the same on the next use."""
     data = tmp_path / "data"
     data.write_bytes(bytes(range(256)) * (32 * MIB // 256))
     script = textwrap.dedent(
@@ -68,15 +72,15 @@ def test_a_files_pages_read_once_are_handed_back(tmp_path):
         import mmap, zlib
         from bot import resident
 
-        def file_kib():
+        def file_kib():  # file pages, or shared memory where tmp_path is on tmpfs
             for line in open("/proc/self/status"):
-                if line.startswith("RssFile:"):
+                if line.startswith("VmRSS:"):
                     return int(line.split()[1])
         with open({str(data)!r}, "rb") as f:
             m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
         before = zlib.crc32(m)
         read = file_kib()
-        advised = resident.page_out_files()
+        advised = resident.release_file_pages()
         print(read, file_kib(), advised, before == zlib.crc32(m))
         """
     )
