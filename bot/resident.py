@@ -11,12 +11,13 @@ chat-memory refresh):
   that serving reads again is mapped back on its first use without reading the disk
   (a minor fault), and the kernel drops the rest from its cache when it needs the room.
 
-Only mappings of files that are not writable and hold no private (anonymous) page are
-let go: for them, mapping a page back gives exactly the bytes it had, and no page the
-process wrote is ever lost. A library's relocated pages (made read-only after they were
-written) are such private pages, and are kept. Unlike MADV_PAGEOUT, this needs no
-write permission on the files (the bot's user owns none of its libraries in the
-container or under systemd) and never evicts a page another process is using.
+Only mappings of regular files (no device, no memfd, no deleted file) that are not
+writable and hold no private (anonymous) page are let go: for them, mapping a page back
+gives exactly the bytes it had, and no page the process wrote is ever lost. A library's
+relocated pages (made read-only after they were written) are such private pages, and
+are kept. Unlike MADV_PAGEOUT, this needs no write permission on the files (the bot's
+user owns none of its libraries in the container or under systemd) and never evicts a
+page another process is using.
 
 Linux (glibc) only: elsewhere both do nothing.
 """
@@ -28,6 +29,8 @@ import ctypes
 import functools
 import logging
 import mmap
+import os
+import stat
 import sys
 from pathlib import Path
 
@@ -64,6 +67,15 @@ def release_file_pages() -> int:
     return released
 
 
+@functools.lru_cache(maxsize=4096)
+def _regular_file(path: str) -> bool:
+    """Whether `path` is a regular file now (no device, no memfd, no deleted file)."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
 def file_mappings() -> list[tuple[int, int]]:
     """(start, end) of each mapping of a file that is not writable and holds no
     anonymous page (a relocated or copied-on-write page), from /proc/self/smaps."""
@@ -93,7 +105,9 @@ def _clean_file_mapping(fields: list[str]) -> tuple[int, int] | None:
         return None
     path = fields[5] if len(fields) > 5 else ""
     readable_only = len(fields) > 1 and fields[1][:2] == "r-" and "w" not in fields[1]
-    return (start, end) if path.startswith("/") and readable_only else None
+    if not (readable_only and path.startswith("/") and not path.startswith("/dev/")):
+        return None
+    return (start, end) if _regular_file(path) else None
 
 
 def resident() -> str:
