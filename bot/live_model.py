@@ -199,7 +199,7 @@ class LiveModel:
                 self._unloadable = version
                 log.exception("loading model version %s failed; still serving %s", version, old)
                 raise
-            await self._serve(generator, memory)
+            self._serve(generator, memory)
             self.info = ModelInfo.of_version(self.store, version, model)
             log.info("now serving model version %s (was %s)", version, old)
             return SwapResult(old, version)
@@ -218,17 +218,16 @@ class LiveModel:
             model = self._generator.model
             generator, memory = await asyncio.to_thread(self._generator_like_current, model, memory)
             memory = self._unless_silenced(generator, memory, silenced)
-            await self._serve(generator, memory)
+            self._serve(generator, memory)
             return memory is not None or silenced == self._silenced
 
-    async def _serve(self, generator: Generator, memory: ChatMemory | None) -> None:
-        """Flip to `generator` (call holding the swap lock), and hand back what the one it
-        replaces held (bot/resident.py; what a batch still running on it holds goes at
-        the next build)."""
+    def _serve(self, generator: Generator, memory: ChatMemory | None) -> None:
+        """Flip to `generator` (call holding the swap lock); nothing awaits between the
+        flip and the bookkeeping after it. What the generator it replaces held is handed
+        back at the next build (bot/resident.py), when no batch runs on it any more."""
         self._generator, self.memory = generator, memory
         if self._service is not None:
             self._service.swap(generator)
-        await asyncio.to_thread(resident.hand_back)
 
     def silence_memory(self) -> None:
         """Serve no chat memory from the next batch on (a text was withdrawn from it); the

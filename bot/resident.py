@@ -37,7 +37,13 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 SMAPS = Path("/proc/self/smaps")
+MAPS = Path("/proc/self/maps")
 STATUS = Path("/proc/self/status")
+# A mapping with any of these is left alone: its private pages (written, or copied on
+# write) would be lost, wherever they are now.
+PRIVATE_PAGES = {"Anonymous:", "Swap:", "Private_Hugetlb:", "Shared_Hugetlb:", "LazyFree:"}
+# ... and so is one of huge pages (ht), of raw device memory (pf, io), or locked (lo).
+SPECIAL_FLAGS = {"ht", "pf", "io", "lo"}
 LINUX = sys.platform == "linux"
 
 
@@ -60,11 +66,50 @@ def release_file_pages() -> int:
     if madvise is None:
         return 0
     madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    chosen = file_mappings()
+    # Only mappings still there as they were: one another thread mapped or unmapped
+    # meanwhile (a library being loaded, a file closed and its range reused) is left.
+    unchanged = _headers(MAPS)
     released = 0
-    for start, end in file_mappings():
-        if madvise(start, end - start, mmap.MADV_DONTNEED) == 0:
+    for start, end, header in chosen:
+        if header in unchanged and madvise(start, end - start, mmap.MADV_DONTNEED) == 0:
             released += end - start
     return released
+
+
+def file_mappings() -> list[tuple[int, int, str]]:
+    """(start, end, header line) of each mapping of a regular file that is not writable
+    and holds no private page (in memory, in swap or in huge pages: a relocated or
+    copied-on-write page) and is no special mapping, from /proc/self/smaps."""
+    try:
+        lines = SMAPS.read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    found, current, clean = [], None, False
+    for line in lines:
+        fields = line.split(maxsplit=5)
+        if not fields:
+            continue
+        if "-" in fields[0] and not fields[0].endswith(":"):  # a mapping's header line
+            current, clean = _clean_file_mapping(fields), True
+            header = line.rstrip()
+        elif current is None:
+            continue
+        elif fields[0] in PRIVATE_PAGES:
+            clean = clean and fields[1:2] == ["0"]
+        elif fields[0] == "VmFlags:":  # the block's last line
+            if clean and not SPECIAL_FLAGS & set(line.split()[1:]):
+                found.append((*current, header))
+            current = None
+    return found
+
+
+def _headers(path: Path) -> set[str]:
+    """The header lines of the mappings in /proc/self/maps (or smaps) now."""
+    try:
+        return {line.rstrip() for line in path.read_text(errors="replace").splitlines()}
+    except OSError:
+        return set()
 
 
 @functools.lru_cache(maxsize=4096)
@@ -74,27 +119,6 @@ def _regular_file(path: str) -> bool:
         return stat.S_ISREG(os.stat(path).st_mode)
     except (OSError, ValueError):
         return False
-
-
-def file_mappings() -> list[tuple[int, int]]:
-    """(start, end) of each mapping of a file that is not writable and holds no
-    anonymous page (a relocated or copied-on-write page), from /proc/self/smaps."""
-    try:
-        lines = SMAPS.read_text(errors="replace").splitlines()
-    except OSError:
-        return []
-    found, current = [], None
-    for line in lines:
-        fields = line.split(maxsplit=5)
-        if not fields:
-            continue
-        if "-" in fields[0] and not fields[0].endswith(":"):  # a mapping's header line
-            current = _clean_file_mapping(fields)
-        elif fields[0] == "Anonymous:" and current is not None:
-            if fields[1:2] == ["0"]:
-                found.append(current)
-            current = None
-    return found
 
 
 def _clean_file_mapping(fields: list[str]) -> tuple[int, int] | None:

@@ -48,7 +48,7 @@ def test_file_mappings_are_the_clean_read_only_ones(tmp_path):
     libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     cow_start, rw_start = start_of(cow), start_of(rw)
     assert libc.mprotect(cow_start, MIB, mmap.PROT_READ) == 0
-    starts = {start for start, _ in resident.file_mappings()}
+    starts = {start for start, _, _ in resident.file_mappings()}
     assert rw_start not in starts  # writable
     assert cow_start not in starts  # holds an anonymous page
     # The clean read-only mapping is listed: find it among the mappings of its file.
@@ -97,3 +97,28 @@ def test_resident_names_its_parts():
     text = resident.resident()
     assert text.endswith(" of files)") and "anonymous" in text
     assert float(text.split()[0]) > 0
+
+
+def test_a_mapping_with_private_pages_anywhere_is_kept(tmp_path, monkeypatch):
+    """A read-only mapping whose written pages are in swap (Anonymous: 0, Swap: > 0), in
+    huge pages, or that is locked is never let go: mapping it back would lose them."""
+    library = tmp_path / "lib.so"
+    library.write_bytes(b"x")
+
+    def block(start: int, swap: int = 0, hugetlb: int = 0, flags: str = "rd mr me") -> str:
+        return (
+            f"{start:x}-{start + 4096:x} r--p 00000000 08:01 42    {library}\n"
+            f"Rss: 4 kB\nAnonymous: 0 kB\nLazyFree: 0 kB\nSwap: {swap} kB\n"
+            f"Shared_Hugetlb: 0 kB\nPrivate_Hugetlb: {hugetlb} kB\nVmFlags: {flags}\n"
+        )
+
+    smaps = tmp_path / "smaps"
+    smaps.write_text(
+        block(0x1000)
+        + block(0x3000, swap=4)
+        + block(0x5000, hugetlb=2048)
+        + block(0x7000, flags="rd mr me lo")
+        + block(0x9000, flags="rd mr me ht")
+    )
+    monkeypatch.setattr(resident, "SMAPS", smaps)
+    assert [start for start, _, _ in resident.file_mappings()] == [0x1000]
