@@ -33,6 +33,7 @@ Usage: python benchmarks/bench_serving.py [--model PATH] [--idle N] [--bursts 10
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import os
 import shutil
@@ -94,14 +95,42 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def wait_for_line(path: Path, text: str, timeout: float = 300) -> float:
-    """Seconds until `text` appears in the log at `path` (the bot started moments ago)."""
+def wait_for_line(path: Path, text: str, times: int = 1, timeout: float = 300) -> float:
+    """Seconds until `text` is in the log at `path` `times` times."""
     start = time.monotonic()
-    while text not in path.read_text(errors="replace"):
+    while path.read_text(errors="replace").count(text) < times:
         if time.monotonic() - start > timeout:
-            raise AssertionError(f"{text!r} not in {path} after {timeout} s")
+            raise AssertionError(f"{text!r} not {times} times in {path} after {timeout} s")
         time.sleep(0.05)
     return time.monotonic() - start
+
+
+def copy_kept(source: Path, target: Path) -> None:
+    """What a start keeps (KEPT), from one data dir (or copy of one) to another."""
+    for folder in KEPT:
+        if (source / folder).exists():
+            shutil.copytree(source / folder, target / folder)
+
+
+@contextlib.contextmanager
+def running_bot(args, stub: BotApiStub, data_dir: str, flags=(), **env: str):
+    """`charbot run` on `data_dir` against `stub`, logging to bot.log there, with `env`
+    set; stopped (SIGTERM) on the way out."""
+    env = {
+        **os.environ,
+        "TELEGRAM_BOT_TOKEN": stub.token,
+        "CHARBOT_TELEGRAM_BASE_URL": stub.base_url,
+        "CHARBOT_DATA_DIR": data_dir,
+        **({"CHARBOT_MODEL_PATH": args.model} if args.model else {}),
+        **env,
+    }
+    with open(Path(data_dir) / "bot.log", "w") as log:
+        proc = subprocess.Popen([str(CHARBOT), "run", *flags], env=env, stdout=log, stderr=log)
+        try:
+            yield proc
+        finally:
+            proc.terminate()
+            proc.wait(60)
 
 
 def ask(stub: BotApiStub, users: int) -> Phase:
@@ -136,42 +165,26 @@ def serve(args, *, batching: bool, rate_limit: bool, kept: Path) -> dict:
     flags = [] if batching else ["--max-batch", "1"]
     flags += [] if rate_limit else ["--no-rate-limit"]
     with BotApiStub() as stub, tempfile.TemporaryDirectory() as data_dir:
+        log = Path(data_dir) / "bot.log"
         first = not kept.exists()
-        for folder in KEPT if not first else ():
-            if (kept / folder).exists():
-                shutil.copytree(kept / folder, Path(data_dir) / folder)
+        if not first:
+            copy_kept(kept, Path(data_dir))
         label += " (first start: counts and compiles)" if first else ""
-        env = {
-            **os.environ,
-            "TELEGRAM_BOT_TOKEN": stub.token,
-            "CHARBOT_TELEGRAM_BASE_URL": stub.base_url,
-            "CHARBOT_DATA_DIR": data_dir,
-        }
-        if args.model:
-            env["CHARBOT_MODEL_PATH"] = args.model
-        log = open(Path(data_dir) / "bot.log", "w")  # noqa: SIM115
         start = time.monotonic()
-        proc = subprocess.Popen([str(CHARBOT), "run", *flags], env=env, stdout=log, stderr=log)
-        try:
+        with running_bot(args, stub, data_dir, flags) as proc:
             stub.wait_for_calls("getUpdates", 1, timeout=300)
             startup = time.monotonic() - start
             ask(stub, 1)  # one reply before measuring
-            warm = wait_for_line(Path(data_dir) / "bot.log", WARMED_UP)  # the other batches
+            warm = wait_for_line(log, WARMED_UP)  # the other batches
             rss_warm = rss_mib(proc.pid)
             result = {"label": label, "startup": startup, "warm": warm, "rss_warm": rss_warm}
             phases = [idle(stub, args.idle)] if batching else []
             phases += [ask(stub, n) for n in args.bursts]
             result["phases"] = phases
             result["rss_after"] = rss_mib(proc.pid)
-        finally:
-            proc.terminate()
-            proc.wait(60)
-            log.close()
-        for folder in KEPT if first else ():
-            if (Path(data_dir) / folder).exists():
-                shutil.copytree(Path(data_dir) / folder, kept / folder)
-        lines = (Path(data_dir) / "bot.log").read_text().splitlines()
-        stats = [ln for ln in lines if "reply service:" in ln]
+        if first:
+            copy_kept(Path(data_dir), kept)
+        stats = [ln for ln in log.read_text().splitlines() if "reply service:" in ln]
         result["batches"] = stats[-1].split("reply service: ")[-1].strip() if stats else "?"
     return result
 
@@ -180,52 +193,26 @@ def with_history(args, kept: Path) -> tuple[str, list[tuple[str, float]]]:
     """(Its first count's log line, (moment, RSS MiB) of each) for a bot started on
     --history-mb of stored text (module docstring)."""
     with BotApiStub() as stub, tempfile.TemporaryDirectory() as data_dir:
-        for folder in KEPT:
-            if (kept / folder).exists():
-                shutil.copytree(kept / folder, Path(data_dir) / folder)
+        copy_kept(kept, Path(data_dir))
         fill = (
             f"import sys; sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / 'benchmarks')!r}]; "
             f"import bench_memory, pathlib; "
             f"bench_memory.fill(pathlib.Path({data_dir!r}), {args.history_mb})"
         )
         subprocess.run([sys.executable, "-c", fill], check=True, stdout=subprocess.DEVNULL)
-        env = {
-            **os.environ,
-            "TELEGRAM_BOT_TOKEN": stub.token,
-            "CHARBOT_TELEGRAM_BASE_URL": stub.base_url,
-            "CHARBOT_DATA_DIR": data_dir,
-            "CHARBOT_MEMORY_REFRESH_MESSAGES": "40",
-        }
-        if args.model:
-            env["CHARBOT_MODEL_PATH"] = args.model
-        path = Path(data_dir) / "bot.log"
-        log = open(path, "w")  # noqa: SIM115
-        proc = subprocess.Popen([str(CHARBOT), "run"], env=env, stdout=log, stderr=log)
-        try:
+        log = Path(data_dir) / "bot.log"
+        with running_bot(args, stub, data_dir, CHARBOT_MEMORY_REFRESH_MESSAGES="40") as proc:
             stub.wait_for_calls("getUpdates", 1, timeout=300)
             ask(stub, 1)
-            wait_for_line(path, WARMED_UP)
-            wait_for_count(path, MEMORY_REFRESHED, 1)
+            wait_for_line(log, WARMED_UP)
+            wait_for_line(log, MEMORY_REFRESHED)
             seen = [("chat memory counted, every batch size warm", rss_mib(proc.pid))]
             for n in (2, 3):
                 ask(stub, 40)
-                wait_for_count(path, MEMORY_REFRESHED, n)
+                wait_for_line(log, MEMORY_REFRESHED, times=n)
                 seen.append((f"refresh {n}, after a burst of 40", rss_mib(proc.pid)))
-        finally:
-            proc.terminate()
-            proc.wait(60)
-            log.close()
-        first = next(ln for ln in path.read_text().splitlines() if MEMORY_REFRESHED in ln)
+        first = next(ln for ln in log.read_text().splitlines() if MEMORY_REFRESHED in ln)
         return first.split(": ", 1)[-1], seen
-
-
-def wait_for_count(path: Path, text: str, n: int, timeout: float = 300) -> None:
-    """Wait until `text` is in the log at `path` `n` times."""
-    start = time.monotonic()
-    while path.read_text(errors="replace").count(text) < n:
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"{text!r} not {n} times in {path} after {timeout} s")
-        time.sleep(0.2)
 
 
 def service_alone(args, repeats: int = 5) -> None:

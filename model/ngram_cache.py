@@ -7,12 +7,12 @@ of a second instead of reading the corpus and counting it (seconds of both cores
 
 The file is a fixed prefix (a magic line, the header's size, a CRC-32 of all that
 follows), a JSON header (what each array is and where it starts) and the arrays' bytes,
-each at a multiple of 64. It is read by mapping it into
-memory, not by copying it: the levels (~60 MB for the base 9-grams) are file pages the
-kernel may drop and read again, so the bot's resident memory holds only what it reads
-(a reply reads a few keys per level; a chat-memory fit reads it all, once, and the bot
-hands those pages back after the build: bot/resident.py). The tables the generator
-serves from are its own copy (model.mixture).
+each at a multiple of 64. It is read by mapping it into memory, not by copying it: the
+levels (~60 MB for the base 9-grams) are file pages the kernel may drop and read again,
+so the bot's resident memory holds only what it reads (a reply reads a few keys per
+level; a chat-memory fit reads it all, once, and the bot hands those pages back after
+the build: bot/resident.py). The tables the generator serves from are its own copy
+(model.compiled_ngram).
 
 The key is a hash of everything the tables are made from: the order, the corpus files
 (names and bytes) and the source of the modules that read and count them. A changed
@@ -84,8 +84,8 @@ def load_base_ngrams(order: int, folder: str | Path) -> BaseNGrams:
     """The base n-grams of `order` from the file in `folder`; counted (model.languages)
     and saved there when there is none or it does not read back. Never raises for the
     file: a folder that cannot be written serves the counted tables all the same.
-    Once per process and folder: every generator shares one copy (and model.mixture's
-    compiled tables of it)."""
+    Once per process and folder: every generator shares one copy (and the compiled
+    tables of it: model.compiled_ngram)."""
     key = cache_key(order)
     path = cache_path(folder, order, key)
     try:
