@@ -26,11 +26,18 @@ def test_any_text_round_trips(text):
 def test_any_id_sequence_decodes_to_valid_text_without_separator(ids):
     text = decode(ids)
     text.encode("utf-8")  # raises on lone surrogates: decoded text is always valid
-    assert chr(SEP) not in text and chr(PAD) not in text
+    # SEP and PAD ids add nothing. (chr(SEP) itself, "Ā", is a character bytes C4 80
+    # decode to, so the text is compared, not searched for it.)
+    assert text == decode([i for i in ids if i not in (SEP, PAD)])
+    assert decode([SEP, PAD]) == ""
     # Nothing is invented: the text's bytes are a subsequence of the byte ids.
     data = bytes(i for i in ids if i < 256)
     it = iter(data)
     assert all(b in it for b in text.encode("utf-8"))
+
+
+def test_the_character_numbered_like_sep_decodes_from_its_bytes():
+    assert decode([0xC4, SEP, 0x80]) == decode([*"Ā".encode()]) == "Ā" == chr(SEP)
 
 
 def test_broken_multibyte_sequences_are_dropped_not_shown():
