@@ -5,10 +5,13 @@ In one run, on the shipped model:
   (a pirate who talks about ships and rum), written as chats with the bot;
 - the real bot (`charbot run`) against the Bot API stand-in on 127.0.0.1; reply latency
   p50/p99 with one user at a time, idle;
+- the bot's first chat memory (counted at its first check), waited for;
 - one `charbot train` (the scheduler's way: its own process, low priority, one thread)
   while the same user keeps writing: latency p50/p99 during the run;
 - the run's duration, bytes/s trained, and held-out bits/byte on the new style and on
-  the base slice, before and after (from the run's record).
+  the base slice, before and after (from the run's record): as served with the chat
+  memory and without it, so the style's loss reads from nothing learnt (the live model
+  without a memory) through the memory alone to the memory and the retrain.
 
 Usage: python benchmarks/bench_retrain.py [--messages 3000] [--epochs N]
 """
@@ -31,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_serving import CHARBOT, Phase, ask
 from telegram_stub import BotApiStub
 
+from bot.datadir import MEMORY_FILE
 from model.modelfile import load
 
 SUBJECTS = ["the ship", "me parrot", "the rum", "yer map", "the cap'n", "the kraken", "me crew"]
@@ -70,6 +74,14 @@ def write_corpus(data_dir: Path, messages: int, seed: int = 7) -> None:
     db.dispose()
 
 
+def wait_for_file(path: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no {path.name} after {timeout:.0f} s")
+        time.sleep(1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=3000)
@@ -91,6 +103,7 @@ def main() -> None:
         bot = subprocess.Popen([str(CHARBOT), "run"], env=env, stdout=log, stderr=log)
         try:
             stub.wait_for_calls("getUpdates", 1, timeout=300)
+            wait_for_file(data_dir / MEMORY_FILE, timeout=600)
             ask(stub, 1)
             idle = Phase("idle")
             for _ in range(args.idle):
@@ -141,6 +154,18 @@ def main() -> None:
         f"held-out new style: {losses['live_chat']:.3f} -> {losses['candidate_chat']:.3f} "
         f"bits/byte; base slice: {losses['live_base']:.3f} -> {losses['candidate_base']:.3f}"
     )
+    if losses.get("memory"):
+        nothing, memory_only = losses["live_chat_without_memory"], losses["live_chat"]
+        after = losses["candidate_chat"]
+        print(
+            "the losses above are as served with the chat memory (base slice: the live model "
+            "without it -> the candidate with it);\n"
+            f"new style, nothing learnt (live, no memory) {nothing:.3f} -> memory alone "
+            f"{memory_only:.3f} ({1 - memory_only / nothing:.0%} cut) -> memory and this "
+            f"run {after:.3f} ({1 - after / nothing:.0%} cut); the candidate without the "
+            f"memory {losses['candidate_chat_without_memory']:.3f}, base slice "
+            f"{losses['candidate_base_without_memory']:.3f}"
+        )
     mix = candidate_meta.get("mix")
     if mix:
         print(

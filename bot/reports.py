@@ -191,9 +191,10 @@ def status_lines(
     losses = store.info(version).get("losses") or {} if version else {}
     live = f"Live version: {version} of {len(store.versions())} kept"
     if losses.get("candidate_chat") is not None:
+        served = " with the chat memory" if losses.get("memory") else ""
         live += (
             f" (held-out chat {losses['candidate_chat']:.3f}, "
-            f"base {losses['candidate_base']:.3f} bits/byte)"
+            f"base {losses['candidate_base']:.3f} bits/byte{served})"
         )
     with db.read() as session:
         last = last_run(session)

@@ -21,6 +21,7 @@ from pathlib import Path
 from bot.datadir import (
     KEEP_RUN_DIRS,
     check_shared_store,
+    memory_path,
     open_store,
     prune_run_dirs,
     reconcile_stale_runs,
@@ -150,7 +151,16 @@ def _train(
         )
 
     try:
-        result = retrain(live, sample.new, config, folder, on_epoch=on_epoch, replay=sample.replay)
+        result = retrain(
+            live,
+            sample.new,
+            config,
+            folder,
+            on_epoch=on_epoch,
+            replay=sample.replay,
+            # The bot serves a chat memory (it saves one after every count): judge with one.
+            with_memory=memory_path(settings).exists(),
+        )
     except NotEnoughData as exc:
         with db.begin() as session:
             finish_run(session, run_id, status="skipped", live_version=live_version, error=str(exc))

@@ -14,6 +14,9 @@ model is credited the same way: its chat loss is that of its own best such weigh
 re-weighting alone never passes. And the candidate's network alone must stay within the
 margin on the base slice too (the same rule the per-epoch check applies), so a network
 that forgot the base cannot hide behind the n-gram.
+
+When the bot serves a chat memory, model.memory_gate judges the two again as served
+with it; the weight chosen here is then what the candidate is served at without one.
 """
 
 from __future__ import annotations
@@ -94,16 +97,23 @@ def gate(losses: Losses, margin: float) -> tuple[bool, str]:
             f"forgets the base corpus ({losses.live_base:.3f} -> {losses.candidate_base:.3f} "
             f"bits/byte on its held-out slice, more than the {margin:.3f} margin)"
         )
+    if losses.memory and not losses.candidate_base_without_memory <= losses.live_base + margin:
+        failures.append(
+            f"forgets the base corpus when served without the chat memory "
+            f"({losses.live_base:.3f} -> {losses.candidate_base_without_memory:.3f} bits/byte, "
+            f"more than the {margin:.3f} margin)"
+        )
     if losses.mixed and not losses.candidate_base_network <= losses.live_base_network + margin:
         failures.append(
             f"its network forgets the base corpus ({losses.live_base_network:.3f} -> "
             f"{losses.candidate_base_network:.3f} bits/byte alone, more than the "
             f"{margin:.3f} margin)"
         )
+    served = " as served with the chat memory" if losses.memory else ""
     if failures:
-        return False, "rejected: " + "; ".join(failures)
+        return False, "rejected" + served + ": " + "; ".join(failures)
     return True, (
-        f"accepted: held-out chats {losses.live_chat:.3f} -> {losses.candidate_chat:.3f} "
+        f"accepted{served}: held-out chats {losses.live_chat:.3f} -> {losses.candidate_chat:.3f} "
         f"bits/byte, base slice {losses.live_base:.3f} -> {losses.candidate_base:.3f} "
         f"(margin {margin:.3f})"
     )

@@ -34,7 +34,7 @@ from model.network import network_of
 from model.ngram import ByteNGram
 from model.scoring import BASE_MARGIN, network_probs, ngram_scores
 from model.training import conversation_ids
-from model.weighting import bits, fit, fixed, stack
+from model.weighting import MixWeights, bits, fit, fixed, stack
 
 HELDOUT_SHARE = 0.1  # of the window's messages, to fit the weights on
 MAX_HELDOUT_MESSAGES = 500  # ~25 KB of chat: the network scores it in seconds
@@ -53,13 +53,13 @@ class Scored:
     base_evidence: np.ndarray
     memory_evidence: np.ndarray
 
+    def subset(self, keep: np.ndarray) -> Scored:
+        return Scored(self.p[keep], self.base_evidence[keep], self.memory_evidence[keep])
+
     def halves(self) -> tuple[Scored, Scored]:
         """The first and the second half of the targets."""
         cut = len(self.p) // 2
-        parts = (slice(None, cut), slice(cut, None))
-        return tuple(  # type: ignore[return-value]
-            Scored(self.p[s], self.base_evidence[s], self.memory_evidence[s]) for s in parts
-        )
+        return self.subset(slice(None, cut)), self.subset(slice(cut, None))
 
 
 class MemoryBuilder:
@@ -96,7 +96,8 @@ class MemoryBuilder:
             chat = self._score(model, in_context(messages, heldout_ix), fitted)
             base_scored = self._score(model, base[0], fitted, base[1])
             fitting, checking = base_scored.halves()
-            weights = self._weights(model, chat, fitting, checking)
+            limit = served_without(model, checking) + BASE_MARGIN
+            weights = fit_weights(table_shape(model), chat, fitting, checking, limit)
             if weights is None:
                 return None
             served = count_memory(messages, MEMORY_ORDER, self.min_users)
@@ -111,25 +112,6 @@ class MemoryBuilder:
                 heldout_bits_without=served_without(model, chat),
             )
             return ChatMemory(served, weights, info)
-
-    def _weights(self, model, chat: Scored, fitting: Scored, checking: Scored):
-        """The weights that serve the held-out chats best while the base slice's other
-        half stays within BASE_MARGIN of the model served without a memory: the base
-        slice gets more say until it does; None if it never does."""
-        shape = table_shape(model)
-        limit = served_without(model, checking) + BASE_MARGIN
-        both = _concat(chat, fitting)
-        for base_say in BASE_SAYS:
-            say = np.concatenate(
-                [
-                    np.full(len(chat.p), 1.0 / len(chat.p)),
-                    np.full(len(fitting.p), base_say / len(fitting.p)),
-                ]
-            )
-            weights = fit(both.p, both.base_evidence, both.memory_evidence, shape, say)
-            if bits(weights, checking.p, checking.base_evidence, checking.memory_evidence) <= limit:
-                return weights
-        return None
 
     def _net_of(self, model: ModelFile):
         if self._model is not model:
@@ -157,6 +139,26 @@ class MemoryBuilder:
         p_net, p_base, e_base = known
         p_mem, e_mem = ngram_scores(memory, encoded)
         return Scored(stack([p_net, p_base, p_mem]), e_base, e_mem)
+
+
+def fit_weights(
+    shape: tuple[int, int], chat: Scored, fitting: Scored, checking: Scored, limit: float
+) -> MixWeights | None:
+    """The weights that serve the `chat` targets best while the base slice's `checking`
+    part stays within `limit` bits/byte: the base slice's `fitting` part gets more say
+    until it does; None if it never does."""
+    both = _concat(chat, fitting)
+    for base_say in BASE_SAYS:
+        say = np.concatenate(
+            [
+                np.full(len(chat.p), 1.0 / len(chat.p)),
+                np.full(len(fitting.p), base_say / len(fitting.p)),
+            ]
+        )
+        weights = fit(both.p, both.base_evidence, both.memory_evidence, shape, say)
+        if bits(weights, checking.p, checking.base_evidence, checking.memory_evidence) <= limit:
+            return weights
+    return None
 
 
 def in_context(messages: Messages, indices: Sequence[int]) -> list[Encoded]:

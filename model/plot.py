@@ -20,14 +20,16 @@ def plot_losses(
     for key, label in (("loss", "training"), ("val_loss", "validation (held-out chats)")):
         values = history.get(key, [])
         ax.plot(range(1, len(values) + 1), values, marker="o", label=label)
-    live = (
-        "live model at its best weight, held-out chats"
-        if losses.mixed
-        else "live model, held-out chats"
-    )
+    if losses.memory:
+        live = "live model with the chat memory, held-out chats"
+    elif losses.mixed:
+        live = "live model at its best weight, held-out chats"
+    else:
+        live = "live model, held-out chats"
     ax.axhline(losses.live_chat, color="gray", linestyle="--", label=live)
-    if losses.mixed:
-        ax.axhline(losses.candidate_chat, color="green", linestyle=":", label="candidate as served")
+    if losses.mixed or losses.memory:
+        served = "candidate with the chat memory" if losses.memory else "candidate as served"
+        ax.axhline(losses.candidate_chat, color="green", linestyle=":", label=served)
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss (bits/byte)")
     ax.set_title(f"retraining: candidate {'accepted' if accepted else 'rejected'}")

@@ -25,6 +25,8 @@ import tensorflow as tf
 from model.codec import Encoded, Turn
 from model.corpus import BASE_SEED
 from model.gate import judge, score
+from model.languages import served_mix
+from model.memory_gate import chat_memory, judge_memory, judged_with_memory
 from model.modelfile import MIX_KEY, ModelFile, save
 from model.network import network_of
 from model.plot import plot_losses
@@ -105,6 +107,7 @@ def retrain(
     on_epoch: Callable[[int, dict], None] | None = None,
     base: BaseCorpus | None = None,
     replay: Sequence[Sequence[Turn]] = (),
+    with_memory: bool = False,
 ) -> RunResult:
     """Fine-tune `live` on `transcripts` (the newest chats) and `replay` (pieces of older
     ones) and judge the candidate against it.
@@ -112,8 +115,9 @@ def retrain(
     Writes into run_dir: best.weights.h5 (checkpoint), history.csv, tensorboard/,
     candidate.npz (kept even when rejected) and loss.png. `on_epoch(epoch, logs)` gets
     Keras' logs (nats) plus `loss_bits` and `val_loss_bits`. `base` replaces the base
-    corpus split (tests, benchmarks). Raises NotEnoughData before training anything
-    when the chats are too few to hold some out.
+    corpus split (tests, benchmarks). `with_memory`: the bot serves a chat memory, so
+    the gate judges both models as served with one (model.memory_gate). Raises
+    NotEnoughData before training anything when the chats are too few to hold some out.
     """
     start = time.monotonic()
     run_dir = Path(run_dir)
@@ -127,7 +131,7 @@ def retrain(
         bits = {f"{k}_bits": v / LN2 for k, v in logs.items() if k.endswith("loss")}
         on_epoch(epoch, {**logs, **bits})
 
-    order = live.mix[0] if live.mix is not None else None
+    order = served_mix(live)[0] if live.mix is not None or with_memory else None
     live_scores = score(network_of(live), data.heldout, data.base_eval, order)
     keeper = KeepAdmissible(
         data.base_eval,
@@ -147,6 +151,20 @@ def retrain(
     )
     candidate_scores = score(candidate_net, data.heldout, data.base_eval, order)
     verdict = judge(live_scores, candidate_scores, live.mix, config.gate_margin)
+    if with_memory:
+        weights = (served_mix(live)[1], verdict.mix["network_weight"] if verdict.mix else 1.0)
+        memory_losses = judge_memory(
+            live_scores,
+            candidate_scores,
+            chat_memory(data.train_chats),
+            data.heldout,
+            data.base_eval,
+            order,
+            weights,
+            config.gate_margin,
+        )
+        if memory_losses is not None:
+            verdict = judged_with_memory(verdict, memory_losses, config.gate_margin)
     log.info("%s", verdict.reason)
 
     history = {

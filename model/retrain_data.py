@@ -37,6 +37,7 @@ class RetrainData:
     heldout: list[Encoded]  # chat chunks
     base_eval: list[Encoded]  # base held-out slice
     examples: Examples
+    train_chats: list[list[Turn]]  # the chat chunks of `train`, as turns
 
 
 def chunk_transcripts(transcripts: Sequence[Sequence[Turn]], max_turns: int) -> list[list[Turn]]:
@@ -154,4 +155,4 @@ def prepare(
         base_eval_bytes=target_bytes(base_eval),
         replay_chunks=len(replay_chunks),
     )
-    return RetrainData(train + mix_encoded, heldout, base_eval, examples)
+    return RetrainData(train + mix_encoded, heldout, base_eval, examples, train_chunks)

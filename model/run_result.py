@@ -37,6 +37,13 @@ class Losses:
     live_base_network: float = math.nan
     candidate_base_network: float = math.nan
     mixed: bool = False  # served mixed with the base n-gram (then the two above are set)
+    # Judged with the chat memory the bot serves (model.memory_gate): the chat losses and
+    # candidate_base above are then as served with it, and these as served without it
+    # (the bot serves without it after a /forget, until its next count).
+    memory: bool = False
+    live_chat_without_memory: float = math.nan
+    candidate_chat_without_memory: float = math.nan
+    candidate_base_without_memory: float = math.nan
 
 
 @dataclass
@@ -66,8 +73,11 @@ class RunResult:
         data["examples"] = Examples(**data["examples"])
         losses = dict(data["losses"])
         mixed = bool(losses.pop("mixed", losses.get("live_base_network") is not None))
+        memory = bool(losses.pop("memory", False))
         data["losses"] = Losses(
-            **{k: math.nan if v is None else float(v) for k, v in losses.items()}, mixed=mixed
+            **{k: math.nan if v is None else float(v) for k, v in losses.items()},
+            mixed=mixed,
+            memory=memory,
         )
         data["history"] = {
             k: [math.nan if v is None else v for v in vs] for k, vs in data["history"].items()

@@ -43,6 +43,7 @@ class TargetScores:
 
     network: np.ndarray
     ngram: np.ndarray | None = None  # None: no n-gram was scored (weight 1 only)
+    evidence: np.ndarray | None = None  # the n-gram's, per target (model.weighting)
 
     def probs(self, weight: float = 1.0) -> np.ndarray:
         if weight == 1.0:
@@ -61,7 +62,10 @@ class TargetScores:
         return {w: self.bits(w) for w in weights}
 
     def subset(self, keep: np.ndarray) -> TargetScores:
-        return TargetScores(self.network[keep], None if self.ngram is None else self.ngram[keep])
+        def part(a):
+            return None if a is None else a[keep]
+
+        return TargetScores(self.network[keep], part(self.ngram), part(self.evidence))
 
 
 def target_scores(net, encoded: Sequence[Encoded], ngram_order: int | None = None) -> TargetScores:
@@ -69,10 +73,10 @@ def target_scores(net, encoded: Sequence[Encoded], ngram_order: int | None = Non
     network = network_probs(net, encoded)
     if ngram_order is None:
         return TargetScores(network)
-    ngram, _ = base_ngrams(ngram_order).served(encoded)
+    ngram, evidence = base_ngrams(ngram_order).served(encoded)
     if ngram.shape != network.shape:
         raise AssertionError("network and n-gram scored different targets")
-    return TargetScores(network, ngram)
+    return TargetScores(network, ngram, evidence)
 
 
 def served_bits(net, encoded: Sequence[Encoded], mix: tuple[int, float] | None) -> float:

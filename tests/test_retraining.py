@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -15,7 +16,13 @@ from sqlalchemy import event
 from test_bot_e2e import ADMIN, USER, data_dir, running_bot, say, sql, stub
 
 from bot import texts
-from bot.datadir import MIXED_BASE_CHECKED, adopt_shipped_base, open_database_for, open_store
+from bot.datadir import (
+    MIXED_BASE_CHECKED,
+    adopt_shipped_base,
+    memory_path,
+    open_database_for,
+    open_store,
+)
 from bot.preferences import forget_command, learn_command
 from bot.reports import STALE_RUN, new_messages
 from bot.retrainer import Retrainer
@@ -304,6 +311,21 @@ def test_a_candidate_from_a_version_no_longer_live_is_not_published(settings, da
     assert run.status == "rejected" and run.new_version is None
     assert "the live version changed from 1 to 2 during the run" in run.error
     assert open_store(settings).live_version() == 2
+
+
+@pytest.mark.parametrize("memory", [False, True])
+def test_a_run_is_judged_with_the_memory_only_when_the_bot_serves_one(settings, memory: bool):
+    write_chats(settings, chats=40, turns=6)  # 8 held out: enough to fit the memory's weights
+    if memory:  # the bot saves its memory after every count; the run reads that it exists
+        memory_path(settings).write_bytes(b"the bot's chat memory")
+    db = open_database_for(settings)
+    config = RetrainConfig(learning_rate=1e-2, epochs=1, base_eval_conversations=20, threads=None)
+    run = train_once(settings, db, config=config, report=lambda line: None)
+    db.dispose()
+    result = RunResult.from_dict(json.loads(run.result_json))
+    assert result.losses.memory is memory
+    assert bool(np.isfinite(result.losses.live_chat_without_memory)) is memory
+    assert ("as served with the chat memory" in result.reason) is memory
 
 
 def test_a_version_that_fails_to_load_keeps_the_old_one_serving(settings, generator):
