@@ -1,0 +1,169 @@
+"""How else the network and the base n-grams could be mixed: held-out bits/byte of the
+shipped model's parts combined other ways than the linear mixture it is served with.
+
+On the held-out 10% of the base corpus (what `charbot eval` scores), every target byte's
+full distribution from the network (PAD's share spread over the rest, as served), the
+9-gram of the language told from the turns before it (as served) and the 9-gram over
+all languages; then, each fitted on one half of the conversations and scored on the
+other half and back (cross-fitted):
+
+- linear, the network and the language's 9-gram at the model file's weight (as served);
+- linear, those two and the all-language 9-gram, weights by EM;
+- geometric (a product of experts), p ∝ p_net^a · p_lang^b [· p_all^c], the exponents
+  fitted by Newton's method, one set or one per evidence level of the language's 9-gram.
+
+Figures are against the best byte n-gram `charbot eval` prints (orders 3–9).
+Usage: python benchmarks/study_mixing.py  (about 2 minutes on two cores)
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
+import tensorflow as tf
+
+from model import scoring
+from model.codec import MAX_PROMPT_BYTES, PAD, SEP, VOCAB_SIZE, encode_turns
+from model.corpus import base_split
+from model.evaluate import NGRAM_ORDERS
+from model.languages import base_ngrams
+from model.modelfile import BASE_MODEL_PATH, load
+from model.network import network_of
+from model.ngram import best_ngram
+from model.training import conversation_ids
+
+NEWTON_STEPS = 12
+
+
+def network_log_probs(net, encoded) -> np.ndarray:
+    """(targets, 257) log P under the network, PAD never a candidate, targets in order."""
+    rows = scoring._pieces(encoded, MAX_PROMPT_BYTES)
+    no_pad = tf.one_hot(PAD, VOCAB_SIZE, on_value=-1e9, off_value=0.0)
+    spec = tf.TensorSpec([None, None], tf.int32)
+    forward = tf.function(
+        lambda x: tf.nn.log_softmax(net(x, training=False) + no_pad), input_signature=[spec]
+    )
+    pieces = [np.zeros((0, PAD))] * len(rows)
+    for chunk, x, y in scoring._batches(rows, scoring.SCORE_BATCH):
+        log_probs = forward(tf.constant(x)).numpy()
+        for k, j in enumerate(chunk):
+            where = np.flatnonzero(y[k] != PAD)
+            pieces[j] = log_probs[k, where, :PAD]
+    return np.concatenate(pieces).astype(np.float64)
+
+
+def ngram_log_probs(encoded):
+    """(language 9-gram, all-language 9-gram, language evidence, conversation) per target."""
+    base = base_ngrams(9)
+    sequences = [np.asarray(ids) for ids, _ in encoded]
+    seps = [np.flatnonzero(ids == SEP) for ids in sequences]
+    prompts = [ids[: s + 1] for ids, cut in zip(sequences, seps, strict=True) for s in cut[:-1]]
+    told = iter(base.detect(prompts))
+    lang, every, convo = [], [], []
+    for n, ((ids, mask), cut) in enumerate(zip(encoded, seps, strict=True)):
+        table = np.zeros(len(ids) - 1, dtype=np.int32)
+        for start, end in itertools.pairwise(cut):
+            table[start:end] = next(told)
+        for i in np.flatnonzero(np.asarray(mask[1:], dtype=bool)):
+            lang.append(base.ngrams[table[i]].distribution(ids[: i + 1]))
+            every.append(base.ngrams[0].distribution(ids[: i + 1]))
+            convo.append(n)
+    _, evidence = base.served(encoded)
+    logs = (np.log(np.maximum(np.stack(x), 1e-12)) for x in (lang, every))
+    return (*logs, evidence, np.array(convo))
+
+
+def geometric_fit(parts, targets, buckets, n_buckets):
+    """Exponents (buckets, parts) maximising the likelihood of p ∝ prod p_k^w_k."""
+    k = len(parts)
+    weights = np.full((n_buckets, k), 1.0 / k)
+    rows = np.arange(len(targets))
+    for _ in range(NEWTON_STEPS):
+        q = _geometric(parts, weights[buckets])
+        mean = np.stack([(q * p).sum(1) for p in parts], 1)
+        grad = mean - np.stack([p[rows, targets] for p in parts], 1)
+        hess = np.empty((len(targets), k, k))
+        for i, j in itertools.product(range(k), repeat=2):
+            hess[:, i, j] = (q * parts[i] * parts[j]).sum(1) - mean[:, i] * mean[:, j]
+        for b in range(n_buckets):
+            mine = buckets == b
+            if mine.any():
+                h = hess[mine].sum(0) + 1e-3 * mine.sum() * np.eye(k)
+                weights[b] -= np.linalg.solve(h, grad[mine].sum(0))
+    return weights
+
+
+def _geometric(parts, w):
+    z = sum(w[:, i : i + 1] * p for i, p in enumerate(parts))
+    z = np.exp(z - z.max(1, keepdims=True))
+    return z / z.sum(1, keepdims=True)
+
+
+def linear_fit(p_targets):
+    w = np.full(p_targets.shape[1], 1.0 / p_targets.shape[1])
+    for _ in range(200):
+        r = w * p_targets
+        w = (r / r.sum(1, keepdims=True)).mean(0)
+    return w
+
+
+def bits(p) -> float:
+    return float(-np.log2(np.maximum(p, 1e-30)).mean())
+
+
+def main() -> None:
+    train, heldout = base_split()
+    encoded = [conversation_ids(c) for c in heldout]
+    model = load(BASE_MODEL_PATH)
+    _, ngram_bits, _ = best_ngram(
+        [encode_turns(c) for c in train], [encode_turns(c) for c in heldout], NGRAM_ORDERS
+    )
+    net = network_log_probs(network_of(model), encoded)
+    net -= np.log(np.exp(net).sum(1, keepdims=True))
+    lang, every, evidence, convo = ngram_log_probs(encoded)
+    targets = np.concatenate([np.asarray(ids[1:])[np.asarray(m[1:], bool)] for ids, m in encoded])
+    rows = np.arange(len(targets))
+    at = [np.exp(x[rows, targets]) for x in (net, lang, every)]
+    half = convo % 2
+    weight = model.mix[1]
+
+    def crossed(fit, score):
+        p = np.empty(len(targets))
+        for h in (0, 1):
+            p[half == h] = score(fit(half != h), half == h)
+        return bits(p)
+
+    def geometric(parts, buckets, n):
+        return crossed(
+            lambda m: geometric_fit([x[m] for x in parts], targets[m], buckets[m], n),
+            lambda w, m: _geometric([x[m] for x in parts], w[buckets[m]])[
+                np.arange(m.sum()), targets[m]
+            ],
+        )
+
+    three = np.stack(at, 1)
+    one = np.zeros(len(targets), dtype=np.int64)
+    results = [
+        ("network alone", bits(at[0])),
+        (
+            f"linear, network {weight} + language 9-gram (as served)",
+            bits(weight * at[0] + (1 - weight) * at[1]),
+        ),
+        (
+            "linear, network + language + all-language 9-grams (EM)",
+            crossed(lambda m: linear_fit(three[m]), lambda w, m: (three[m] * w).sum(1)),
+        ),
+        ("geometric, network x language 9-gram", geometric((net, lang), one, 1)),
+        ("geometric, network x language x all-language", geometric((net, lang, every), one, 1)),
+        ("the same, exponents per evidence level", geometric((net, lang, every), evidence, 9)),
+    ]
+    print(f"{len(targets):,} held-out target bytes; best byte n-gram {ngram_bits:.3f} bits/byte")
+    for name, value in results:
+        print(f"{name:<58}{value:7.3f}  {value / ngram_bits:.3f}x")
+
+
+if __name__ == "__main__":
+    main()
