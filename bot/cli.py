@@ -44,6 +44,7 @@ from bot.reports import (
     ALREADY_RUNNING_EXIT,
     describe_run,
     memory_line,
+    no_run_line,
     result_line,
     saved_memory,
     status_lines,
@@ -268,8 +269,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         # Before TensorFlow loads: a timer that finds nothing due costs a second.
         if args.if_due and (wait := not_due(settings, db)) is not None:
-            print(f"charbot: no run now: {wait}")
-            return 0
+            return no_run(wait, args.json)
         import_tensorflow()
         from bot.train_job import AlreadyRunning, train_once
 
@@ -279,8 +279,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             )
         except AlreadyRunning as exc:
             if args.if_due:  # a timer's run finds one going: nothing to do now
-                print(f"charbot: no run now: {exc}")
-                return 0
+                return no_run(str(exc), args.json)
             print(f"charbot: {exc}", file=sys.stderr)
             return ALREADY_RUNNING_EXIT
     finally:
@@ -292,6 +291,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 # -- helpers ----------------------------------------------------------------------------
+
+
+def no_run(reason: str, as_json: bool) -> int:
+    """`charbot train --if-due` found nothing to do: say why (and, for --json, as JSON)."""
+    print(f"charbot: no run now: {reason}")
+    if as_json:
+        print(no_run_line(reason))
+    return 0
 
 
 def package_version() -> str:

@@ -234,6 +234,11 @@ def result_line(run: TrainingRun) -> str:
     return json.dumps({RUN_ID_KEY: run.id, "status": run.status})
 
 
+def no_run_line(reason: str) -> str:
+    """The last line `charbot train --if-due --json` prints when it starts no run."""
+    return json.dumps({RUN_ID_KEY: None, "status": "not started", "reason": reason})
+
+
 def run_id_from(stdout: bytes) -> int | None:
     """The run id from the last result line a `charbot train --json` child printed."""
     for line in reversed(stdout.decode(errors="replace").splitlines()):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import subprocess
 from pathlib import Path
 from types import SimpleNamespace
@@ -149,24 +150,30 @@ def test_train_if_due_starts_a_run_only_when_the_schedule_would(
 
     db = open_database_for(settings)
     try:
-        assert train_if_due() == ["charbot: no run now: 0 new messages, waiting for 2"]
+        wait = "0 new messages, waiting for 2"
+        assert train_if_due() == [
+            f"charbot: no run now: {wait}",
+            json.dumps({"run_id": None, "status": "not started", "reason": wait}),
+        ]
         with db.begin() as session:
             say(session, 7, 11, "one")
             say(session, 7, 11, "two")
             start_run(session, trigger="schedule", last_message_id=0)  # its process died
         lines = train_if_due()
         # The dead run was closed as failed, and the backoff after it holds.
-        assert len(lines) == 1 and lines[0].startswith(
+        assert len(lines) == 2 and lines[0].startswith(
             "charbot: no run now: 1 failed run(s) in a row, waiting until "
         )
+        assert json.loads(lines[1])["status"] == "not started"
         assert [(r.status, r.error) for r in recent(db)] == [("failed", STALE_RUN)]
         with db.begin() as session:  # the backoff is over
             session.get(TrainingRun, 1).finished_at -= dt.timedelta(seconds=BACKOFF_FIRST + 60)
         lock = run_lock(settings)  # another run is going
         assert lock.acquire()
         try:
-            [line] = train_if_due()
+            line, last = train_if_due()
             assert line.startswith("charbot: no run now: another retraining run is going (pid ")
+            assert json.loads(last)["reason"] in line
         finally:
             lock.release()
         assert train_if_due()[-1] == '{"run_id": 2, "status": "skipped"}'  # due: it ran
