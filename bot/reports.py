@@ -123,13 +123,22 @@ def describe_run(run: TrainingRun | None) -> str:
     if run.status == "published":
         head += f", now version {run.new_version}"
     lines = [head + "."]
+    result = stored_result(run)
+    memory = result is not None and result.losses.memory
     if run.live_chat_bits is not None:
+        served = " (as served with the chat memory, the live model's base without it)"
         lines.append(
             f"Held-out chat: {_bits(run.live_chat_bits)} → {_bits(run.candidate_chat_bits)} "
             f"bits/byte; base corpus: {_bits(run.live_base_bits)} → "
-            f"{_bits(run.candidate_base_bits)}."
+            f"{_bits(run.candidate_base_bits)}{served if memory else ''}."
         )
-    result = stored_result(run)
+    if memory:
+        losses = result.losses
+        lines.append(
+            f"Without the chat memory: held-out chat {_bits(losses.live_chat_without_memory)} → "
+            f"{_bits(losses.candidate_chat_without_memory)}, base corpus "
+            f"{_bits(losses.candidate_base_without_memory)}."
+        )
     if result is not None:
         ex = result.examples
         lines.append(

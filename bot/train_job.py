@@ -32,6 +32,8 @@ from bot.reports import STALE_RUN, load_run, run_going
 from bot.settings import Settings
 from bot.texts import plural
 from model import load
+from model.memory import Messages
+from model.memory_gate import BotMemory
 from model.retrain import CANDIDATE_FILE, RetrainConfig, retrain
 from model.retrain_data import NotEnoughData
 from model.run_result import RunResult
@@ -44,6 +46,7 @@ from storage import (
     finish_run,
     last_finished_run,
     last_message_id,
+    memory_window,
     read_training_sample,
     start_run,
     unreported_runs,
@@ -137,6 +140,10 @@ def _train(
             sample_bytes=config.sample_bytes,
             seed=config.seed + run_id,  # each run replays other old chats
         )
+        memory = None
+        if memory_path(settings).exists():  # the bot serves a chat memory: judge with it
+            rows, newest = memory_window(session, settings.memory_window_bytes)
+            memory = BotMemory(Messages.of(rows, newest), settings.memory_min_users)
     folder = run_dir(settings, run_id)
     report(
         f"run {run_id}: fine-tuning version {live_version} on {len(sample.new)} chats "
@@ -158,8 +165,8 @@ def _train(
             folder,
             on_epoch=on_epoch,
             replay=sample.replay,
-            # The bot serves a chat memory (it saves one after every count): judge with one.
-            with_memory=memory_path(settings).exists(),
+            memory=memory,
+            chats=(sample.new_chats, sample.replay_chats),
         )
     except NotEnoughData as exc:
         with db.begin() as session:

@@ -136,9 +136,7 @@ class MemoryBuilder:
         if known is None:
             p_net = network_probs(self._net_of(model), encoded)
             known = (p_net, *self.base_ngrams(served_mix(model)[0]).served(encoded))
-        p_net, p_base, e_base = known
-        p_mem, e_mem = ngram_scores(memory, encoded)
-        return Scored(stack([p_net, p_base, p_mem]), e_base, e_mem)
+        return with_memory(known, ngram_scores(memory, encoded))
 
 
 def fit_weights(
@@ -185,11 +183,27 @@ def table_shape(model: ModelFile) -> tuple[int, int]:
     return served_mix(model)[0], MEMORY_ORDER
 
 
+def with_memory(known: tuple, memory: tuple[np.ndarray, np.ndarray]) -> Scored:
+    """Scored from (P_network, P_base, base evidence) and (P_memory, memory evidence)."""
+    p_net, p_base, e_base = known
+    p_mem, e_mem = memory
+    return Scored(stack([p_net, p_base, p_mem]), e_base, e_mem)
+
+
 def served_without(model: ModelFile, scored: Scored) -> float:
     """Bits/byte of `scored` as the model is served without a memory."""
-    weight = served_mix(model)[1]
+    return bits_without(served_mix(model)[1], scored)
+
+
+def bits_without(network_weight: float, scored: Scored) -> float:
+    """Bits/byte of `scored` served without a memory, at `network_weight`."""
+    return bits(fixed(network_weight, (1, 1)), *without(scored))
+
+
+def without(scored: Scored) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(p, evidence, evidence) that read a one-cell table: the memory nowhere."""
     nowhere = np.zeros_like(scored.base_evidence)
-    return bits(fixed(weight, (1, 1)), scored.p, nowhere, nowhere)
+    return scored.p, nowhere, nowhere
 
 
 def _concat(a: Scored, b: Scored) -> Scored:

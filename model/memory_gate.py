@@ -9,33 +9,48 @@ With it, the weights depend on each context's evidence: where the memory and the
 know the users' words the network may have its say, elsewhere the base n-grams keep
 theirs.
 
-Neither network may be judged on text the memory counted: the memory here is a byte
-n-gram of the run's training chats (human turns, each chunk in order; never served or
-saved, so without the served memory's several-users rule). Weights are fitted for each
-network by the memory builder's rule (model.memory_fit.fit_weights) on one half of the
-held-out chat chunks and of the base slice, and score the other halves, then the other
-way round, so neither network is credited for weights chosen on what it is judged on.
-The base slice's scored half must stay within the margin of the live model served
-without a memory (the promise to chats in other languages); a network for which no
-weights manage that is judged as served without a memory, as the bot would serve it.
+The memory judged with is the bot's, counted again by the same rules (its window, each
+user's repeats once, `min_users`) less every message said in a held-out chat chunk (the
+same chat, the same text), so neither network is judged on text the memory counted.
+Each network's weights are fitted by the bot's rule (model.memory_fit.fit_weights: best
+on the chats while the base slice stays within the margin of that network served
+without a memory) on one half of the held-out chat chunks and of the base slice, and
+score the other halves, then the other way round, so neither is credited for weights
+chosen on what it is judged on. Where no weights keep the base slice within the margin
+the bot serves that network without a memory, and so it is judged. The gate then
+requires the candidate's base slice as served, with the memory and without it, within
+the margin of the live model served without one (model.gate.gate).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from model.codec import Encoded, Turn, encode_turns
+from model.codec import Encoded
 from model.gate import Scored, Verdict, gate
-from model.memory import MEMORY_ORDER
-from model.memory_fit import MIN_HELDOUT_BYTES, fit_weights
-from model.memory_fit import Scored as MemoryScored
+from model.languages import served_mix
+from model.memory import MEMORY_ORDER, Messages, count_memory
+from model.memory_fit import MIN_HELDOUT_BYTES, bits_without, fit_weights, with_memory, without
+from model.modelfile import ModelFile
 from model.ngram import ByteNGram
-from model.scoring import TargetScores, ngram_scores
-from model.weighting import MixWeights, fixed, stack
+from model.retrain_data import RetrainData
+from model.scoring import TargetScores, conversation_halves, ngram_scores
+from model.weighting import fixed
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BotMemory:
+    """What the bot's chat memory is counted from (bot.chat_memory), to count it again."""
+
+    window: Messages
+    min_users: int
 
 
 @dataclass(frozen=True)
@@ -47,10 +62,47 @@ class MemoryLosses:
     candidate_base: float
 
 
-def chat_memory(chunks: Sequence[Sequence[Turn]]) -> ByteNGram:
-    """The memory the gate judges with: the human turns of `chunks`, each chunk in order."""
-    texts = [[text for text, human in chunk if human] for chunk in chunks]
-    return ByteNGram(MEMORY_ORDER).fit(encode_turns(t) for t in texts if t)
+def rejudge(
+    verdict: Verdict,
+    live: ModelFile,
+    live_scores: Scored,
+    candidate_scores: Scored,
+    memory: BotMemory,
+    data: RetrainData,
+    margin: float,
+) -> Verdict:
+    """`verdict` (model.gate.judge's) judged again as served with the bot's chat memory;
+    as it was when the held-out chats are too few to fit the memory's weights."""
+    order, live_weight = served_mix(live)
+    served = (live_weight, verdict.mix["network_weight"] if verdict.mix else 1.0)
+    credited = verdict.live_weight_credited
+    fallback = (live_weight if credited is None else credited, served[1])
+    losses = judge_memory(
+        live_scores,
+        candidate_scores,
+        judging_memory(memory, data.heldout_said),
+        data.heldout,
+        data.base_eval,
+        order,
+        served,
+        fallback,
+        margin,
+    )
+    if losses is None:
+        log.info("too few held-out chats to fit the chat memory's weights: judged without it")
+        return verdict
+    return judged_with_memory(verdict, losses, margin)
+
+
+def judging_memory(memory: BotMemory, heldout_said: frozenset[tuple[int, str]]) -> ByteNGram:
+    """The bot's memory less the held-out turns ((chat id, text) pairs)."""
+    window = memory.window
+    keep = [
+        i
+        for i, said in enumerate(zip(window.chats, window.texts, strict=True))
+        if said not in heldout_said
+    ]
+    return count_memory(window.subset(keep), MEMORY_ORDER, memory.min_users)
 
 
 def judge_memory(
@@ -60,42 +112,47 @@ def judge_memory(
     heldout: Sequence[Encoded],
     base_eval: Sequence[Encoded],
     order: int,
-    weights: tuple[float, float],
+    served: tuple[float, float],
+    fallback: tuple[float, float],
     margin: float,
 ) -> MemoryLosses | None:
-    """Both networks' losses as served with `memory` (module docstring), the scores
-        holding the base n-grams of `order`; `weights`: the live and the candidate network's
-        weights as served without a memory. None when the held-out chats are too few to fit
-        weights on: fewer than MIN_HELDOUT_BYTES target bytes in either half of the held-out
-    chunks (a memory builder would fit none either)."""
-    chat_half, base_half = _parity(heldout), _parity(base_eval)
+    """Both networks' losses as served with `memory` (module docstring), their scores
+    holding the base n-grams of `order`. `served`: the live and the candidate network's
+    weights as served without a memory (what each one's margin is counted from);
+    `fallback`: those read where no memory weights hold the margin (the live model's as
+    model.gate credits it). None when either half of the held-out chunks has fewer
+    than MIN_HELDOUT_BYTES target bytes, or a half of the base slice has none: too
+    little to fit weights on."""
+    chat_half, base_half = conversation_halves(heldout), conversation_halves(base_eval)
     if (
         min(np.bincount(chat_half, minlength=2)) < MIN_HELDOUT_BYTES
-        or min(np.bincount(base_half, minlength=2)) < 1
+        or min(np.bincount(base_half, minlength=2)) == 0
     ):
         return None
     if live.base.evidence is None or candidate.base.evidence is None:
         raise ValueError("the gate's scores hold no base n-gram evidence to weigh by")
     shape = (order, MEMORY_ORDER)
-    chat_memory_scores = ngram_scores(memory, heldout)
-    base_memory_scores = ngram_scores(memory, base_eval)
-    live_base = _scored(live.base, base_memory_scores)
+    on_chats, on_base = ngram_scores(memory, heldout), ngram_scores(memory, base_eval)
     losses = []
-    for net, weight in zip((live, candidate), weights, strict=True):
-        chat = _scored(net.chat, chat_memory_scores)
-        base = _scored(net.base, base_memory_scores)
+    for net, weight, fallen in zip((live, candidate), served, fallback, strict=True):
+        chat, base = with_memory(_known(net.chat), on_chats), with_memory(_known(net.base), on_base)
         chat_p, base_p = np.empty(len(chat.p)), np.empty(len(base.p))
         for h in (0, 1):
             mine_chat, mine_base = chat_half == h, base_half == h
             check = base.subset(mine_base)
-            limit = _mean_bits(_probs(_without(weights[0]), live_base.subset(mine_base), True))
+            limit = bits_without(weight, check) + margin
             fitted = fit_weights(
-                shape, chat.subset(~mine_chat), base.subset(~mine_base), check, limit + margin
+                shape, chat.subset(~mine_chat), base.subset(~mine_base), check, limit
             )
-            table = fitted if fitted is not None else _without(weight)
-            chat_p[mine_chat] = _probs(table, chat.subset(mine_chat), fitted is None)
-            base_p[mine_base] = _probs(table, check, fitted is None)
-        losses.append((_mean_bits(chat_p), _mean_bits(base_p)))
+            for p, mine, scored in (
+                (chat_p, mine_chat, chat.subset(mine_chat)),
+                (base_p, mine_base, check),
+            ):
+                if fitted is None:
+                    p[mine] = fixed(fallen, (1, 1)).probs(*without(scored))
+                else:
+                    p[mine] = fitted.probs(scored.p, scored.base_evidence, scored.memory_evidence)
+        losses.append((_bits(chat_p), _bits(base_p)))
     (live_chat, _), (candidate_chat, candidate_base) = losses
     return MemoryLosses(live_chat, candidate_chat, candidate_base)
 
@@ -119,28 +176,9 @@ def judged_with_memory(verdict: Verdict, memory: MemoryLosses, margin: float) ->
     return dataclasses.replace(verdict, accepted=accepted, reason=reason, losses=losses)
 
 
-def _scored(scores: TargetScores, memory: tuple[np.ndarray, np.ndarray]) -> MemoryScored:
-    p_mem, e_mem = memory
-    return MemoryScored(stack([scores.network, scores.ngram, p_mem]), scores.evidence, e_mem)
+def _known(scores: TargetScores) -> tuple:
+    return scores.network, scores.ngram, scores.evidence
 
 
-def _parity(encoded: Sequence[Encoded]) -> np.ndarray:
-    """Per target byte: 0 or 1 by its conversation's position, alternating."""
-    return np.concatenate(
-        [np.full(int(np.count_nonzero(mask[1:])), n % 2) for n, (_, mask) in enumerate(encoded)]
-    )
-
-
-def _without(weight: float) -> MixWeights:
-    return fixed(weight, (1, 1))
-
-
-def _probs(table: MixWeights, scored: MemoryScored, without: bool) -> np.ndarray:
-    if without:
-        nowhere = np.zeros_like(scored.base_evidence)
-        return table.probs(scored.p, nowhere, nowhere)
-    return table.probs(scored.p, scored.base_evidence, scored.memory_evidence)
-
-
-def _mean_bits(p: np.ndarray) -> float:
+def _bits(p: np.ndarray) -> float:
     return float(-np.log2(np.maximum(p, 1e-30)).mean())

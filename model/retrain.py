@@ -26,7 +26,7 @@ from model.codec import Encoded, Turn
 from model.corpus import BASE_SEED
 from model.gate import judge, score
 from model.languages import served_mix
-from model.memory_gate import chat_memory, judge_memory, judged_with_memory
+from model.memory_gate import BotMemory, rejudge
 from model.modelfile import MIX_KEY, ModelFile, save
 from model.network import network_of
 from model.plot import plot_losses
@@ -107,7 +107,8 @@ def retrain(
     on_epoch: Callable[[int, dict], None] | None = None,
     base: BaseCorpus | None = None,
     replay: Sequence[Sequence[Turn]] = (),
-    with_memory: bool = False,
+    memory: BotMemory | None = None,
+    chats: tuple[Sequence[int], Sequence[int]] | None = None,
 ) -> RunResult:
     """Fine-tune `live` on `transcripts` (the newest chats) and `replay` (pieces of older
     ones) and judge the candidate against it.
@@ -115,14 +116,18 @@ def retrain(
     Writes into run_dir: best.weights.h5 (checkpoint), history.csv, tensorboard/,
     candidate.npz (kept even when rejected) and loss.png. `on_epoch(epoch, logs)` gets
     Keras' logs (nats) plus `loss_bits` and `val_loss_bits`. `base` replaces the base
-    corpus split (tests, benchmarks). `with_memory`: the bot serves a chat memory, so
-    the gate judges both models as served with one (model.memory_gate). Raises
-    NotEnoughData before training anything when the chats are too few to hold some out.
+    corpus split (tests, benchmarks). `memory`: what the bot's chat memory is counted
+    from, when it serves one: the gate then judges both models as served with it
+    (model.memory_gate), which needs `chats`, the chat id of each transcript and of each
+    replay piece. Raises NotEnoughData before training anything when the chats are too
+    few to hold some out.
     """
     start = time.monotonic()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    data = prepare(transcripts, config, base, replay)
+    if memory is not None and chats is None:
+        raise ValueError("judging with the chat memory needs each chat's id")
+    data = prepare(transcripts, config, base, replay, chats)
     if config.threads:
         limit_threads(config.threads)
     log.info("retraining on %s", data.examples)
@@ -131,7 +136,7 @@ def retrain(
         bits = {f"{k}_bits": v / LN2 for k, v in logs.items() if k.endswith("loss")}
         on_epoch(epoch, {**logs, **bits})
 
-    order = served_mix(live)[0] if live.mix is not None or with_memory else None
+    order = served_mix(live)[0] if live.mix is not None or memory is not None else None
     live_scores = score(network_of(live), data.heldout, data.base_eval, order)
     keeper = KeepAdmissible(
         data.base_eval,
@@ -151,20 +156,10 @@ def retrain(
     )
     candidate_scores = score(candidate_net, data.heldout, data.base_eval, order)
     verdict = judge(live_scores, candidate_scores, live.mix, config.gate_margin)
-    if with_memory:
-        weights = (served_mix(live)[1], verdict.mix["network_weight"] if verdict.mix else 1.0)
-        memory_losses = judge_memory(
-            live_scores,
-            candidate_scores,
-            chat_memory(data.train_chats),
-            data.heldout,
-            data.base_eval,
-            order,
-            weights,
-            config.gate_margin,
+    if memory is not None:
+        verdict = rejudge(
+            verdict, live, live_scores, candidate_scores, memory, data, config.gate_margin
         )
-        if memory_losses is not None:
-            verdict = judged_with_memory(verdict, memory_losses, config.gate_margin)
     log.info("%s", verdict.reason)
 
     history = {
@@ -183,7 +178,8 @@ def retrain(
     }
     if verdict.mix is not None:  # served mixed with the base n-gram, like its parent
         meta[MIX_KEY] = verdict.mix
-        meta["live_weight_credited"] = verdict.live_weight_credited  # of the live chat loss
+        # ... of the live model's chat loss without a memory
+        meta["live_weight_credited"] = verdict.live_weight_credited
     candidate = ModelFile.from_network(candidate_net, live.config, json_safe(meta))
     candidate_path = save(candidate, run_dir / CANDIDATE_FILE)
     plot_path = plot_losses(history, verdict.losses, run_dir / PLOT_FILE, accepted=verdict.accepted)

@@ -37,7 +37,9 @@ class RetrainData:
     heldout: list[Encoded]  # chat chunks
     base_eval: list[Encoded]  # base held-out slice
     examples: Examples
-    train_chats: list[list[Turn]]  # the chat chunks of `train`, as turns
+    # (chat id, text) of every human turn held out: the chat memory the gate judges with
+    # must not have counted them (empty when the chats' ids were not given)
+    heldout_said: frozenset[tuple[int, str]] = frozenset()
 
 
 def chunk_transcripts(transcripts: Sequence[Sequence[Turn]], max_turns: int) -> list[list[Turn]]:
@@ -45,12 +47,17 @@ def chunk_transcripts(transcripts: Sequence[Sequence[Turn]], max_turns: int) -> 
 
     Chunks without a human turn (nothing to learn or judge) are dropped.
     """
+    return [chunk for chunk, _ in chunks_of(transcripts, [None] * len(transcripts), max_turns)]
+
+
+def chunks_of(transcripts: Sequence[Sequence[Turn]], chats: Sequence, max_turns: int) -> list:
+    """(chunk, its transcript's entry in `chats`) for chunk_transcripts' chunks."""
     chunks = []
-    for turns in transcripts:
+    for turns, chat in zip(transcripts, chats, strict=True):
         for start in range(0, len(turns), max_turns):
             chunk = list(turns[start : start + max_turns])
             if any(human for _, human in chunk):
-                chunks.append(chunk)
+                chunks.append((chunk, chat))
     return chunks
 
 
@@ -120,18 +127,30 @@ def prepare(
     config: RetrainConfig,
     base: BaseCorpus | None = None,
     replay: Sequence[Sequence[Turn]] = (),
+    chats: tuple[Sequence[int], Sequence[int]] | None = None,
 ) -> RetrainData:
     """Chunk, split and encode the chats (new `transcripts` and older `replay` pieces); add
-    the base-corpus mix and evaluation slice.
+    the base-corpus mix and evaluation slice. `chats`: the chat id of each transcript
+    and of each replay piece, for RetrainData.heldout_said.
 
     Raises NotEnoughData when fewer than two chunks hold a human turn.
     """
-    new_chunks = chunk_transcripts(transcripts, config.chunk_turns)
-    replay_chunks = chunk_transcripts(replay, config.chunk_turns)
+    new_ids, replay_ids = (
+        chats if chats is not None else ([None] * len(transcripts), [None] * len(replay))
+    )
+    new = chunks_of(transcripts, new_ids, config.chunk_turns)
+    old = chunks_of(replay, replay_ids, config.chunk_turns)
+    chat_of = {id(chunk): chat for chunk, chat in new + old}  # the chunk objects travel on
     train_chunks, heldout_chunks = split_chunks(
-        new_chunks, replay_chunks, config.holdout, config.seed
+        [c for c, _ in new], [c for c, _ in old], config.holdout, config.seed
     )
     train_chunks, heldout_chunks = cap_heldout(train_chunks, heldout_chunks, config.heldout_bytes)
+    said = frozenset(
+        (chat_of[id(chunk)], text)
+        for chunk in heldout_chunks
+        for text, human in chunk
+        if human and chat_of[id(chunk)] is not None
+    )
     train = [encode_transcript(c) for c in train_chunks]
     heldout = [encode_transcript(c) for c in heldout_chunks]
     base_train, base_heldout = base if base is not None else base_split()
@@ -153,6 +172,6 @@ def prepare(
         base_bytes=target_bytes(mix_encoded),
         base_eval_conversations=len(base_eval),
         base_eval_bytes=target_bytes(base_eval),
-        replay_chunks=len(replay_chunks),
+        replay_chunks=len(old),
     )
-    return RetrainData(train + mix_encoded, heldout, base_eval, examples, train_chunks)
+    return RetrainData(train + mix_encoded, heldout, base_eval, examples, said)

@@ -200,14 +200,21 @@ def best_weight(scores: TargetScores, grid: Sequence[float] = WEIGHT_GRID) -> tu
     return weight, bits[weight]
 
 
+def conversation_halves(encoded: Sequence[Encoded]) -> np.ndarray:
+    """0 or 1 for each target byte: its conversation's position, even or odd (the halves
+    cross-fitting fits on one of and scores the other)."""
+    return np.concatenate(
+        [np.full(int(np.count_nonzero(mask[1:])), n % 2) for n, (_, mask) in enumerate(encoded)]
+        or [np.zeros(0, dtype=np.int64)]
+    )
+
+
 def fit_mix(net, encoded: Sequence[Encoded], order: int) -> MixFit:
     """Score `net`, the base n-gram of `order` and their mixture on held-out conversations."""
     scores = target_scores(net, encoded, order)
     weight, bits = best_weight(scores)
     # Cross-fit: even-numbered conversations pick the weight for odd ones and back.
-    half = np.concatenate(
-        [np.full(int(mask[1:].sum()), n % 2) for n, (_, mask) in enumerate(encoded)]
-    )
+    half = conversation_halves(encoded)
     crossed = np.empty_like(scores.network)
     for part in (0, 1):
         mine, other = half == part, half != part

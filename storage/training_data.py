@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import Row, Select, select
 from sqlalchemy.orm import Session
@@ -45,6 +45,8 @@ class TrainingSample:
     authors: dict[int, Consent]
     new_bytes: int  # UTF-8 bytes of text read (each turn + 1 for its end)
     replay_bytes: int
+    new_chats: list[int] = field(default_factory=list)  # the chat of each of `new`
+    replay_chats: list[int] = field(default_factory=list)  # ... and of each of `replay`
 
     @property
     def user_ids(self) -> set[int]:
@@ -77,8 +79,10 @@ def read_training_sample(
     twice. The same database and `seed` give the same sample. Call it in one read
     transaction (`db.read()`): the authors' consent is read in the same snapshot.
     """
-    new, oldest, used, authors = newest_transcripts(session, since_message_id, new_bytes)
-    replay, replay_used, replay_authors = replay_pieces(
+    new, new_chats, oldest, used, authors = newest_transcripts(
+        session, since_message_id, new_bytes
+    )
+    replay, replay_chats, replay_used, replay_authors = replay_pieces(
         session, oldest, sample_bytes - used, seed, piece_turns
     )
     read = authors | replay_authors
@@ -86,14 +90,15 @@ def read_training_sample(
     # An author whose consent was not found as their text was read (a database without
     # one snapshot per read) never matches: their text counts as withdrawn.
     consent = {user: found.get(user, NOT_FOUND) for user in read}
-    return TrainingSample(new, replay, consent, used, replay_used)
+    return TrainingSample(new, replay, consent, used, replay_used, new_chats, replay_chats)
 
 
 def newest_transcripts(
     session: Session, since_message_id: int, max_bytes: int
-) -> tuple[list[Transcript], int, int, set[int]]:
-    """(chats' newest turns after `since_message_id`, the oldest message id read (or the
-    first id after `since_message_id` when all of them fit), bytes read, their authors).
+) -> tuple[list[Transcript], list[int], int, int, set[int]]:
+    """(chats' newest turns after `since_message_id`, each one's chat id, the oldest
+    message id read (or the first id after `since_message_id` when all of them fit),
+    bytes read, their authors).
 
     Reads newest first until `max_bytes` are spent; a turn that crosses the budget is the
     last one read. Chats come in order of their oldest turn read.
@@ -113,15 +118,16 @@ def newest_transcripts(
         result.close()
     oldest = rows[-1].id if full else since_message_id + 1
     rows.reverse()
-    transcripts, authors = _group(rows)
-    return transcripts, oldest, used, authors
+    transcripts, chats, authors = _group(rows)
+    return transcripts, chats, oldest, used, authors
 
 
 def replay_pieces(
     session: Session, below_id: int, max_bytes: int, seed: int, piece_turns: int = 16
-) -> tuple[list[Transcript], int, set[int]]:
+) -> tuple[list[Transcript], list[int], int, set[int]]:
     """(pieces of up to `piece_turns` consecutive turns of one chat, older than message
-    `below_id`, until `max_bytes` are spent; bytes read; their authors).
+    `below_id`, until `max_bytes` are spent; each one's chat id; bytes read; their
+    authors).
 
     Each piece starts at a message drawn uniformly (seeded) among those stored; a piece
     stops short of a message another piece took. Gives up after a bounded number of
@@ -129,7 +135,7 @@ def replay_pieces(
     budget, or whose authors mostly opted out, yields less).
     """
     if below_id <= 1 or max_bytes <= 0:
-        return [], 0, set()
+        return [], [], 0, set()
     rng = random.Random(seed)
     wanted = max(1, max_bytes // 256)  # pieces, if each held ~256 bytes
     taken: set[int] = set()
@@ -165,23 +171,26 @@ def replay_pieces(
         taken.update(row.id for row in piece)
         pieces.append(piece)
         used += sum(turn_bytes(row.text) for row in piece)
-    transcripts, authors = [], set()
+    transcripts, chats, authors = [], [], set()
     for piece in pieces:
-        grouped, who = _group(piece)
+        grouped, where, who = _group(piece)
         transcripts += grouped
+        chats += where
         authors |= who
-    return transcripts, used, authors
+    return transcripts, chats, used, authors
 
 
-def _group(rows: Iterable[Row]) -> tuple[list[Transcript], set[int]]:
-    """Rows (oldest first) as one transcript per chat, and the human authors."""
+def _group(rows: Iterable[Row]) -> tuple[list[Transcript], list[int], set[int]]:
+    """Rows (oldest first) as one transcript per chat, each one's chat id, and the human
+    authors."""
     chats: dict[int, Transcript] = {}
     authors: set[int] = set()
     for row in rows:
         chats.setdefault(row.chat_id, []).append((row.text, not row.from_bot))
         if not row.from_bot:
             authors.add(row.user_id)
-    return [turns for turns in chats.values() if any(h for _, h in turns)], authors
+    kept = [(turns, chat) for chat, turns in chats.items() if any(h for _, h in turns)]
+    return [turns for turns, _ in kept], [chat for _, chat in kept], authors
 
 
 def consent_of(session: Session, user_ids: Collection[int]) -> dict[int, Consent]:

@@ -1,6 +1,6 @@
 """model/memory_gate.py: the retraining gate judging both models as served with the
-chat memory (a tiny GRU, a few dozen lines of pirate talk, the base n-grams of order 3
-in the synthetic cases)."""
+chat memory (a tiny GRU, a few dozen lines of pirate talk from five users, the base
+n-grams of order 3 in the synthetic cases)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,11 @@ import pytest
 from test_retrain import BASE, FAST, pirate_chats
 from toy_model import untrained_model
 
+from model.codec import encode_turns
 from model.gate import Scored, gate, judge
+from model.memory import Messages
 from model.memory_fit import MIN_HELDOUT_BYTES
-from model.memory_gate import chat_memory, judge_memory, judged_with_memory
+from model.memory_gate import BotMemory, judge_memory, judged_with_memory, judging_memory
 from model.network import network_of
 from model.retrain import retrain
 from model.retrain_data import prepare
@@ -23,12 +25,24 @@ from model.run_result import Losses, RunResult
 from model.scoring import TargetScores, ngram_scores, target_scores
 
 ORDER = 3
+USERS = 5
+SAME = ((1.0, 1.0), (1.0, 1.0))  # served and fallback weights: unmixed networks
 
 
 @pytest.fixture(scope="module")
 def live():
     keras.utils.set_random_seed(5)
     return untrained_model(units=32)
+
+
+def window(chats) -> BotMemory:
+    """The bot's memory window over `chats` (chat n written by user n % USERS)."""
+    rows = [(n, n % USERS, text) for n, chat in enumerate(chats) for text, human in chat if human]
+    return BotMemory(Messages.of(rows), min_users=3)
+
+
+def ids(chats) -> tuple[list[int], list[int]]:
+    return list(range(len(chats))), []
 
 
 def scored_as(probs_chat, probs_base, like: Scored) -> Scored:
@@ -45,20 +59,51 @@ def real_scores(net, data) -> Scored:
     )
 
 
-def test_what_the_memory_already_knows_is_credited_less(live):
+def judged(live: Scored, candidate: Scored, memory, data, weights=SAME):
+    return judge_memory(
+        live, candidate, memory, data.heldout, data.base_eval, ORDER, *weights, FAST.gate_margin
+    )
+
+
+@pytest.fixture(scope="module")
+def setting(live):
+    chats = pirate_chats(60)
+    data = prepare(chats, FAST, BASE, chats=ids(chats))
+    return (
+        chats,
+        data,
+        judging_memory(window(chats), data.heldout_said),
+        real_scores(network_of(live), data),
+    )
+
+
+def test_the_held_out_turns_are_never_counted():
+    chats = pirate_chats(60)
+    data = prepare(chats, FAST, BASE, chats=ids(chats))
+    held = {tuple(map(tuple, chunk)) for chunk in (chats[n] for n, _ in data.heldout_said)}
+    assert data.heldout_said and len(held) == FAST.holdout * len(chats)
+    # A canary said only in a held-out chat: the bot's memory (min users 1 here) knows
+    # it, the gate's does not.
+    chat, _ = sorted(data.heldout_said)[0]
+    canary = "zqxj vwkp zqxj vwkp"
+    memory = BotMemory(Messages.of([(chat, 1, canary), (999, 2, "ahoy")]), min_users=1)
+    said = data.heldout_said | {(chat, canary)}
+    probe = [encode_turns([canary])]
+    knows = judging_memory(memory, frozenset()).target_probs(probe).mean()
+    blind = judging_memory(memory, said).target_probs(probe).mean()
+    assert knows > 0.5 > 0.05 > blind
+
+
+def test_what_the_memory_already_knows_is_credited_less(setting):
     """A candidate whose network knows exactly what the memory knows beats a know-nothing
     live network by far without the memory, and by much less with it: the memory serves
     that already."""
-    data = prepare(pirate_chats(60), FAST, BASE)
-    memory = chat_memory(data.train_chats)
-    real = real_scores(network_of(live), data)
+    _, data, memory, real = setting
     n_chat, n_base = len(real.chat.network), len(real.base.network)
     uniform = scored_as(np.full(n_chat, 1 / 257), np.full(n_base, 1 / 257), real)
     knows = scored_as(ngram_scores(memory, data.heldout)[0], np.full(n_base, 1 / 257), real)
     verdict = judge(uniform, knows, None, FAST.gate_margin)
-    with_memory = judge_memory(
-        uniform, knows, memory, data.heldout, data.base_eval, ORDER, (1.0, 1.0), FAST.gate_margin
-    )
+    with_memory = judged(uniform, knows, memory, data)
     gain_without = verdict.losses.live_chat - verdict.losses.candidate_chat
     gain_with = with_memory.live_chat - with_memory.candidate_chat
     assert gain_without > 4  # bits/byte: from uniform (8) to the memory's grasp of the chats
@@ -67,28 +112,67 @@ def test_what_the_memory_already_knows_is_credited_less(live):
 
 
 @pytest.mark.parametrize("knowing", [False, True])
-def test_the_same_network_never_passes(live, knowing: bool):
+def test_the_same_network_never_passes(setting, knowing: bool):
     """Weights fitted for each network the same way: the live network judged against
     itself gains nothing, with a memory that knows the chats or one that knows nothing."""
-    data = prepare(pirate_chats(60), FAST, BASE)
-    memory = chat_memory(data.train_chats if knowing else [])
-    real = real_scores(network_of(live), data)
+    _, data, memory, real = setting
+    if not knowing:
+        memory = judging_memory(BotMemory(Messages.of([]), 3), frozenset())
     verdict = judge(real, real, None, FAST.gate_margin)
-    losses = judge_memory(
-        real, real, memory, data.heldout, data.base_eval, ORDER, (1.0, 1.0), FAST.gate_margin
-    )
+    losses = judged(real, real, memory, data)
     assert losses.live_chat == losses.candidate_chat
     assert not judged_with_memory(verdict, losses, FAST.gate_margin).accepted
 
 
+def test_a_candidate_that_knows_more_than_the_memory_is_credited(setting):
+    _, data, memory, real = setting
+    sure = scored_as(np.full(len(real.chat.network), 0.99), real.base.network, real)
+    losses = judged(real, sure, memory, data)
+    assert losses.candidate_chat < losses.live_chat / 1.5
+
+
+def test_the_gate_holds_the_candidates_base_slice_to_the_live_models(setting):
+    """The bot fits a memory's weights against each network's own loss without one, so
+    the gate holds what the candidate will be served at to the live model's base slice."""
+    _, data, memory, real = setting
+    n_chat = len(real.chat.network)
+    good_base = real.base.ngram  # a live network as good as the base n-gram on the base
+    live = scored_as(real.chat.network, good_base, real)
+    worse = scored_as(np.full(n_chat, 0.99), good_base * 0.5, real)  # a bit over 1 bit worse
+    verdict = judge(live, worse, None, FAST.gate_margin)
+    losses = judged(live, worse, memory, data)
+    candidate_without = verdict.losses.candidate_base
+    assert candidate_without > verdict.losses.live_base + 0.9
+    assert losses.candidate_base <= candidate_without + FAST.gate_margin + 1e-9
+    assert losses.candidate_base != pytest.approx(candidate_without)  # weights were fitted
+    after = judged_with_memory(verdict, losses, FAST.gate_margin)
+    assert losses.candidate_chat < losses.live_chat  # better on the chats...
+    assert not after.accepted  # ...but the base slice is not the live model's
+    assert "forgets the base corpus" in after.reason
+
+
+def test_weights_are_never_judged_on_the_half_they_were_fitted_on(setting):
+    """A candidate sure and right on the even held-out chunks and sure and wrong on the odd
+    ones: weights fitted on each half and scored on the same half would credit it on
+    both (the network where it is right, the memory where it is wrong); fitted on one
+    half and scored on the other, it pays for being wrong."""
+    _, data, memory, real = setting
+    even = np.concatenate(
+        [np.full(int(m[1:].sum()), n % 2 == 0) for n, (_, m) in enumerate(data.heldout)]
+    )
+    erratic = scored_as(np.where(even, 0.99, 1e-6), real.base.network, real)
+    losses = judged(real, erratic, memory, data)
+    assert losses.candidate_chat > losses.live_chat + 0.25  # in-sample: below live_chat
+
+
 def test_too_few_heldout_bytes_judge_without_the_memory(live):
-    data = prepare(pirate_chats(6, turns=2), FAST, BASE)
-    targets = sum(int(mask[1:].sum()) for _, mask in data.heldout)
-    assert targets < 2 * MIN_HELDOUT_BYTES
+    chats = pirate_chats(12, turns=6)
+    data = prepare(chats, FAST, BASE, chats=ids(chats))
+    halves = [sum(int(m[1:].sum()) for _, m in data.heldout[h::2]) for h in (0, 1)]
+    assert len(data.heldout) >= 2 and 0 < min(halves) < MIN_HELDOUT_BYTES
     real = real_scores(network_of(live), data)
-    memory = chat_memory(data.train_chats)
-    args = (data.heldout, data.base_eval, ORDER, (1.0, 1.0), FAST.gate_margin)
-    assert judge_memory(real, real, memory, *args) is None
+    memory = judging_memory(window(chats), data.heldout_said)
+    assert judged(real, real, memory, data) is None
 
 
 def test_served_without_the_memory_the_base_slice_must_hold_too():
@@ -110,25 +194,12 @@ def test_served_without_the_memory_the_base_slice_must_hold_too():
     assert ok and reason.startswith("accepted as served with the chat memory: held-out chats")
 
 
-def test_a_candidate_that_knows_more_than_the_memory_is_credited(live):
-    data = prepare(pirate_chats(60), FAST, BASE)
-    memory = chat_memory(data.train_chats)
-    real = real_scores(network_of(live), data)
-    n_chat = len(real.chat.network)
-    sure = scored_as(np.full(n_chat, 0.99), real.base.network, real)  # every chat byte
-    losses = judge_memory(
-        real, sure, memory, data.heldout, data.base_eval, ORDER, (1.0, 1.0), FAST.gate_margin
-    )
-    assert losses.candidate_chat < losses.live_chat / 1.5
-    live_base = judge(real, real, None, FAST.gate_margin).losses.live_base
-    assert losses.candidate_base <= live_base + FAST.gate_margin
-
-
 def test_a_run_is_judged_with_the_memory_the_bot_serves(live, tmp_path):
-    """Lines of four pirate words out of eight: the memory of the training chats serves
-    the held-out ones about as well as a network can, so what the run learnt, worth
-    bits without the memory, is worth next to nothing as served."""
-    result = retrain(live, pirate_chats(60), FAST, tmp_path, base=BASE, with_memory=True)
+    """Lines of four pirate words out of eight: the bot's memory of the other chats
+    serves the held-out ones about as well as a network can, so what the run learnt,
+    worth bits without the memory, is worth next to nothing as served."""
+    chats = pirate_chats(60)
+    result = retrain(live, chats, FAST, tmp_path, base=BASE, memory=window(chats), chats=ids(chats))
     losses = result.losses
     assert losses.memory
     assert result.reason.startswith(
@@ -141,3 +212,9 @@ def test_a_run_is_judged_with_the_memory_the_bot_serves(live, tmp_path):
     assert math.isfinite(losses.candidate_base_without_memory)
     text = json.dumps(result.to_dict(), allow_nan=False)
     assert RunResult.from_dict(json.loads(text)) == result
+
+
+def test_a_memory_without_the_chats_ids_is_refused(live, tmp_path):
+    chats = pirate_chats(10)
+    with pytest.raises(ValueError, match="needs each chat's id"):
+        retrain(live, chats, FAST, tmp_path, base=BASE, memory=window(chats))

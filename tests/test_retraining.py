@@ -24,7 +24,7 @@ from bot.datadir import (
     open_store,
 )
 from bot.preferences import forget_command, learn_command
-from bot.reports import STALE_RUN, new_messages
+from bot.reports import STALE_RUN, describe_run, new_messages
 from bot.retrainer import Retrainer
 from bot.services import open_services
 from bot.settings import load_settings
@@ -326,6 +326,9 @@ def test_a_run_is_judged_with_the_memory_only_when_the_bot_serves_one(settings, 
     assert result.losses.memory is memory
     assert bool(np.isfinite(result.losses.live_chat_without_memory)) is memory
     assert ("as served with the chat memory" in result.reason) is memory
+    report = describe_run(run)  # what the admins read
+    assert ("as served with the chat memory" in report) is memory
+    assert ("Without the chat memory: held-out chat " in report) is memory
 
 
 def test_a_version_that_fails_to_load_keeps_the_old_one_serving(settings, generator):

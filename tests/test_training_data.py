@@ -39,9 +39,9 @@ def texts(transcripts) -> list[str]:
 def test_the_newest_turns_are_read_newest_first_until_the_budget(db: Database):
     history(db)
     with db.read() as session:
-        everything, oldest, used, _ = newest_transcripts(session, 0, 10**9)
+        everything, _, oldest, used, _ = newest_transcripts(session, 0, 10**9)
         assert len(texts(everything)) == 600 and oldest == 1
-        some, oldest, used, authors = newest_transcripts(session, 0, 2_000)
+        some, _, oldest, used, authors = newest_transcripts(session, 0, 2_000)
     read = texts(some)
     assert 2_000 <= used < 2_000 + 20  # stops at the turn that crosses the budget
     assert sum(len(t) + 1 for t in read) == used
@@ -63,6 +63,7 @@ def test_only_turns_after_the_last_published_run_are_new(db: Database):
         )
     assert sample.new == [[("new", True)]]
     assert sample.replay == [[("old", True)]]  # the older turn can only come back as replay
+    assert sample.new_chats == sample.replay_chats == [GROUP]  # where each was said
     assert sample.user_ids == {ANN}
 
 
@@ -72,7 +73,7 @@ def test_the_replay_sample_is_seeded_bounded_and_never_repeats_a_turn(db: Databa
         one = replay_pieces(session, 400, 3_000, seed=7, piece_turns=8)
         again = replay_pieces(session, 400, 3_000, seed=7, piece_turns=8)
         other = replay_pieces(session, 400, 3_000, seed=8, piece_turns=8)
-    pieces, used, _ = one
+    pieces, _, used, _ = one
     assert one == again and one != other  # deterministic under its seed
     assert 3_000 <= used < 3_000 + 8 * 20 and len(pieces) > 1
     read = texts(pieces)
@@ -198,12 +199,12 @@ def test_replay_anchors_are_uniform_over_stored_messages_and_stop_when_used_up(d
     starts = set()
     with db.read() as session:
         for seed in range(10):
-            pieces, _, _ = replay_pieces(session, 1001, 300, seed, piece_turns=4)
+            pieces, _, _, _ = replay_pieces(session, 1001, 300, seed, piece_turns=4)
             starts.update(turns[0][0] for turns in pieces)
     early = {t for t in starts if int(t.split()[-1]) <= 2}  # ids 1-49 of 100 left
     assert early and len(early) < len(starts)  # a deleted range is no magnet for anchors
     with db.read() as session:  # a budget far above what is stored: all of it, then stop
-        pieces, used, _ = replay_pieces(session, 1001, 10**9, 3, piece_turns=4)
+        pieces, _, used, _ = replay_pieces(session, 1001, 10**9, 3, piece_turns=4)
     stored = [t for turns in pieces for t, _ in turns]
     assert len(stored) == len(set(stored)) <= 100 and used <= 10**9
     assert len(stored) > 50  # most of what is left, however the anchors fell
