@@ -79,9 +79,7 @@ def read_training_sample(
     twice. The same database and `seed` give the same sample. Call it in one read
     transaction (`db.read()`): the authors' consent is read in the same snapshot.
     """
-    new, new_chats, oldest, used, authors = newest_transcripts(
-        session, since_message_id, new_bytes
-    )
+    new, new_chats, oldest, used, authors = newest_transcripts(session, since_message_id, new_bytes)
     replay, replay_chats, replay_used, replay_authors = replay_pieces(
         session, oldest, sample_bytes - used, seed, piece_turns
     )
