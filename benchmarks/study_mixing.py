@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from model import scoring
-from model.codec import MAX_PROMPT_BYTES, PAD, SEP, VOCAB_SIZE, encode_turns
+from model.codec import MAX_PROMPT_BYTES, PAD, VOCAB_SIZE, encode_turns
 from model.corpus import base_split
 from model.evaluate import NGRAM_ORDERS
 from model.languages import base_ngrams
@@ -34,20 +34,21 @@ from model.modelfile import BASE_MODEL_PATH, load
 from model.network import network_of
 from model.ngram import best_ngram
 from model.training import conversation_ids
+from model.weighting import mean_bits
 
 NEWTON_STEPS = 12
 
 
 def network_log_probs(net, encoded) -> np.ndarray:
     """(targets, 257) log P under the network, PAD never a candidate, targets in order."""
-    rows = scoring._pieces(encoded, MAX_PROMPT_BYTES)
+    rows = scoring.read_pieces(encoded, MAX_PROMPT_BYTES)
     no_pad = tf.one_hot(PAD, VOCAB_SIZE, on_value=-1e9, off_value=0.0)
     spec = tf.TensorSpec([None, None], tf.int32)
     forward = tf.function(
         lambda x: tf.nn.log_softmax(net(x, training=False) + no_pad), input_signature=[spec]
     )
     pieces = [np.zeros((0, PAD))] * len(rows)
-    for chunk, x, y in scoring._batches(rows, scoring.SCORE_BATCH):
+    for chunk, x, y in scoring.padded_batches(rows, scoring.SCORE_BATCH):
         log_probs = forward(tf.constant(x)).numpy()
         for k, j in enumerate(chunk):
             where = np.flatnonzero(y[k] != PAD)
@@ -55,25 +56,19 @@ def network_log_probs(net, encoded) -> np.ndarray:
     return np.concatenate(pieces).astype(np.float64)
 
 
-def ngram_log_probs(encoded):
-    """(language 9-gram, all-language 9-gram, language evidence, conversation) per target."""
-    base = base_ngrams(9)
+def ngram_log_probs(encoded, order: int):
+    """(log P of the language's n-gram, of the all-language one, language evidence) per
+    target, each turn read by its language's table as served."""
+    base = base_ngrams(order)
     sequences = [np.asarray(ids) for ids, _ in encoded]
-    seps = [np.flatnonzero(ids == SEP) for ids in sequences]
-    prompts = [ids[: s + 1] for ids, cut in zip(sequences, seps, strict=True) for s in cut[:-1]]
-    told = iter(base.detect(prompts))
-    lang, every, convo = [], [], []
-    for n, ((ids, mask), cut) in enumerate(zip(encoded, seps, strict=True)):
-        table = np.zeros(len(ids) - 1, dtype=np.int32)
-        for start, end in itertools.pairwise(cut):
-            table[start:end] = next(told)
+    lang, every = [], []
+    for ids, (_, mask), tables in zip(sequences, encoded, base.turn_tables(sequences), strict=True):
         for i in np.flatnonzero(np.asarray(mask[1:], dtype=bool)):
-            lang.append(base.ngrams[table[i]].distribution(ids[: i + 1]))
+            lang.append(base.ngrams[tables[i]].distribution(ids[: i + 1]))
             every.append(base.ngrams[0].distribution(ids[: i + 1]))
-            convo.append(n)
     _, evidence = base.served(encoded)
     logs = (np.log(np.maximum(np.stack(x), 1e-12)) for x in (lang, every))
-    return (*logs, evidence, np.array(convo))
+    return (*logs, evidence)
 
 
 def geometric_fit(parts, targets, buckets, n_buckets):
@@ -110,10 +105,6 @@ def linear_fit(p_targets):
     return w
 
 
-def bits(p) -> float:
-    return float(-np.log2(np.maximum(p, 1e-30)).mean())
-
-
 def main() -> None:
     train, heldout = base_split()
     encoded = [conversation_ids(c) for c in heldout]
@@ -123,18 +114,18 @@ def main() -> None:
     )
     net = network_log_probs(network_of(model), encoded)
     net -= np.log(np.exp(net).sum(1, keepdims=True))
-    lang, every, evidence, convo = ngram_log_probs(encoded)
+    lang, every, evidence = ngram_log_probs(encoded, model.mix[0])
     targets = np.concatenate([np.asarray(ids[1:])[np.asarray(m[1:], bool)] for ids, m in encoded])
     rows = np.arange(len(targets))
     at = [np.exp(x[rows, targets]) for x in (net, lang, every)]
-    half = convo % 2
+    half = scoring.conversation_halves(encoded)
     weight = model.mix[1]
 
     def crossed(fit, score):
         p = np.empty(len(targets))
         for h in (0, 1):
             p[half == h] = score(fit(half != h), half == h)
-        return bits(p)
+        return mean_bits(p)
 
     def geometric(parts, buckets, n):
         return crossed(
@@ -147,10 +138,10 @@ def main() -> None:
     three = np.stack(at, 1)
     one = np.zeros(len(targets), dtype=np.int64)
     results = [
-        ("network alone", bits(at[0])),
+        ("network alone", mean_bits(at[0])),
         (
             f"linear, network {weight} + language 9-gram (as served)",
-            bits(weight * at[0] + (1 - weight) * at[1]),
+            mean_bits(weight * at[0] + (1 - weight) * at[1]),
         ),
         (
             "linear, network + language + all-language 9-grams (EM)",

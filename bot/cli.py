@@ -26,6 +26,7 @@ from bot.cli_checks import (
     bind_metrics,
     bind_webhook,
     check_writable_file,
+    no_run,
     not_due,
     preflight,
 )
@@ -44,7 +45,6 @@ from bot.reports import (
     ALREADY_RUNNING_EXIT,
     describe_run,
     memory_line,
-    no_run_line,
     result_line,
     saved_memory,
     status_lines,
@@ -291,14 +291,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 # -- helpers ----------------------------------------------------------------------------
-
-
-def no_run(reason: str, as_json: bool) -> int:
-    """`charbot train --if-due` found nothing to do: say why (and, for --json, as JSON)."""
-    print(f"charbot: no run now: {reason}")
-    if as_json:
-        print(no_run_line(reason))
-    return 0
 
 
 def package_version() -> str:

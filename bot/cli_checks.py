@@ -18,13 +18,21 @@ from bot.datadir import (
     run_lock,
 )
 from bot.metrics import MetricsServer
-from bot.reports import STALE_RUN, run_going, schedule_wait
+from bot.reports import STALE_RUN, no_run_line, run_going, schedule_wait
 from bot.settings import Settings
 from storage import Database
 
 
 class CommandError(Exception):
     """A failure to report as one line (`charbot: ...`) with exit status 1."""
+
+
+def no_run(reason: str, as_json: bool) -> int:
+    """`charbot train --if-due` found nothing to do: say why (and, for --json, as JSON)."""
+    print(f"charbot: no run now: {reason}")
+    if as_json:
+        print(no_run_line(reason))
+    return 0
 
 
 def not_due(settings: Settings, db: Database) -> str | None:

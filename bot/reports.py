@@ -136,8 +136,8 @@ def describe_run(run: TrainingRun | None) -> str:
         losses = result.losses
         lines.append(
             f"Without the chat memory: held-out chat {_bits(losses.live_chat_without_memory)} → "
-            f"{_bits(losses.candidate_chat_without_memory)}, base corpus "
-            f"{_bits(losses.candidate_base_without_memory)}."
+            f"{_bits(losses.candidate_chat_without_memory)} bits/byte; base corpus "
+            f"{_bits(losses.live_base)} → {_bits(losses.candidate_base_without_memory)}."
         )
     if result is not None:
         ex = result.examples

@@ -21,7 +21,6 @@ from pathlib import Path
 from bot.datadir import (
     KEEP_RUN_DIRS,
     check_shared_store,
-    memory_path,
     open_store,
     prune_run_dirs,
     reconcile_stale_runs,
@@ -33,6 +32,7 @@ from bot.settings import Settings
 from bot.texts import plural
 from model import load
 from model.memory import Messages
+from model.memory_fit import enough_to_fit
 from model.memory_gate import BotMemory
 from model.retrain import CANDIDATE_FILE, RetrainConfig, retrain
 from model.retrain_data import NotEnoughData
@@ -140,10 +140,10 @@ def _train(
             sample_bytes=config.sample_bytes,
             seed=config.seed + run_id,  # each run replays other old chats
         )
-        memory = None
-        if memory_path(settings).exists():  # the bot serves a chat memory: judge with it
-            rows, newest = memory_window(session, settings.memory_window_bytes)
-            memory = BotMemory(Messages.of(rows, newest), settings.memory_min_users)
+        rows, newest = memory_window(session, settings.memory_window_bytes)
+        window = Messages.of(rows, newest)
+    # Once its window holds enough to fit one, the bot serves a chat memory: judge with it.
+    memory = BotMemory(window, settings.memory_min_users) if enough_to_fit(window) else None
     folder = run_dir(settings, run_id)
     report(
         f"run {run_id}: fine-tuning version {live_version} on {len(sample.new)} chats "

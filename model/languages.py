@@ -108,10 +108,9 @@ class BaseNGrams:
         out[rows] = np.where(sure, 1 + best, 0)
         return out
 
-    def served(self, encoded: Sequence[Encoded]) -> tuple[np.ndarray, np.ndarray]:
-        """(P(target), evidence) at each target byte (mask[1:]) of each conversation, each
-        turn read by the n-gram of the language told from the turns before it."""
-        sequences = [np.asarray(ids) for ids, _ in encoded]
+    def turn_tables(self, sequences: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """For each sequence (codec ids), the table that reads each of its bytes after
+        the first: each turn's, told from the turns before it (as a reply is written)."""
         seps = [np.flatnonzero(ids == SEP) for ids in sequences]
         prompts = [ids[: s + 1] for ids, cut in zip(sequences, seps, strict=True) for s in cut[:-1]]
         told = iter(self.detect(prompts))  # all turns at once: one call per language
@@ -121,6 +120,13 @@ class BaseNGrams:
             for start, end in itertools.pairwise(cut):
                 per_target[start:end] = next(told)
             tables.append(per_target)
+        return tables
+
+    def served(self, encoded: Sequence[Encoded]) -> tuple[np.ndarray, np.ndarray]:
+        """(P(target), evidence) at each target byte (mask[1:]) of each conversation, each
+        turn read by the n-gram of the language told from the turns before it."""
+        sequences = [np.asarray(ids) for ids, _ in encoded]
+        tables = self.turn_tables(sequences)
         flat_tables = np.concatenate(tables) if tables else np.zeros(0, np.int32)
         p = np.zeros(flat_tables.size)
         evidence = np.zeros(flat_tables.size, dtype=np.int32)

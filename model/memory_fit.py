@@ -87,10 +87,9 @@ class MemoryBuilder:
         """The memory of `messages` with weights fitted for `model`; None when the window
         holds too little text to fit them (then the bot serves without a memory)."""
         with self._lock:
-            heldout_ix, train_ix = split(len(messages.texts))
-            heldout = messages.subset(heldout_ix)
-            if heldout.text_bytes < MIN_HELDOUT_BYTES:
+            if not enough_to_fit(messages):
                 return None
+            heldout_ix, train_ix = split(len(messages.texts))
             base = self._base(model)
             fitted = count_memory(messages.subset(train_ix), MEMORY_ORDER, self.min_users)
             chat = self._score(model, in_context(messages, heldout_ix), fitted)
@@ -157,6 +156,13 @@ def fit_weights(
         if bits(weights, checking.p, checking.base_evidence, checking.memory_evidence) <= limit:
             return weights
     return None
+
+
+def enough_to_fit(messages: Messages) -> bool:
+    """Whether `messages` hold enough held-out text to fit a memory's weights on (the
+    bot serves no memory before they do)."""
+    heldout_ix, _ = split(len(messages.texts))
+    return messages.subset(heldout_ix).text_bytes >= MIN_HELDOUT_BYTES
 
 
 def in_context(messages: Messages, indices: Sequence[int]) -> list[Encoded]:

@@ -10,16 +10,19 @@ know the users' words the network may have its say, elsewhere the base n-grams k
 theirs.
 
 The memory judged with is the bot's, counted again by the same rules (its window, each
-user's repeats once, `min_users`) less every message said in a held-out chat chunk (the
-same chat, the same text), so neither network is judged on text the memory counted.
+user's repeats once, `min_users`) less every message of the window said in a held-out
+chat chunk (the same chat, the same text). The window keeps one copy of each user's
+repeated text (the newest), so a text a user wrote both in a held-out chat and later
+elsewhere stays counted: rare, and then the memory knows it as the bot's does.
 Each network's weights are fitted by the bot's rule (model.memory_fit.fit_weights: best
-on the chats while the base slice stays within the margin of that network served
-without a memory) on one half of the held-out chat chunks and of the base slice, and
-score the other halves, then the other way round, so neither is credited for weights
-chosen on what it is judged on. Where no weights keep the base slice within the margin
-the bot serves that network without a memory, and so it is judged. The gate then
-requires the candidate's base slice as served, with the memory and without it, within
-the margin of the live model served without one (model.gate.gate).
+on the chats while one half of the base slice stays within BASE_MARGIN of that network
+served without a memory, the other half fitted on) on one half of the held-out chat
+chunks and of the base slice, and score the other halves, then the other way round, so
+neither is credited for weights chosen, or checked, on what it is judged on. Where no
+weights keep the base slice within the margin the bot serves that network without a
+memory, and so it is judged. The gate then requires the candidate's base slice as
+served, with the memory and without it, within the margin of the live model served
+without one (model.gate.gate).
 """
 
 from __future__ import annotations
@@ -39,8 +42,8 @@ from model.memory_fit import MIN_HELDOUT_BYTES, bits_without, fit_weights, with_
 from model.modelfile import ModelFile
 from model.ngram import ByteNGram
 from model.retrain_data import RetrainData
-from model.scoring import TargetScores, conversation_halves, ngram_scores
-from model.weighting import fixed
+from model.scoring import BASE_MARGIN, TargetScores, conversation_halves, ngram_scores
+from model.weighting import fixed, mean_bits
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +89,6 @@ def rejudge(
         order,
         served,
         fallback,
-        margin,
     )
     if losses is None:
         log.info("too few held-out chats to fit the chat memory's weights: judged without it")
@@ -114,19 +116,18 @@ def judge_memory(
     order: int,
     served: tuple[float, float],
     fallback: tuple[float, float],
-    margin: float,
 ) -> MemoryLosses | None:
     """Both networks' losses as served with `memory` (module docstring), their scores
     holding the base n-grams of `order`. `served`: the live and the candidate network's
     weights as served without a memory (what each one's margin is counted from);
     `fallback`: those read where no memory weights hold the margin (the live model's as
     model.gate credits it). None when either half of the held-out chunks has fewer
-    than MIN_HELDOUT_BYTES target bytes, or a half of the base slice has none: too
-    little to fit weights on."""
+    than MIN_HELDOUT_BYTES target bytes, or a half of the base slice fewer than two:
+    too little to fit weights on."""
     chat_half, base_half = conversation_halves(heldout), conversation_halves(base_eval)
     if (
         min(np.bincount(chat_half, minlength=2)) < MIN_HELDOUT_BYTES
-        or min(np.bincount(base_half, minlength=2)) == 0
+        or min(np.bincount(base_half, minlength=2)) < 2
     ):
         return None
     if live.base.evidence is None or candidate.base.evidence is None:
@@ -139,20 +140,20 @@ def judge_memory(
         chat_p, base_p = np.empty(len(chat.p)), np.empty(len(base.p))
         for h in (0, 1):
             mine_chat, mine_base = chat_half == h, base_half == h
-            check = base.subset(mine_base)
-            limit = bits_without(weight, check) + margin
-            fitted = fit_weights(
-                shape, chat.subset(~mine_chat), base.subset(~mine_base), check, limit
-            )
+            # The bot's rule, on the other halves: fitted on the chats and one half of the
+            # base slice while the other stays within BASE_MARGIN of the network without.
+            fitting, checking = base.subset(~mine_base).halves()
+            limit = bits_without(weight, checking) + BASE_MARGIN
+            fitted = fit_weights(shape, chat.subset(~mine_chat), fitting, checking, limit)
             for p, mine, scored in (
                 (chat_p, mine_chat, chat.subset(mine_chat)),
-                (base_p, mine_base, check),
+                (base_p, mine_base, base.subset(mine_base)),
             ):
                 if fitted is None:
                     p[mine] = fixed(fallen, (1, 1)).probs(*without(scored))
                 else:
                     p[mine] = fitted.probs(scored.p, scored.base_evidence, scored.memory_evidence)
-        losses.append((_bits(chat_p), _bits(base_p)))
+        losses.append((mean_bits(chat_p), mean_bits(base_p)))
     (live_chat, _), (candidate_chat, candidate_base) = losses
     return MemoryLosses(live_chat, candidate_chat, candidate_base)
 
@@ -178,7 +179,3 @@ def judged_with_memory(verdict: Verdict, memory: MemoryLosses, margin: float) ->
 
 def _known(scores: TargetScores) -> tuple:
     return scores.network, scores.ngram, scores.evidence
-
-
-def _bits(p: np.ndarray) -> float:
-    return float(-np.log2(np.maximum(p, 1e-30)).mean())

@@ -42,16 +42,14 @@ class RetrainData:
     heldout_said: frozenset[tuple[int, str]] = frozenset()
 
 
-def chunk_transcripts(transcripts: Sequence[Sequence[Turn]], max_turns: int) -> list[list[Turn]]:
-    """Each chat cut into consecutive conversations of at most `max_turns` turns.
+def chunks_of(
+    transcripts: Sequence[Sequence[Turn]], chats: Sequence, max_turns: int
+) -> list[tuple[list[Turn], object]]:
+    """Each chat cut into consecutive conversations of at most `max_turns` turns, each
+    with its transcript's entry in `chats` (its chat id, or None).
 
     Chunks without a human turn (nothing to learn or judge) are dropped.
     """
-    return [chunk for chunk, _ in chunks_of(transcripts, [None] * len(transcripts), max_turns)]
-
-
-def chunks_of(transcripts: Sequence[Sequence[Turn]], chats: Sequence, max_turns: int) -> list:
-    """(chunk, its transcript's entry in `chats`) for chunk_transcripts' chunks."""
     chunks = []
     for turns, chat in zip(transcripts, chats, strict=True):
         for start in range(0, len(turns), max_turns):

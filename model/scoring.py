@@ -110,7 +110,7 @@ def network_probs(
 
     PAD is never a candidate, so its share is spread over the other symbols.
     """
-    rows = _pieces(encoded, max_len)
+    rows = read_pieces(encoded, max_len)
     spec = tf.TensorSpec([None, None], tf.int32)
     no_pad = tf.one_hot(PAD, VOCAB_SIZE, on_value=-1e9, off_value=0.0)
     # One traced graph for every batch shape: several times faster than eager calls on CPU.
@@ -119,7 +119,7 @@ def network_probs(
         lambda x: tf.nn.log_softmax(net(x, training=False) + no_pad), input_signature=[spec]
     )
     pieces: list[np.ndarray] = [np.zeros(0)] * len(rows)
-    for chunk, x, y in _batches(rows, SCORE_BATCH):
+    for chunk, x, y in padded_batches(rows, SCORE_BATCH):
         log_probs = forward(tf.constant(x)).numpy()
         for k, j in enumerate(chunk):
             where = np.flatnonzero(y[k] != PAD)
@@ -127,7 +127,7 @@ def network_probs(
     return np.exp(np.concatenate(pieces).astype(np.float64))
 
 
-def _pieces(encoded: Sequence[Encoded], max_len: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def read_pieces(encoded: Sequence[Encoded], max_len: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """(x, y) per piece: each conversation read from its start in consecutive pieces of
     max_len bytes, y the next byte where it is a target and PAD elsewhere. Pieces without
     a target are left out; conversations stay in order, and so do their pieces."""
@@ -144,7 +144,7 @@ def _pieces(encoded: Sequence[Encoded], max_len: int) -> list[tuple[np.ndarray, 
     return rows
 
 
-def _batches(rows: list[tuple[np.ndarray, np.ndarray]], batch_size: int):
+def padded_batches(rows: list[tuple[np.ndarray, np.ndarray]], batch_size: int):
     """(row indices, x, y) batches of `rows`, shortest first, padded with PAD."""
     order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))
     for i in range(0, len(order), batch_size):

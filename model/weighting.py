@@ -114,7 +114,11 @@ def fit(
 
 def bits(weights: MixWeights, p: np.ndarray, base_evidence, memory_evidence) -> float:
     """Bits per target byte of the mixture."""
-    probs = weights.probs(p, base_evidence, memory_evidence)
+    return mean_bits(weights.probs(p, base_evidence, memory_evidence))
+
+
+def mean_bits(probs: np.ndarray) -> float:
+    """Bits per target byte of targets' probabilities (an underflow counts as 1e-30)."""
     return float(-np.log2(np.maximum(probs, 1e-30)).mean())
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sqlalchemy import Row, Select, select
 from sqlalchemy.orm import Session
@@ -45,8 +45,8 @@ class TrainingSample:
     authors: dict[int, Consent]
     new_bytes: int  # UTF-8 bytes of text read (each turn + 1 for its end)
     replay_bytes: int
-    new_chats: list[int] = field(default_factory=list)  # the chat of each of `new`
-    replay_chats: list[int] = field(default_factory=list)  # ... and of each of `replay`
+    new_chats: list[int]  # the chat of each of `new`
+    replay_chats: list[int]  # ... and of each of `replay`
 
     @property
     def user_ids(self) -> set[int]:

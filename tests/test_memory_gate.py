@@ -60,9 +60,7 @@ def real_scores(net, data) -> Scored:
 
 
 def judged(live: Scored, candidate: Scored, memory, data, weights=SAME):
-    return judge_memory(
-        live, candidate, memory, data.heldout, data.base_eval, ORDER, *weights, FAST.gate_margin
-    )
+    return judge_memory(live, candidate, memory, data.heldout, data.base_eval, ORDER, *weights)
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +141,6 @@ def test_the_gate_holds_the_candidates_base_slice_to_the_live_models(setting):
     losses = judged(live, worse, memory, data)
     candidate_without = verdict.losses.candidate_base
     assert candidate_without > verdict.losses.live_base + 0.9
-    assert losses.candidate_base <= candidate_without + FAST.gate_margin + 1e-9
     assert losses.candidate_base != pytest.approx(candidate_without)  # weights were fitted
     after = judged_with_memory(verdict, losses, FAST.gate_margin)
     assert losses.candidate_chat < losses.live_chat  # better on the chats...

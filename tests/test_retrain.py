@@ -32,7 +32,7 @@ from model.retrain import (
     RetrainConfig,
     retrain,
 )
-from model.retrain_data import NotEnoughData, base_eval_slice, chunk_transcripts, prepare
+from model.retrain_data import NotEnoughData, base_eval_slice, chunks_of, prepare
 from model.run_result import Losses, RunResult
 from model.scoring import choose_weight, target_scores
 from model.training import conversation_ids, pack_windows, training_dataset
@@ -278,9 +278,11 @@ def test_the_bots_turns_are_context_never_targets():
 def test_chats_are_cut_into_chunks_with_a_human_turn():
     long_chat = [(f"line {i}", i % 2 == 0) for i in range(40)]
     only_bot = [("just me", False)] * 5
-    chunks = chunk_transcripts([long_chat, only_bot, []], max_turns=16)
+    cut = chunks_of([long_chat, only_bot, []], [7, 8, 9], max_turns=16)
+    chunks = [chunk for chunk, _ in cut]
     assert [len(c) for c in chunks] == [16, 16, 8]
     assert chunks[0][0] == ("line 0", True) and chunks[2][-1] == ("line 39", False)
+    assert [chat for _, chat in cut] == [7, 7, 7]  # each with its chat
 
 
 @pytest.mark.parametrize(

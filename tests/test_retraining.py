@@ -19,7 +19,6 @@ from bot import texts
 from bot.datadir import (
     MIXED_BASE_CHECKED,
     adopt_shipped_base,
-    memory_path,
     open_database_for,
     open_store,
 )
@@ -315,9 +314,11 @@ def test_a_candidate_from_a_version_no_longer_live_is_not_published(settings, da
 
 @pytest.mark.parametrize("memory", [False, True])
 def test_a_run_is_judged_with_the_memory_only_when_the_bot_serves_one(settings, memory: bool):
+    """The bot serves a chat memory once its window holds enough text to fit one on, and
+    the run decides so from the database (a trainer on another host has no memory file)."""
     write_chats(settings, chats=40, turns=6)  # 8 held out: enough to fit the memory's weights
-    if memory:  # the bot saves its memory after every count; the run reads that it exists
-        memory_path(settings).write_bytes(b"the bot's chat memory")
+    if not memory:  # a window too small to fit a memory on: the bot serves none
+        settings = dataclasses.replace(settings, memory_window_bytes=500)
     db = open_database_for(settings)
     config = RetrainConfig(learning_rate=1e-2, epochs=1, base_eval_conversations=20, threads=None)
     run = train_once(settings, db, config=config, report=lambda line: None)
