@@ -6,11 +6,14 @@ scores them, and the network and the base n-gram score them too. A fixed slice o
 base corpus' held-out conversations (all languages) is fitted on beside them so that
 chats in the languages the users do not write keep being served well. The rule, as the
 retraining gate's: the weights do what is best for the held-out chats as long as the
-other half of the base slice loses at most BASE_MARGIN bits/byte against the model
+other half of the base slice loses at most the model's memory margin against the model
 served without a memory; the base slice's say grows until it does, and without such
-weights there is no memory. The memory served is then counted from every message of
-the window (twice the counting, the slow part of a refresh, but every message counts and
-"several users wrote it" means what it says).
+weights there is no memory. The margin is BASE_MARGIN, less what a retrained version's
+network already lost on the base slice against the version it replaced (stored in its
+file by model.memory_gate), so a memory never takes the base slice further than the
+margin from the version the gate compared it with. The memory served is then counted
+from every message of the window (twice the counting, the slow part of a refresh, but
+every message counts and "several users wrote it" means what it says).
 
 Scoring the network is the slow part (about a second per 10 KB on two cores); the base
 slice's scores depend only on the network, so they are kept per model.
@@ -43,6 +46,7 @@ MIN_HELDOUT_BYTES = 200  # fewer held-out bytes fit nothing: no memory yet
 BASE_SLICE_CONVERSATIONS = 200  # of the base held-out split (~23 KB, all languages):
 # the weights are fitted on the first half and checked on the second
 BASE_SAYS = (1, 2, 4, 8, 16, 32)  # the base slice's say against the chats', tried in turn
+MEMORY_MARGIN_KEY = "memory_margin"  # in a retrained model file's meta
 
 
 @dataclass(frozen=True)
@@ -95,7 +99,7 @@ class MemoryBuilder:
             chat = self._score(model, in_context(messages, heldout_ix), fitted)
             base_scored = self._score(model, base[0], fitted, base[1])
             fitting, checking = base_scored.halves()
-            limit = served_without(model, checking) + BASE_MARGIN
+            limit = served_without(model, checking) + memory_margin(model)
             weights = fit_weights(table_shape(model), chat, fitting, checking, limit)
             if weights is None:
                 return None
@@ -156,6 +160,12 @@ def fit_weights(
         if bits(weights, checking.p, checking.base_evidence, checking.memory_evidence) <= limit:
             return weights
     return None
+
+
+def memory_margin(model: ModelFile) -> float:
+    """Bits/byte the base slice may lose to a chat memory served with `model` (module
+    docstring)."""
+    return float(model.meta.get(MEMORY_MARGIN_KEY, BASE_MARGIN))
 
 
 def enough_to_fit(messages: Messages) -> bool:

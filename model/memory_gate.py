@@ -15,14 +15,17 @@ chat chunk (the same chat, the same text). The window keeps one copy of each use
 repeated text (the newest), so a text a user wrote both in a held-out chat and later
 elsewhere stays counted: rare, and then the memory knows it as the bot's does.
 Each network's weights are fitted by the bot's rule (model.memory_fit.fit_weights: best
-on the chats while one half of the base slice stays within BASE_MARGIN of that network
-served without a memory, the other half fitted on) on one half of the held-out chat
-chunks and of the base slice, and score the other halves, then the other way round, so
-neither is credited for weights chosen, or checked, on what it is judged on. Where no
+on the chats while one half of the base slice stays within that network's memory margin
+of it served without a memory, the other half fitted on) on one half of the held-out
+chat chunks and of the base slice, and score the other halves, then the other way
+round, so neither is credited for weights chosen on what it is judged on. Where no
 weights keep the base slice within the margin the bot serves that network without a
-memory, and so it is judged. The gate then requires the candidate's base slice as
-served, with the memory and without it, within the margin of the live model served
-without one (model.gate.gate).
+memory, and so it is judged. The candidate's memory margin is the gate's margin less
+what its network lost on the base slice against the live model (it is stored in its
+file, and the bot fits with it too): served with the memory, the candidate's base slice
+stays within the margin of the live model without one by the weights' own rule, and
+the gate checks what the network itself lost (model.gate.gate). The base slice with the
+memory, scored on the halves the weights were not fitted or checked on, is reported.
 """
 
 from __future__ import annotations
@@ -38,11 +41,19 @@ from model.codec import Encoded
 from model.gate import Scored, Verdict, gate
 from model.languages import served_mix
 from model.memory import MEMORY_ORDER, Messages, count_memory
-from model.memory_fit import MIN_HELDOUT_BYTES, bits_without, fit_weights, with_memory, without
+from model.memory_fit import (
+    MIN_HELDOUT_BYTES,
+    bits_without,
+    fit_weights,
+    memory_margin,
+    with_memory,
+    without,
+)
 from model.modelfile import ModelFile
 from model.ngram import ByteNGram
 from model.retrain_data import RetrainData
-from model.scoring import BASE_MARGIN, TargetScores, conversation_halves, ngram_scores
+from model.run_result import Losses
+from model.scoring import TargetScores, conversation_halves, ngram_scores
 from model.weighting import fixed, mean_bits
 
 log = logging.getLogger(__name__)
@@ -80,6 +91,7 @@ def rejudge(
     served = (live_weight, verdict.mix["network_weight"] if verdict.mix else 1.0)
     credited = verdict.live_weight_credited
     fallback = (live_weight if credited is None else credited, served[1])
+    margins = (memory_margin(live), candidate_memory_margin(verdict.losses, margin))
     losses = judge_memory(
         live_scores,
         candidate_scores,
@@ -89,11 +101,19 @@ def rejudge(
         order,
         served,
         fallback,
+        margins,
     )
     if losses is None:
         log.info("too few held-out chats to fit the chat memory's weights: judged without it")
         return verdict
     return judged_with_memory(verdict, losses, margin)
+
+
+def candidate_memory_margin(losses: Losses, margin: float) -> float:
+    """The candidate's memory margin (model.memory_fit.memory_margin): `margin` less what
+    its network lost on the base slice against the live model, both without a memory."""
+    without = losses.candidate_base_without_memory if losses.memory else losses.candidate_base
+    return max(0.0, margin + losses.live_base - without)
 
 
 def judging_memory(memory: BotMemory, heldout_said: frozenset[tuple[int, str]]) -> ByteNGram:
@@ -116,14 +136,15 @@ def judge_memory(
     order: int,
     served: tuple[float, float],
     fallback: tuple[float, float],
+    margins: tuple[float, float],
 ) -> MemoryLosses | None:
     """Both networks' losses as served with `memory` (module docstring), their scores
     holding the base n-grams of `order`. `served`: the live and the candidate network's
     weights as served without a memory (what each one's margin is counted from);
     `fallback`: those read where no memory weights hold the margin (the live model's as
-    model.gate credits it). None when either half of the held-out chunks has fewer
-    than MIN_HELDOUT_BYTES target bytes, or a half of the base slice fewer than two:
-    too little to fit weights on."""
+    model.gate credits it); `margins`: each one's memory margin (model.memory_fit).
+    None when either half of the held-out chunks has fewer than MIN_HELDOUT_BYTES target
+    bytes, or a half of the base slice fewer than two: too little to fit weights on."""
     chat_half, base_half = conversation_halves(heldout), conversation_halves(base_eval)
     if (
         min(np.bincount(chat_half, minlength=2)) < MIN_HELDOUT_BYTES
@@ -135,15 +156,17 @@ def judge_memory(
     shape = (order, MEMORY_ORDER)
     on_chats, on_base = ngram_scores(memory, heldout), ngram_scores(memory, base_eval)
     losses = []
-    for net, weight, fallen in zip((live, candidate), served, fallback, strict=True):
+    for net, weight, fallen, allowed in zip(
+        (live, candidate), served, fallback, margins, strict=True
+    ):
         chat, base = with_memory(_known(net.chat), on_chats), with_memory(_known(net.base), on_base)
         chat_p, base_p = np.empty(len(chat.p)), np.empty(len(base.p))
         for h in (0, 1):
             mine_chat, mine_base = chat_half == h, base_half == h
             # The bot's rule, on the other halves: fitted on the chats and one half of the
-            # base slice while the other stays within BASE_MARGIN of the network without.
+            # base slice while the other stays within the margin of the network without.
             fitting, checking = base.subset(~mine_base).halves()
-            limit = bits_without(weight, checking) + BASE_MARGIN
+            limit = bits_without(weight, checking) + allowed
             fitted = fit_weights(shape, chat.subset(~mine_chat), fitting, checking, limit)
             for p, mine, scored in (
                 (chat_p, mine_chat, chat.subset(mine_chat)),

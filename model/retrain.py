@@ -26,7 +26,8 @@ from model.codec import Encoded, Turn
 from model.corpus import BASE_SEED
 from model.gate import judge, score
 from model.languages import served_mix
-from model.memory_gate import BotMemory, rejudge
+from model.memory_fit import MEMORY_MARGIN_KEY
+from model.memory_gate import BotMemory, candidate_memory_margin, rejudge
 from model.modelfile import MIX_KEY, ModelFile, save
 from model.network import network_of
 from model.plot import plot_losses
@@ -176,6 +177,8 @@ def retrain(
         "best_epoch": fitted.best_epoch,
         "retrain_config": dataclasses.asdict(config),
     }
+    # How far a chat memory served with it may take the base slice (model.memory_fit).
+    meta[MEMORY_MARGIN_KEY] = candidate_memory_margin(verdict.losses, config.gate_margin)
     if verdict.mix is not None:  # served mixed with the base n-gram, like its parent
         meta[MIX_KEY] = verdict.mix
         # ... of the live model's chat loss without a memory

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import keras
 import numpy as np
@@ -16,17 +17,26 @@ from toy_model import untrained_model
 from model.codec import encode_turns
 from model.gate import Scored, gate, judge
 from model.memory import Messages
-from model.memory_fit import MIN_HELDOUT_BYTES
-from model.memory_gate import BotMemory, judge_memory, judged_with_memory, judging_memory
+from model.memory_fit import MEMORY_MARGIN_KEY, MIN_HELDOUT_BYTES, memory_margin
+from model.memory_gate import (
+    BotMemory,
+    candidate_memory_margin,
+    judge_memory,
+    judged_with_memory,
+    judging_memory,
+)
+from model.modelfile import ModelFile, load
 from model.network import network_of
-from model.retrain import retrain
+from model.retrain import CANDIDATE_FILE, retrain
 from model.retrain_data import prepare
 from model.run_result import Losses, RunResult
-from model.scoring import TargetScores, ngram_scores, target_scores
+from model.scoring import BASE_MARGIN, TargetScores, ngram_scores, target_scores
 
 ORDER = 3
 USERS = 5
-SAME = ((1.0, 1.0), (1.0, 1.0))  # served and fallback weights: unmixed networks
+# Served and fallback weights (unmixed networks), memory margins (the live model's own,
+# the candidate's as the gate gives it when its network lost nothing).
+SAME = ((1.0, 1.0), (1.0, 1.0), (FAST.gate_margin, FAST.gate_margin))
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +182,9 @@ def test_too_few_heldout_bytes_judge_without_the_memory(live):
     assert judged(real, real, memory, data) is None
 
 
-def test_served_without_the_memory_the_base_slice_must_hold_too():
+def test_with_the_memory_the_gate_checks_what_the_network_forgot():
+    """Served with the memory, the base slice is held by the weights' own fit (the
+    candidate's memory margin); the gate checks the network's own loss without it."""
     losses = Losses(
         3.0,
         2.0,
@@ -186,9 +198,22 @@ def test_served_without_the_memory_the_base_slice_must_hold_too():
     ok, reason = gate(losses, margin=0.05)
     assert not ok
     assert reason.startswith("rejected as served with the chat memory: forgets the base corpus")
-    assert "without the chat memory (2.500 -> 2.600" in reason
-    ok, reason = gate(Losses(**{**losses.__dict__, "candidate_base_without_memory": 2.52}), 0.05)
+    assert "(2.500 -> 2.600 bits/byte on its held-out slice without the chat memory" in reason
+    ok, reason = gate(replace(losses, candidate_base_without_memory=2.52), 0.05)
     assert ok and reason.startswith("accepted as served with the chat memory: held-out chats")
+    # ... which leaves the memory 0.03 of the margin (model.memory_fit.memory_margin)
+    assert candidate_memory_margin(replace(losses, candidate_base_without_memory=2.52), 0.05) == (
+        pytest.approx(0.03)
+    )
+    assert candidate_memory_margin(losses, 0.05) == 0.0  # never below nothing
+    without = replace(losses, memory=False, candidate_base=2.49)  # better than the live one
+    assert candidate_memory_margin(without, 0.05) == pytest.approx(0.06)
+
+
+def test_the_bot_fits_a_version_with_its_memory_margin(live):
+    assert memory_margin(live) == BASE_MARGIN  # the base model, and any version before them
+    own = ModelFile(live.config, live.weights, {**live.meta, MEMORY_MARGIN_KEY: 0.01})
+    assert memory_margin(own) == 0.01
 
 
 def test_a_run_is_judged_with_the_memory_the_bot_serves(live, tmp_path):
@@ -209,6 +234,8 @@ def test_a_run_is_judged_with_the_memory_the_bot_serves(live, tmp_path):
     assert math.isfinite(losses.candidate_base_without_memory)
     text = json.dumps(result.to_dict(), allow_nan=False)
     assert RunResult.from_dict(json.loads(text)) == result
+    stored = load(tmp_path / CANDIDATE_FILE).meta[MEMORY_MARGIN_KEY]
+    assert stored == pytest.approx(candidate_memory_margin(losses, FAST.gate_margin))
 
 
 def test_a_memory_without_the_chats_ids_is_refused(live, tmp_path):
