@@ -20,6 +20,7 @@ from pathlib import Path
 
 from bot.datadir import (
     KEEP_RUN_DIRS,
+    MODELS_DIR,
     check_shared_store,
     open_store,
     prune_run_dirs,
@@ -27,6 +28,7 @@ from bot.datadir import (
     run_dir,
     run_lock,
 )
+from bot.live_model import kept_base_ngrams
 from bot.reports import STALE_RUN, load_run, run_going
 from bot.settings import Settings
 from bot.texts import plural
@@ -167,6 +169,7 @@ def _train(
             replay=sample.replay,
             memory=memory,
             chats=(sample.new_chats, sample.replay_chats),
+            ngrams=kept_base_ngrams(settings.data_dir / MODELS_DIR),
         )
     except NotEnoughData as exc:
         with db.begin() as session:

@@ -22,10 +22,11 @@ with it; the weight chosen here is then what the candidate is served at without 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from model.codec import Encoded
+from model.languages import BaseNGrams, base_ngrams
 from model.run_result import Losses
 from model.scoring import WEIGHT_GRID, TargetScores, choose_weight, target_scores
 
@@ -38,9 +39,18 @@ class Scored:
     base: TargetScores
 
 
-def score(net, heldout: Sequence[Encoded], base_eval: Sequence[Encoded], order: int | None):
-    """Score `net` (with the base n-gram of `order`, if the model mixes) for the gate."""
-    return Scored(target_scores(net, heldout, order), target_scores(net, base_eval, order))
+def score(
+    net,
+    heldout: Sequence[Encoded],
+    base_eval: Sequence[Encoded],
+    order: int | None,
+    ngrams: Callable[[int], BaseNGrams] = base_ngrams,
+):
+    """Score `net` (with the base n-gram of `order`, if the model mixes) for the gate;
+    `ngrams` as model.scoring.target_scores takes them."""
+    return Scored(
+        target_scores(net, heldout, order, ngrams), target_scores(net, base_eval, order, ngrams)
+    )
 
 
 @dataclass(frozen=True)

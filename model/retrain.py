@@ -25,7 +25,7 @@ import tensorflow as tf
 from model.codec import Encoded, Turn
 from model.corpus import BASE_SEED
 from model.gate import judge, score
-from model.languages import served_mix
+from model.languages import BaseNGrams, base_ngrams, served_mix
 from model.memory_fit import MEMORY_MARGIN_KEY
 from model.memory_gate import BotMemory, candidate_memory_margin, rejudge
 from model.modelfile import MIX_KEY, ModelFile, save
@@ -110,6 +110,7 @@ def retrain(
     replay: Sequence[Sequence[Turn]] = (),
     memory: BotMemory | None = None,
     chats: tuple[Sequence[int], Sequence[int]] | None = None,
+    ngrams: Callable[[int], BaseNGrams] = base_ngrams,
 ) -> RunResult:
     """Fine-tune `live` on `transcripts` (the newest chats) and `replay` (pieces of older
     ones) and judge the candidate against it.
@@ -120,8 +121,9 @@ def retrain(
     corpus split (tests, benchmarks). `memory`: what the bot's chat memory is counted
     from, when it serves one: the gate then judges both models as served with it
     (model.memory_gate), which needs `chats`, the chat id of each transcript and of each
-    replay piece. Raises NotEnoughData before training anything when the chats are too
-    few to hold some out.
+    replay piece. `ngrams`: the base n-grams of an order (the bot's runs read the model
+    store's kept copy, model.ngram_cache). Raises NotEnoughData before training
+    anything when the chats are too few to hold some out.
     """
     start = time.monotonic()
     run_dir = Path(run_dir)
@@ -138,7 +140,7 @@ def retrain(
         on_epoch(epoch, {**logs, **bits})
 
     order = served_mix(live)[0] if live.mix is not None or memory is not None else None
-    live_scores = score(network_of(live), data.heldout, data.base_eval, order)
+    live_scores = score(network_of(live), data.heldout, data.base_eval, order, ngrams)
     keeper = KeepAdmissible(
         data.base_eval,
         live_scores.base.bits() + config.gate_margin,  # the live network alone, plus margin
@@ -155,7 +157,7 @@ def retrain(
         extra_callbacks=[keeper],
         keep=KEPT,
     )
-    candidate_scores = score(candidate_net, data.heldout, data.base_eval, order)
+    candidate_scores = score(candidate_net, data.heldout, data.base_eval, order, ngrams)
     verdict = judge(live_scores, candidate_scores, live.mix, config.gate_margin)
     if memory is not None:
         verdict = rejudge(

@@ -20,14 +20,14 @@ weights for the price of one pass over the data.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
 
 from model.codec import MAX_PROMPT_BYTES, PAD, VOCAB_SIZE, Encoded
-from model.languages import base_ngrams
+from model.languages import BaseNGrams, base_ngrams
 from model.ngram import ByteNGram
 
 WEIGHT_GRID = tuple(round(0.05 * i, 2) for i in range(21))  # network weights tried
@@ -68,12 +68,19 @@ class TargetScores:
         return TargetScores(self.network[keep], part(self.ngram), part(self.evidence))
 
 
-def target_scores(net, encoded: Sequence[Encoded], ngram_order: int | None = None) -> TargetScores:
-    """Score `net` (and the base n-gram of `ngram_order`, if given) on `encoded`."""
+def target_scores(
+    net,
+    encoded: Sequence[Encoded],
+    ngram_order: int | None = None,
+    ngrams: Callable[[int], BaseNGrams] = base_ngrams,
+) -> TargetScores:
+    """Score `net` (and the base n-gram of `ngram_order`, if given) on `encoded`;
+    `ngrams`: the base n-grams of an order (default: counted once per process; the bot
+    and its runs read the store's kept copy, model.ngram_cache)."""
     network = network_probs(net, encoded)
     if ngram_order is None:
         return TargetScores(network)
-    ngram, evidence = base_ngrams(ngram_order).served(encoded)
+    ngram, evidence = ngrams(ngram_order).served(encoded)
     if ngram.shape != network.shape:
         raise AssertionError("network and n-gram scored different targets")
     return TargetScores(network, ngram, evidence)
