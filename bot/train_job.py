@@ -28,7 +28,6 @@ from bot.datadir import (
     run_dir,
     run_lock,
 )
-from bot.live_model import kept_base_ngrams
 from bot.reports import STALE_RUN, load_run, run_going
 from bot.settings import Settings
 from bot.texts import plural
@@ -36,6 +35,7 @@ from model import load
 from model.memory import Messages
 from model.memory_fit import enough_to_fit
 from model.memory_gate import BotMemory
+from model.ngram_cache import FOLDER, read_base_ngrams
 from model.retrain import CANDIDATE_FILE, RetrainConfig, retrain
 from model.retrain_data import NotEnoughData
 from model.run_result import RunResult
@@ -169,7 +169,7 @@ def _train(
             replay=sample.replay,
             memory=memory,
             chats=(sample.new_chats, sample.replay_chats),
-            ngrams=kept_base_ngrams(settings.data_dir / MODELS_DIR),
+            ngrams=lambda order: read_base_ngrams(order, settings.data_dir / MODELS_DIR / FOLDER),
         )
     except NotEnoughData as exc:
         with db.begin() as session:

@@ -103,7 +103,7 @@ def gate(losses: Losses, margin: float) -> tuple[bool, str]:
             f"{losses.candidate_chat:.3f} bits/byte)"
         )
     # With the chat memory, the memory's weights keep the base slice within the margin by
-    # their fit (model.memory_gate); what the network itself forgot is checked here.
+    # their fit (model.memory_gate); the candidate served without it is checked here.
     base = losses.candidate_base_without_memory if losses.memory else losses.candidate_base
     if not base <= losses.live_base + margin:
         without = " without the chat memory" if losses.memory else ""
@@ -120,8 +120,9 @@ def gate(losses: Losses, margin: float) -> tuple[bool, str]:
     served = " as served with the chat memory" if losses.memory else ""
     if failures:
         return False, "rejected" + served + ": " + "; ".join(failures)
+    with_memory = f", {losses.candidate_base:.3f} with it" if losses.memory else ""
     return True, (
         f"accepted{served}: held-out chats {losses.live_chat:.3f} -> {losses.candidate_chat:.3f} "
-        f"bits/byte, base slice {losses.live_base:.3f} -> {losses.candidate_base:.3f} "
+        f"bits/byte, base slice {losses.live_base:.3f} -> {base:.3f}{with_memory} "
         f"(margin {margin:.3f})"
     )

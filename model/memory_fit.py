@@ -8,10 +8,11 @@ chats in the languages the users do not write keep being served well. The rule, 
 retraining gate's: the weights do what is best for the held-out chats as long as the
 other half of the base slice loses at most the model's memory margin against the model
 served without a memory; the base slice's say grows until it does, and without such
-weights there is no memory. The margin is BASE_MARGIN, less what a retrained version's
-network already lost on the base slice against the version it replaced (stored in its
-file by model.memory_gate), so a memory never takes the base slice further than the
-margin from the version the gate compared it with. The memory served is then counted
+weights there is no memory. The margin is BASE_MARGIN; for a retrained version, the
+gate's margin less what it lost on the base slice, served without a memory, against the
+version it replaced (model.memory_gate computes it, model.retrain stores it in the
+version's file), so a memory never takes the base slice further than the margin from
+the version the gate compared it with. The memory served is then counted
 from every message of the window (twice the counting, the slow part of a refresh, but
 every message counts and "several users wrote it" means what it says).
 
@@ -22,6 +23,7 @@ slice's scores depend only on the network, so they are kept per model.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -165,7 +167,10 @@ def fit_weights(
 def memory_margin(model: ModelFile) -> float:
     """Bits/byte the base slice may lose to a chat memory served with `model` (module
     docstring)."""
-    return float(model.meta.get(MEMORY_MARGIN_KEY, BASE_MARGIN))
+    value = model.meta.get(MEMORY_MARGIN_KEY)
+    if isinstance(value, int | float) and math.isfinite(value) and value >= 0:
+        return float(value)
+    return BASE_MARGIN
 
 
 def enough_to_fit(messages: Messages) -> bool:

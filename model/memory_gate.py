@@ -24,7 +24,7 @@ memory, and so it is judged. The candidate's memory margin is the gate's margin 
 what its network lost on the base slice against the live model (it is stored in its
 file, and the bot fits with it too): served with the memory, the candidate's base slice
 stays within the margin of the live model without one by the weights' own rule, and
-the gate checks what the network itself lost (model.gate.gate). The base slice with the
+the gate checks the candidate served without the memory (model.gate.gate). The base slice with the
 memory, scored on the halves the weights were not fitted or checked on, is reported.
 """
 
@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -113,7 +114,10 @@ def candidate_memory_margin(losses: Losses, margin: float) -> float:
     """The candidate's memory margin (model.memory_fit.memory_margin): `margin` less what
     its network lost on the base slice against the live model, both without a memory."""
     without = losses.candidate_base_without_memory if losses.memory else losses.candidate_base
-    return max(0.0, margin + losses.live_base - without)
+    left = margin + losses.live_base - without
+    if math.isnan(left) or left == -math.inf:  # a diverged candidate: no memory margin
+        return 0.0
+    return margin if left == math.inf else max(0.0, left)
 
 
 def judging_memory(memory: BotMemory, heldout_said: frozenset[tuple[int, str]]) -> ByteNGram:
@@ -183,8 +187,8 @@ def judge_memory(
 
 def judged_with_memory(verdict: Verdict, memory: MemoryLosses, margin: float) -> Verdict:
     """`verdict` (model.gate.judge's, without the memory) judged again with `memory`'s
-    losses: the chats and the base slice as served with it, and the base slice still
-    within the margin as served without it."""
+    losses: the chats as served with it; the base slice as served with it is reported,
+    and as served without it checked (model.gate.gate)."""
     before = verdict.losses
     losses = dataclasses.replace(
         before,

@@ -80,6 +80,20 @@ def cache_path(folder: str | Path, order: int, key: str | None = None) -> Path:
 
 
 @functools.cache
+def read_base_ngrams(order: int, folder: str | Path) -> BaseNGrams:
+    """The base n-grams of `order` from the file in `folder` when it reads back, else
+    counted in this process (model.languages) and never written: for a training run,
+    perhaps on another host sharing the store, which must not replace the file the bot
+    has mapped (the bot alone writes it, load_base_ngrams)."""
+    key = cache_key(order)
+    try:
+        return read(cache_path(folder, order, key), key)
+    except Exception as e:  # none yet, another version's, or unmappable: count our own
+        log.info("no base %d-gram file to read in %s (%s); counting them", order, folder, e)
+        return languages.base_ngrams(order)
+
+
+@functools.cache
 def load_base_ngrams(order: int, folder: str | Path) -> BaseNGrams:
     """The base n-grams of `order` from the file in `folder`; counted (model.languages)
     and saved there when there is none or it does not read back. Never raises for the

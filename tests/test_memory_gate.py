@@ -139,16 +139,18 @@ def test_a_candidate_that_knows_more_than_the_memory_is_credited(setting):
     assert losses.candidate_chat < losses.live_chat / 1.5
 
 
-def test_the_gate_holds_the_candidates_base_slice_to_the_live_models(setting):
-    """The bot fits a memory's weights against each network's own loss without one, so
-    the gate holds what the candidate will be served at to the live model's base slice."""
+def test_a_candidate_that_forgot_the_base_is_rejected_with_the_memory_too(setting):
+    """Better on the chats with the memory, but served without it a bit over a bit worse
+    on the base slice than the live model: rejected, and its memory margin is nothing."""
     _, data, memory, real = setting
     n_chat = len(real.chat.network)
     good_base = real.base.ngram  # a live network as good as the base n-gram on the base
     live = scored_as(real.chat.network, good_base, real)
     worse = scored_as(np.full(n_chat, 0.99), good_base * 0.5, real)  # a bit over 1 bit worse
     verdict = judge(live, worse, None, FAST.gate_margin)
-    losses = judged(live, worse, memory, data)
+    left = candidate_memory_margin(verdict.losses, FAST.gate_margin)
+    assert left == 0.0
+    losses = judged(live, worse, memory, data, (*SAME[:2], (FAST.gate_margin, left)))
     candidate_without = verdict.losses.candidate_base
     assert candidate_without > verdict.losses.live_base + 0.9
     assert losses.candidate_base != pytest.approx(candidate_without)  # weights were fitted
@@ -182,7 +184,7 @@ def test_too_few_heldout_bytes_judge_without_the_memory(live):
     assert judged(real, real, memory, data) is None
 
 
-def test_with_the_memory_the_gate_checks_what_the_network_forgot():
+def test_with_the_memory_the_gate_checks_the_candidate_served_without_it():
     """Served with the memory, the base slice is held by the weights' own fit (the
     candidate's memory margin); the gate checks the network's own loss without it."""
     losses = Losses(

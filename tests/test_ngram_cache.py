@@ -143,3 +143,25 @@ def test_a_folder_that_cannot_be_written_serves_the_counted_tables(tmp_path, cou
     base = load_base_ngrams.__wrapped__(ORDER, blocked / "cache")
     assert base.order == ORDER and counted == [ORDER]
     assert "could not be saved" in caplog.text
+
+
+def test_a_run_reads_the_file_and_never_writes_one(tmp_path, counted, monkeypatch):
+    """A training run (perhaps on another host sharing the store) must not replace the
+    file the bot has mapped: it reads the bot's file, or counts its own in memory."""
+    monkeypatch.setattr(ngram_cache.languages, "base_ngrams", lambda order: small_base())
+    empty = tmp_path / "none"
+    empty.mkdir()
+    ngrams = ngram_cache.read_base_ngrams(ORDER, empty)
+    assert ngrams.names == small_base().names
+    assert list(empty.iterdir()) == []  # counted here, written nowhere
+    kept = tmp_path / "kept"
+    load_base_ngrams(ORDER, kept)  # the bot counts and writes it
+    assert counted == [ORDER]
+    before = {p.name: p.stat().st_mtime_ns for p in kept.iterdir()}
+    read_back = ngram_cache.read_base_ngrams(ORDER, kept)
+    assert counted == [ORDER]  # read, not counted again
+    assert {p.name: p.stat().st_mtime_ns for p in kept.iterdir()} == before
+    probe = [encode_turns(["Hola, ¿qué tal?"])]
+    np.testing.assert_array_equal(
+        read_back.ngrams[0].target_probs(probe), small_base().ngrams[0].target_probs(probe)
+    )
