@@ -31,10 +31,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_serving import CHARBOT, Phase, ask
+from bench_serving import CHARBOT, Phase, ask, wait_for_line
 from telegram_stub import BotApiStub
 
-from bot.datadir import MEMORY_FILE
+from bot.logs import MEMORY_REFRESHED
 from model.modelfile import load
 
 SUBJECTS = ["the ship", "me parrot", "the rum", "yer map", "the cap'n", "the kraken", "me crew"]
@@ -74,14 +74,6 @@ def write_corpus(data_dir: Path, messages: int, seed: int = 7) -> None:
     db.dispose()
 
 
-def wait_for_file(path: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no {path.name} after {timeout:.0f} s")
-        time.sleep(1)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=3000)
@@ -103,7 +95,7 @@ def main() -> None:
         bot = subprocess.Popen([str(CHARBOT), "run"], env=env, stdout=log, stderr=log)
         try:
             stub.wait_for_calls("getUpdates", 1, timeout=300)
-            wait_for_file(data_dir / MEMORY_FILE, timeout=600)
+            wait_for_line(Path(tmp) / "bot.log", MEMORY_REFRESHED, timeout=600)
             ask(stub, 1)
             idle = Phase("idle")
             for _ in range(args.idle):

@@ -39,7 +39,7 @@ from model.network import network_of
 from model.ngram import ByteNGram
 from model.scoring import BASE_MARGIN, network_probs, ngram_scores
 from model.training import conversation_ids
-from model.weighting import MixWeights, bits, fit, fixed, stack
+from model.weighting import MixWeights, bits, fit, fixed, mean_bits, stack
 
 HELDOUT_SHARE = 0.1  # of the window's messages, to fit the weights on
 MAX_HELDOUT_MESSAGES = 500  # ~25 KB of chat: the network scores it in seconds
@@ -218,13 +218,13 @@ def served_without(model: ModelFile, scored: Scored) -> float:
 
 def bits_without(network_weight: float, scored: Scored) -> float:
     """Bits/byte of `scored` served without a memory, at `network_weight`."""
-    return bits(fixed(network_weight, (1, 1)), *without(scored))
+    return mean_bits(probs_without(network_weight, scored))
 
 
-def without(scored: Scored) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(p, evidence, evidence) that read a one-cell table: the memory nowhere."""
+def probs_without(network_weight: float, scored: Scored) -> np.ndarray:
+    """P(target) of `scored` served without a memory, at `network_weight`."""
     nowhere = np.zeros_like(scored.base_evidence)
-    return scored.p, nowhere, nowhere
+    return fixed(network_weight, (1, 1)).probs(scored.p, nowhere, nowhere)
 
 
 def _concat(a: Scored, b: Scored) -> Scored:

@@ -24,8 +24,9 @@ memory, and so it is judged. The candidate's memory margin is the gate's margin 
 what its network lost on the base slice against the live model (it is stored in its
 file, and the bot fits with it too): served with the memory, the candidate's base slice
 stays within the margin of the live model without one by the weights' own rule, and
-the gate checks the candidate served without the memory (model.gate.gate). The base slice with the
-memory, scored on the halves the weights were not fitted or checked on, is reported.
+the gate checks the candidate served without the memory (model.gate.gate). The base
+slice with the memory, scored on the halves the weights were not fitted or checked on,
+is reported.
 """
 
 from __future__ import annotations
@@ -47,15 +48,15 @@ from model.memory_fit import (
     bits_without,
     fit_weights,
     memory_margin,
+    probs_without,
     with_memory,
-    without,
 )
 from model.modelfile import ModelFile
 from model.ngram import ByteNGram
 from model.retrain_data import RetrainData
 from model.run_result import Losses
 from model.scoring import TargetScores, conversation_halves, ngram_scores
-from model.weighting import fixed, mean_bits
+from model.weighting import mean_bits
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +178,7 @@ def judge_memory(
                 (base_p, mine_base, base.subset(mine_base)),
             ):
                 if fitted is None:
-                    p[mine] = fixed(fallen, (1, 1)).probs(*without(scored))
+                    p[mine] = probs_without(fallen, scored)
                 else:
                     p[mine] = fitted.probs(scored.p, scored.base_evidence, scored.memory_evidence)
         losses.append((mean_bits(chat_p), mean_bits(base_p)))

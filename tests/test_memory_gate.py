@@ -15,7 +15,7 @@ from test_retrain import BASE, FAST, pirate_chats
 from toy_model import untrained_model
 
 from model.codec import encode_turns
-from model.gate import Scored, gate, judge
+from model.gate import Scored, gate, judge, score
 from model.memory import Messages
 from model.memory_fit import MEMORY_MARGIN_KEY, MIN_HELDOUT_BYTES, memory_margin
 from model.memory_gate import (
@@ -30,7 +30,7 @@ from model.network import network_of
 from model.retrain import CANDIDATE_FILE, retrain
 from model.retrain_data import prepare
 from model.run_result import Losses, RunResult
-from model.scoring import BASE_MARGIN, TargetScores, ngram_scores, target_scores
+from model.scoring import BASE_MARGIN, TargetScores, ngram_scores
 
 ORDER = 3
 USERS = 5
@@ -64,9 +64,7 @@ def scored_as(probs_chat, probs_base, like: Scored) -> Scored:
 
 
 def real_scores(net, data) -> Scored:
-    return Scored(
-        target_scores(net, data.heldout, ORDER), target_scores(net, data.base_eval, ORDER)
-    )
+    return score(net, data.heldout, data.base_eval, ORDER)
 
 
 def judged(live: Scored, candidate: Scored, memory, data, weights=SAME):
