@@ -3,16 +3,16 @@ shipped model's parts combined other ways than the linear mixture it is served w
 
 On the held-out 10% of the base corpus (what `charbot eval` scores), every target byte's
 full distribution from the network (PAD's share spread over the rest, as served), the
-9-gram of the language told from the turns before it (as served) and the 9-gram over
-all languages; then, each fitted on one half of the conversations and scored on the
-other half and back (cross-fitted):
+base n-gram of the language told from the turns before it (as served; of the model
+file's order) and the one over all languages; then, each fitted on one half of the
+conversations and scored on the other half and back (cross-fitted):
 
-- linear, the network and the language's 9-gram at the model file's weight (as served);
-- linear, those two and the all-language 9-gram, weights by EM;
+- linear, the network and the language's n-gram at the model file's weight (as served);
+- linear, those two and the all-language n-gram, weights by EM;
 - geometric (a product of experts), p ∝ p_net^a · p_lang^b [· p_all^c], the exponents
-  fitted by Newton's method, one set or one per evidence level of the language's 9-gram.
+  fitted by Newton's method, one set or one per evidence level of the language's n-gram.
 
-Figures are against the best byte n-gram `charbot eval` prints (orders 3–9).
+Figures are against the best byte n-gram `charbot eval` prints (model.evaluate's orders).
 Usage: python benchmarks/study_mixing.py  (about 2 minutes on two cores)
 """
 
@@ -119,7 +119,7 @@ def main() -> None:
     rows = np.arange(len(targets))
     at = [np.exp(x[rows, targets]) for x in (net, lang, every)]
     half = scoring.conversation_halves(encoded)
-    weight = model.mix[1]
+    order, weight = model.mix
 
     def crossed(fit, score):
         p = np.empty(len(targets))
@@ -140,16 +140,16 @@ def main() -> None:
     results = [
         ("network alone", mean_bits(at[0])),
         (
-            f"linear, network {weight} + language 9-gram (as served)",
+            f"linear, network {weight} + language {order}-gram (as served)",
             mean_bits(weight * at[0] + (1 - weight) * at[1]),
         ),
         (
-            "linear, network + language + all-language 9-grams (EM)",
+            f"linear, network + language + all-language {order}-grams (EM)",
             crossed(lambda m: linear_fit(three[m]), lambda w, m: (three[m] * w).sum(1)),
         ),
-        ("geometric, network x language 9-gram", geometric((net, lang), one, 1)),
+        (f"geometric, network x language {order}-gram", geometric((net, lang), one, 1)),
         ("geometric, network x language x all-language", geometric((net, lang, every), one, 1)),
-        ("the same, exponents per evidence level", geometric((net, lang, every), evidence, 9)),
+        ("the same, exponents per evidence level", geometric((net, lang, every), evidence, order)),
     ]
     print(f"{len(targets):,} held-out target bytes; best byte n-gram {ngram_bits:.3f} bits/byte")
     for name, value in results:

@@ -100,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument(
         "--out", type=Path, default=None, help="where to write it (default: the shipped base)"
     )
+    pretrain.add_argument(
+        "--mix-only",
+        action="store_true",
+        help="keep the shipped base's network and fit only its mixture again (seconds)",
+    )
     saving = sub.add_parser(
         "backup",
         help="copy the database and the live model into a new folder, even while the bot runs",
@@ -219,10 +224,13 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         check_writable_file(args.out.resolve())
     configure_logging(logging.INFO, settings.log_format)
     import_tensorflow()
-    from model.pretrain import pretrain
+    from model.pretrain import pretrain, refit_mix
 
     out = {} if args.out is None else {"out_path": args.out}
-    pretrain(log_dir=pretrain_dir(settings), **out)
+    if args.mix_only:
+        refit_mix(**out)
+    else:
+        pretrain(log_dir=pretrain_dir(settings), **out)
     return 0
 
 

@@ -12,6 +12,7 @@ data/train.lock             held while a run is going (SQLite; with PostgreSQL t
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -39,8 +40,8 @@ RUN_DIR_PREFIX = "run-"
 KEEP_RUN_DIRS = 10
 TRAIN_LOG_BYTES = 10 * 1024 * 1024  # train.log starts again past this; one old copy kept
 MEMORY_FILE = "memory.npz"  # the chat memory (bot/chat_memory.py)
-# Written once the one-time upgrade of a pre-mixture store (adopt_shipped_base) was checked.
-MIXED_BASE_CHECKED = ".mixed-base-checked"
+# What adopt_shipped_base last checked against: the SHA-256 of the shipped base file.
+SHIPPED_BASE_CHECKED = ".shipped-base-checked"
 
 
 def open_store(settings: Settings, *, repair: bool = True) -> ModelStore:
@@ -212,41 +213,55 @@ def reconcile_stale_runs(db: Database, store: ModelStore, reason: str) -> int:
 
 
 def adopt_shipped_base(settings: Settings, store: ModelStore) -> int | None:
-    """Once per data dir: publish the configured base model as a new version when the live
-    version is that same network as an older charbot shipped it, without the mixture entry
-    the shipped file carries now (model.mixture), so an upgraded install samples as a new
-    one does. The old version stays for /rollback; fine-tuned versions are left alone.
-    Returns the new version, or None when there was nothing to adopt (or it was checked
-    before: the check loads two model files, so it runs once, not at every start).
+    """Once per shipped base file: publish the configured base model as a new version when
+    the live version is that same network as an older charbot shipped it, mixed another way
+    (without the mixture entry the shipped file carries now, or with another one: a base
+    n-gram of another order, another weight; model.mixture), so an upgraded install
+    samples as a new one does. The old version stays for /rollback; fine-tuned versions
+    are left alone. Returns the new version, or None when there was nothing to adopt (or
+    this shipped file was checked before: the check loads two model files, so it runs
+    once per file, not at every start; hashing the 4 MB file takes ~10 ms).
     """
-    marker = store.root / MIXED_BASE_CHECKED
-    if marker.exists():
-        return None
-    version = _adopt(settings, store)
-    marker.touch()
+    base_path = Path(settings.model_path or BASE_MODEL_PATH)
+    marker = store.root / SHIPPED_BASE_CHECKED
+    try:
+        with open(base_path, "rb") as f:
+            stamp = f"{hashlib.file_digest(f, 'sha256').hexdigest()}\n".encode()
+    except OSError:
+        stamp = b""  # unreadable: load() below says why
+    try:
+        if marker.read_bytes() == stamp:
+            return None
+    except OSError:
+        pass  # never checked (or an older charbot's marker): check now
+    version = _adopt(base_path, store)
+    # Written in place, not through a temporary file (the store removes those of other
+    # processes when it opens): a torn marker only means checking again next start.
+    marker.write_bytes(stamp)
     return version
 
 
-def _adopt(settings: Settings, store: ModelStore) -> int | None:
+def _adopt(base_path: Path, store: ModelStore) -> int | None:
     live, model = store.load_live()
-    if model.meta.get("kind") != "base" or MIX_KEY in model.meta:
+    if model.meta.get("kind") != "base":
         return None
     if any(store.info(v).get("replaces") == live for v in store.versions()):
         return None  # adopted once already, and an admin rolled back to this one
-    base_path = settings.model_path or BASE_MODEL_PATH
     shipped = load(base_path)
     same_network = shipped.config == model.config and all(
         np.array_equal(a, b) for a, b in zip(shipped.weights, model.weights, strict=True)
     )
-    if MIX_KEY not in shipped.meta or not same_network:
+    mix = shipped.meta.get(MIX_KEY)
+    if mix is None or mix == model.meta.get(MIX_KEY) or not same_network:
         return None
     info = {"kind": "base", "source": str(base_path), "replaces": live}
     version = store.publish_if_live(live, shipped, info)
     if version is not None:
         log.info(
-            "version %d: the shipped base model, which now mixes in the base n-gram "
-            "(version %d is the same network alone; /rollback returns to it)",
+            "version %d: the shipped base model, mixed as this charbot mixes it (%s; "
+            "version %d is the same network mixed as before; /rollback returns to it)",
             version,
+            mix,
             live,
         )
     return version

@@ -276,8 +276,8 @@ def _with_memory(
             try:
                 ngram = base_ngrams(store, model, memory)
                 generator = Generator(model, memory=memory, ngram=ngram, warm_up=False, **shape)
-            except ValueError:
-                log.exception("the chat memory does not fit the model; served without it")
+            except ValueError as e:  # fitted for another mixture (an upgrade, a rollback)
+                log.warning("the chat memory does not fit the model (%s); served without it", e)
                 memory = None
         if generator is None:
             ngram = base_ngrams(store, model, None)

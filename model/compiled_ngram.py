@@ -83,7 +83,7 @@ class CompiledNGram:
         )
         # Each row reads, for levels 2..order, the successors of its context at that level
         # into "slots": as many per level as the level's busiest context has successors
-        # in any table (113 at level 2 of the base 9-gram, 27 at level 9), levels side by side.
+        # in any table (113 at level 2 of the base 12-grams, 26 at level 12), levels side by side.
         widths = [0] * (self.order - 1)
         for t in tables:
             bounds = [*t.ctx_offset[1:], t.unseen]
@@ -199,7 +199,7 @@ def initial_contexts(ngram: ByteNGram, prompts: Sequence[Sequence[int]], batch: 
 
 @functools.lru_cache(maxsize=3)
 def compiled(ngrams: ByteNGram | BaseNGrams, *, padded: bool = False) -> CompiledNGram:
-    # One copy of the tables (~60 MB for the base 9-grams) per process, not per model
+    # One copy of the tables (~116 MB for the base 12-grams) per process, not per model
     # version; room for the base n-grams and two chat memories (serving, being swapped in).
     if isinstance(ngrams, BaseNGrams):
         return CompiledNGram([n.tables() for n in ngrams.ngrams], padded=padded)

@@ -1,11 +1,12 @@
 """The base corpus' n-gram, one per language: what keeps a reply in the chat's language.
 
-A 9-gram sees the last eight bytes, too few to tell Spanish from Italian, so one n-gram
-over every language pulls a reply toward whichever language those bytes are most common
-in (benchmarks/README.md: 72% of replies in the prompt's language at T 0.6). Here each
-corpus language has its own n-gram, fitted on its conversations of the training split,
-and each reply reads the one of the language its prompt is in; table 0 is the n-gram
-over all languages, read where there is no prompt to tell (a conversation's first turn).
+A byte n-gram sees the last few bytes (11 for the base 12-gram), too few to tell
+Spanish from Italian, so one n-gram over every language pulls a reply toward whichever
+language those bytes are most common in (benchmarks/README.md: 72% of replies in the
+prompt's language at T 0.6, with 9-grams). Here each corpus language has its own
+n-gram, fitted on its conversations of the training split, and each reply reads the one
+of the language its prompt is in; table 0 is the n-gram over all languages, read where
+there is no prompt to tell (a conversation's first turn).
 
 The language is told from the whole prompt (the chat's last turns, as the generator
 reads them) by a byte trigram per language (Kneser-Ney, as the n-grams), with the
@@ -30,7 +31,12 @@ from model.corpus import base_split, corpus_languages, load_base_corpus, unique
 from model.modelfile import ModelFile
 from model.ngram import ByteNGram
 
-MIX_ORDER = 9  # the best order of the base n-gram alone on the held-out split (3..9 tried)
+# The base n-gram's order. Mixed with the network on the held-out split, order 12 gains
+# about 70% of what the best order (25) gains over 9, for about a third of the tables
+# the generator holds (116 MB, against 62 at order 9 and 195 at 16): each level above 9
+# adds ~20 MB (benchmarks/README.md). At most modelfile.MAX_MIX_ORDER, which older
+# charbots check too, so that they can still load the models this one writes.
+MIX_ORDER = 12
 DETECT_ORDER = 3  # the order of the n-grams that tell a prompt's language
 # The likeliest language must beat the next by this many nats (a likelihood ratio of
 # about 55), or the prompt reads the n-gram over all languages: "Hello", "Ok" and "How
@@ -151,14 +157,14 @@ def served_mix(model: ModelFile) -> tuple[int, float]:
 @functools.cache
 def base_ngram(order: int) -> ByteNGram:
     """The n-gram of the base corpus' training split, every language (once per process:
-    ~4 s for order 9, reading the corpus included)."""
+    ~4 s for order 12, reading the corpus included)."""
     train, _ = base_split()
     return ByteNGram(order).fit(encode_turns(c) for c in train)
 
 
 @functools.cache
 def base_ngrams(order: int) -> BaseNGrams:
-    """The base n-grams of the training split (once per process: ~10 s for order 9)."""
+    """The base n-grams of the training split (once per process: ~4 s for order 12)."""
     return count_base_ngrams(order, base_ngram(order))
 
 

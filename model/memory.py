@@ -29,12 +29,13 @@ import numpy as np
 
 from model.atomic import write_atomically
 from model.codec import SEP, encode_turns
-from model.languages import MIX_ORDER
 from model.ngram import ByteNGram
 from model.ngram_counts import Counts
 from model.weighting import MixWeights
 
-MEMORY_ORDER = MIX_ORDER  # as the base n-gram's: contexts of 8 bytes
+# Contexts of 8 bytes: a phrase several users share, not a longer piece of one person's
+# text (what the privacy rule and its tests are measured with).
+MEMORY_ORDER = 9
 MIN_USERS = 3  # distinct users an n-gram needs before the memory holds it
 FORMAT = 1
 

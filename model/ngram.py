@@ -117,7 +117,7 @@ class ByteNGram:
     def with_counts(self, counts: Counts, *, keep_counts: bool = False) -> Self:
         """Fit from counts made earlier (model.ngram_counts.count, of at least this order);
         `keep_counts` keeps them as `.counts` (model.memory saves them; others need not
-        hold the copy: 23 MB for the base 9-gram)."""
+        hold the copy: 67 MB for the base 12-gram)."""
         self._levels = _levels(counts, self.order, self.fixed_discount)
         self.counts = counts if keep_counts else None
         return self

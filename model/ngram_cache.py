@@ -8,7 +8,7 @@ of a second instead of reading the corpus and counting it (seconds of both cores
 The file is a fixed prefix (a magic line, the header's size, a CRC-32 of all that
 follows), a JSON header (what each array is and where it starts) and the arrays' bytes,
 each at a multiple of 64. It is read by mapping it into memory, not by copying it: the
-levels (~60 MB for the base 9-grams) are file pages the kernel may drop and read again,
+levels (~116 MB for the base 12-grams) are file pages the kernel may drop and read again,
 so the bot's resident memory holds only what it reads (a reply reads a few keys per
 level; a chat-memory fit reads it all, once, and the bot hands those pages back after
 the build: bot/resident.py). The tables the generator serves from are its own copy

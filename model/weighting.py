@@ -2,7 +2,7 @@
 corpus' n-gram and the chat memory at each step.
 
 One fixed network weight cannot be right both for "continue this Korean sentence"
-(the base n-gram knows 8 bytes of it, the network knows the language) and for "finish
+(the base n-gram knows a few bytes of it, the network knows the language) and for "finish
 this phrase the users keep writing" (only the chat memory knows it). Each n-gram says
 how much it knows of the context at hand: its *evidence*, the number of levels above
 the first whose context it has counts for (0..order-1, ByteNGram.target_evidence; the

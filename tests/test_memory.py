@@ -8,6 +8,7 @@ from toy_model import greedy_by, untrained_model
 
 from model import SEP, encode_turns
 from model.generator import Generator
+from model.languages import MIX_ORDER
 from model.loop import loop
 from model.memory import ChatMemory, MemoryFileError, MemoryInfo, Messages, count_memory
 from model.memory_fit import MemoryBuilder, split
@@ -88,7 +89,7 @@ def small_memory(order: int = 4) -> ChatMemory:
     rows = chat_rows(3, "arr matey") + chat_rows(3, "yo ho ho")
     ngram = count_memory(Messages.of(rows), order=order, min_users=3)
     info = MemoryInfo(6, 3, 51, 42, "2026-12-02T10:00:00+00:00", 3, 1.0, 2.0)
-    return ChatMemory(ngram, fixed(0.5, (9, order)), info)
+    return ChatMemory(ngram, fixed(0.5, (MIX_ORDER, order)), info)
 
 
 def test_a_saved_memory_loads_back_the_same(tmp_path):
@@ -217,7 +218,7 @@ def test_a_memory_counted_again_reuses_the_compiled_loop():
 
 
 def test_a_memory_that_owns_every_step_answers_in_the_users_words():
-    table = np.zeros((9, 4, 3), np.float32)
+    table = np.zeros((MIX_ORDER, 4, 3), np.float32)
     table[..., 2] = 1.0
     ngram = count_memory(Messages.of(chat_rows(3, "arr matey")), order=4, min_users=3)
     memory = ChatMemory(ngram, MixWeights(table), small_memory().info)

@@ -225,6 +225,20 @@ def test_pretrain_out_is_checked_before_tensorflow_loads(case, tmp_path, capsys,
     assert error.count("\n") == 1 and error.startswith("charbot: ")
 
 
+def test_pretrain_mix_only_refits_the_mixture_without_training(tmp_path, monkeypatch):
+    import model.pretrain
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli, "import_tensorflow", lambda: None)
+    monkeypatch.setattr(model.pretrain, "pretrain", lambda **kw: pytest.fail("trained"))
+    calls = []
+    monkeypatch.setattr(model.pretrain, "refit_mix", lambda **kw: calls.append(kw))
+    out = tmp_path / "base.npz"
+    assert cli.main(["pretrain", "--mix-only", "--out", str(out)]) == 0
+    assert cli.main(["pretrain", "--mix-only"]) == 0
+    assert calls == [{"out_path": out}, {}]
+
+
 # -- metrics and health ------------------------------------------------------------------
 
 

@@ -17,7 +17,7 @@ from test_bot_e2e import ADMIN, USER, data_dir, running_bot, say, sql, stub
 
 from bot import texts
 from bot.datadir import (
-    MIXED_BASE_CHECKED,
+    SHIPPED_BASE_CHECKED,
     adopt_shipped_base,
     open_database_for,
     open_store,
@@ -424,7 +424,7 @@ def test_runs_that_ended_while_no_bot_watched_are_reported_once(settings, genera
     assert notes[1][1].startswith("Retraining run 2 (cli): rejected")
 
 
-def test_an_install_from_before_the_mixture_adopts_the_mixed_base_once(settings, tmp_path):
+def test_an_install_adopts_each_new_mixture_of_the_shipped_network_once(settings, tmp_path):
     config = ModelConfig(units=16, embed_dim=8)
     old = ModelFile.from_network(build_network(config), config, {"kind": "base"})
     save(old, tmp_path / "old.npz")
@@ -440,16 +440,29 @@ def test_an_install_from_before_the_mixture_adopts_the_mixed_base_once(settings,
     assert adopt_shipped_base(after, store) == 2
     assert store.live_version() == 2 and store.load(2).meta[MIX_KEY]["network_weight"] == 0.4
     assert store.info(2)["replaces"] == 1
-    assert (store.root / MIXED_BASE_CHECKED).exists()
+    assert (store.root / SHIPPED_BASE_CHECKED).exists()
+    load_live = store.load_live
     store.load_live = None  # the next starts do not look at the model files again
     assert adopt_shipped_base(after, store) is None
+    store.load_live = load_live
 
-    # An admin preferred the old one (after an earlier charbot, which left no marker,
+    # A later charbot ships the same network mixed another way (a base n-gram of another
+    # order): the install adopts that too, once, and /rollback returns to the one before.
+    later = ModelFile(
+        config, old.weights, {"kind": "base", MIX_KEY: {"ngram_order": 5, "network_weight": 0.3}}
+    )
+    save(later, tmp_path / "new.npz")
+    assert adopt_shipped_base(after, store) == 3
+    assert store.load(3).meta[MIX_KEY] == {"ngram_order": 5, "network_weight": 0.3}
+    assert store.info(3)["replaces"] == 2
+    assert adopt_shipped_base(after, store) is None and store.versions() == [1, 2, 3]
+
+    # An admin preferred the one before (after an earlier charbot, which left no marker,
     # adopted the new one): the check respects that.
     store = open_store(after)
     store.rollback()
-    (store.root / MIXED_BASE_CHECKED).unlink()
-    assert adopt_shipped_base(after, store) is None and store.live_version() == 1
+    (store.root / SHIPPED_BASE_CHECKED).unlink()
+    assert adopt_shipped_base(after, store) is None and store.live_version() == 2
 
     # another network, or a fine-tune, is never replaced
     other = ModelFile(config, [w + 1 for w in old.weights], shipped.meta)

@@ -11,9 +11,10 @@ from bot.model_info import ModelInfo
 from model import MIX_KEY, PAD, encode_turns
 from model.codec import encode_transcript
 from model.corpus import base_split
-from model.evaluate import evaluate
-from model.languages import base_ngram, base_ngrams
+from model.evaluate import NGRAM_ORDERS, evaluate
+from model.languages import base_ngrams
 from model.network import network_of
+from model.ngram import ByteNGram
 from model.scoring import (
     TargetScores,
     best_weight,
@@ -81,9 +82,13 @@ def test_eval_scores_the_model_as_the_generator_samples_it():
     expected = float(-np.log2(0.3 * p_net + 0.7 * p_served).mean())
     assert report.model_bits == pytest.approx(expected)
     assert report.network_bits == pytest.approx(float(-np.log2(p_net).mean()))
-    # the baseline: the best n-gram over every language
-    p_ngram = base_ngram(9).target_probs([encode_turns(c) for c in heldout])
-    assert report.ngram_order == 9
+    # the baseline: the best n-gram over every language, of an order the range reaches
+    # past (a range that stopped at the best order could be hiding a better one)
+    assert report.ngram_bits == min(report.ngram_all.values())
+    assert report.ngram_all[report.ngram_order] == report.ngram_bits
+    assert report.ngram_order < max(NGRAM_ORDERS)
+    best = ByteNGram(report.ngram_order).fit(encode_turns(c) for c in base_split()[0])
+    p_ngram = best.target_probs([encode_turns(c) for c in heldout])
     assert report.ngram_bits == pytest.approx(float(-np.log2(p_ngram).mean()))
     # an untrained network is noise: the mixture leans on the n-gram and beats the network
     assert report.best_weight <= 0.1
