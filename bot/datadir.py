@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from bot.settings import Settings
-from model import BASE_MODEL_PATH, MIX_KEY, load
+from model import BASE_MODEL_PATH, MIX_KEY, ModelFileError, load
 from model.runlock import RunLock
 from model.store import ModelStore, StoreError
 from storage import Database, close_stale_runs, last_finished_run, normalize_url, open_database
@@ -220,21 +220,21 @@ def adopt_shipped_base(settings: Settings, store: ModelStore) -> int | None:
     samples as a new one does. The old version stays for /rollback; fine-tuned versions
     are left alone. Returns the new version, or None when there was nothing to adopt (or
     this shipped file was checked before: the check loads two model files, so it runs
-    once per file, not at every start; hashing the 4 MB file takes ~10 ms).
+    once per file, not at every start; hashing the 4 MB file takes ~10 ms). An upgrade
+    that cannot be checked (the shipped file or a version's record unreadable) is logged
+    and tried again at the next start: the live version serves meanwhile.
     """
     base_path = Path(settings.model_path or BASE_MODEL_PATH)
     marker = store.root / SHIPPED_BASE_CHECKED
     try:
         with open(base_path, "rb") as f:
             stamp = f"{hashlib.file_digest(f, 'sha256').hexdigest()}\n".encode()
-    except OSError:
-        stamp = b""  # unreadable: load() below says why
-    try:
-        if marker.read_bytes() == stamp:
+        if marker.exists() and marker.read_bytes() == stamp:
             return None
-    except OSError:
-        pass  # never checked (or an older charbot's marker): check now
-    version = _adopt(base_path, store)
+        version = _adopt(base_path, store)
+    except (OSError, ModelFileError, StoreError) as e:
+        log.warning("could not check the shipped base model for a new mixture: %s", e)
+        return None
     # Written in place, not through a temporary file (the store removes those of other
     # processes when it opens): a torn marker only means checking again next start.
     marker.write_bytes(stamp)

@@ -478,6 +478,17 @@ def test_an_install_adopts_each_new_mixture_of_the_shipped_network_once(settings
     assert adopt_shipped_base(new_base, store) is None
     assert store.live_version() == 2 and MIX_KEY not in store.load(2).meta
 
+    # A shipped file that does not load: the live version serves, and the next start
+    # checks again.
+    broken = dataclasses.replace(tuned, data_dir=tmp_path / "d4")
+    store = open_store(broken)
+    (tmp_path / "bad.npz").write_bytes(b"not a model")
+    bad = dataclasses.replace(broken, model_path=tmp_path / "bad.npz")
+    assert adopt_shipped_base(bad, store) is None and store.versions() == [1]
+    assert not (store.root / SHIPPED_BASE_CHECKED).exists()
+    (tmp_path / "bad.npz").write_bytes((tmp_path / "new.npz").read_bytes())
+    assert adopt_shipped_base(bad, store) == 2
+
 
 def test_a_run_killed_after_publishing_is_recorded_as_published(settings, generator, capsys):
     """kill -9 between the version's rename into place and the run's record: the record
