@@ -235,9 +235,12 @@ def adopt_shipped_base(settings: Settings, store: ModelStore) -> int | None:
     except (OSError, ModelFileError, StoreError) as e:
         log.warning("could not check the shipped base model for a new mixture: %s", e)
         return None
-    # Written in place, not through a temporary file (the store removes those of other
-    # processes when it opens): a torn marker only means checking again next start.
-    marker.write_bytes(stamp)
+    try:
+        # Written in place, not through a temporary file (the store removes those of
+        # other processes when it opens): a torn marker only means checking again.
+        marker.write_bytes(stamp)
+    except OSError as e:
+        log.warning("could not note the shipped base model as checked: %s", e)
     return version
 
 

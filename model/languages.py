@@ -32,10 +32,10 @@ from model.modelfile import ModelFile
 from model.ngram import ByteNGram
 
 # The base n-gram's order. Mixed with the network on the held-out split, order 12 gains
-# about 70% of what the best order (25) gains over 9, for about a third of the tables
-# the generator holds (116 MB, against 62 at order 9 and 195 at 16): each level above 9
-# adds ~20 MB (benchmarks/README.md). At most modelfile.MAX_MIX_ORDER, which older
-# charbots check too, so that they can still load the models this one writes.
+# 71% of what the best order (25) gains over 9, with tables the generator holds of 116
+# MB (62 at order 9, 196 at 16): each level above 9 adds ~20 MB (benchmarks/README.md).
+# At most modelfile.MAX_MIX_ORDER, which older charbots check too, so that they can
+# still load the models this one writes.
 MIX_ORDER = 12
 DETECT_ORDER = 3  # the order of the n-grams that tell a prompt's language
 # The likeliest language must beat the next by this many nats (a likelihood ratio of
@@ -157,14 +157,14 @@ def served_mix(model: ModelFile) -> tuple[int, float]:
 @functools.cache
 def base_ngram(order: int) -> ByteNGram:
     """The n-gram of the base corpus' training split, every language (once per process:
-    ~4 s for order 12, reading the corpus included)."""
+    ~2 s for order 12, reading the corpus included)."""
     train, _ = base_split()
     return ByteNGram(order).fit(encode_turns(c) for c in train)
 
 
 @functools.cache
 def base_ngrams(order: int) -> BaseNGrams:
-    """The base n-grams of the training split (once per process: ~4 s for order 12)."""
+    """The base n-grams of the training split (once per process: ~3.5 s for order 12)."""
     return count_base_ngrams(order, base_ngram(order))
 
 

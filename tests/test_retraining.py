@@ -489,6 +489,12 @@ def test_an_install_adopts_each_new_mixture_of_the_shipped_network_once(settings
     (tmp_path / "bad.npz").write_bytes((tmp_path / "new.npz").read_bytes())
     assert adopt_shipped_base(bad, store) == 2
 
+    # An install that serves the shipped file as it is (a new one) adopts nothing.
+    current = dataclasses.replace(bad, data_dir=tmp_path / "d5")
+    store = open_store(current)
+    assert adopt_shipped_base(current, store) is None and store.versions() == [1]
+    assert (store.root / SHIPPED_BASE_CHECKED).exists()
+
 
 def test_a_run_killed_after_publishing_is_recorded_as_published(settings, generator, capsys):
     """kill -9 between the version's rename into place and the run's record: the record

@@ -86,6 +86,7 @@ def test_eval_scores_the_model_as_the_generator_samples_it():
     # past (a range that stopped at the best order could be hiding a better one)
     assert report.ngram_bits == min(report.ngram_all.values())
     assert report.ngram_all[report.ngram_order] == report.ngram_bits
+    assert set(report.ngram_all) == set(NGRAM_ORDERS)
     assert report.ngram_order < max(NGRAM_ORDERS)
     best = ByteNGram(report.ngram_order).fit(encode_turns(c) for c in base_split()[0])
     p_ngram = best.target_probs([encode_turns(c) for c in heldout])
