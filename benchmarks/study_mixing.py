@@ -23,10 +23,9 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
-import tensorflow as tf
 
 from model import scoring
-from model.codec import MAX_PROMPT_BYTES, PAD, VOCAB_SIZE, encode_turns
+from model.codec import MAX_PROMPT_BYTES, PAD, encode_turns
 from model.corpus import base_split
 from model.evaluate import NGRAM_ORDERS
 from model.languages import base_ngrams
@@ -42,17 +41,9 @@ NEWTON_STEPS = 12
 def network_log_probs(net, encoded) -> np.ndarray:
     """(targets, 257) log P under the network, PAD never a candidate, targets in order."""
     rows = scoring.read_pieces(encoded, MAX_PROMPT_BYTES)
-    no_pad = tf.one_hot(PAD, VOCAB_SIZE, on_value=-1e9, off_value=0.0)
-    spec = tf.TensorSpec([None, None], tf.int32)
-    forward = tf.function(
-        lambda x: tf.nn.log_softmax(net(x, training=False) + no_pad), input_signature=[spec]
-    )
     pieces = [np.zeros((0, PAD))] * len(rows)
-    for chunk, x, y in scoring.padded_batches(rows, scoring.SCORE_BATCH):
-        log_probs = forward(tf.constant(x)).numpy()
-        for k, j in enumerate(chunk):
-            where = np.flatnonzero(y[k] != PAD)
-            pieces[j] = log_probs[k, where, :PAD]
+    for j, log_probs, _ in scoring.network_log_probs(net, rows):
+        pieces[j] = log_probs[:, :PAD]
     return np.concatenate(pieces).astype(np.float64)
 
 

@@ -100,9 +100,9 @@ class MemoryBuilder:
             fitted = count_memory(messages.subset(train_ix), MEMORY_ORDER, self.min_users)
             chat = self._score(model, in_context(messages, heldout_ix), fitted)
             base_scored = self._score(model, base[0], fitted, base[1])
-            fitting, checking = base_scored.halves()
-            limit = served_without(model, checking) + memory_margin(model)
-            weights = fit_weights(table_shape(model), chat, fitting, checking, limit)
+            weights = fit_weights(
+                table_shape(model), chat, base_scored, served_mix(model)[1], memory_margin(model)
+            )
             if weights is None:
                 return None
             served = count_memory(messages, MEMORY_ORDER, self.min_users)
@@ -145,11 +145,14 @@ class MemoryBuilder:
 
 
 def fit_weights(
-    shape: tuple[int, int], chat: Scored, fitting: Scored, checking: Scored, limit: float
+    shape: tuple[int, int], chat: Scored, base: Scored, network_weight: float, margin: float
 ) -> MixWeights | None:
-    """The weights that serve the `chat` targets best while the base slice's `checking`
-    part stays within `limit` bits/byte: the base slice's `fitting` part gets more say
-    until it does; None if it never does."""
+    """The bot's rule (module docstring): the weights that serve the `chat` targets best
+    while the second half of the `base` slice stays within `margin` of the network served
+    without a memory at `network_weight`; the first half gets more say until it does.
+    None if it never does."""
+    fitting, checking = base.halves()
+    limit = bits_without(network_weight, checking) + margin
     both = _concat(chat, fitting)
     for base_say in BASE_SAYS:
         say = np.concatenate(

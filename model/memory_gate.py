@@ -45,7 +45,6 @@ from model.languages import served_mix
 from model.memory import MEMORY_ORDER, Messages, count_memory
 from model.memory_fit import (
     MIN_HELDOUT_BYTES,
-    bits_without,
     fit_weights,
     memory_margin,
     probs_without,
@@ -168,11 +167,10 @@ def judge_memory(
         chat_p, base_p = np.empty(len(chat.p)), np.empty(len(base.p))
         for h in (0, 1):
             mine_chat, mine_base = chat_half == h, base_half == h
-            # The bot's rule, on the other halves: fitted on the chats and one half of the
-            # base slice while the other stays within the margin of the network without.
-            fitting, checking = base.subset(~mine_base).halves()
-            limit = bits_without(weight, checking) + allowed
-            fitted = fit_weights(shape, chat.subset(~mine_chat), fitting, checking, limit)
+            # The bot's rule, fitted on the other halves of the chats and the base slice.
+            fitted = fit_weights(
+                shape, chat.subset(~mine_chat), base.subset(~mine_base), weight, allowed
+            )
             for p, mine, scored in (
                 (chat_p, mine_chat, chat.subset(mine_chat)),
                 (base_p, mine_base, base.subset(mine_base)),

@@ -118,6 +118,16 @@ def network_probs(
     PAD is never a candidate, so its share is spread over the other symbols.
     """
     rows = read_pieces(encoded, max_len)
+    pieces: list[np.ndarray] = [np.zeros(0)] * len(rows)
+    for j, log_probs, targets in network_log_probs(net, rows):
+        pieces[j] = log_probs[np.arange(len(targets)), targets]
+    return np.exp(np.concatenate(pieces).astype(np.float64))
+
+
+def network_log_probs(net, rows: list[tuple[np.ndarray, np.ndarray]]):
+    """(row index, log P of every symbol at its targets (targets, VOCAB_SIZE), the
+    targets) for each of `rows` (read_pieces), in no particular order; PAD is never a
+    candidate, as network_probs reads them."""
     spec = tf.TensorSpec([None, None], tf.int32)
     no_pad = tf.one_hot(PAD, VOCAB_SIZE, on_value=-1e9, off_value=0.0)
     # One traced graph for every batch shape: several times faster than eager calls on CPU.
@@ -125,13 +135,11 @@ def network_probs(
     forward = tf.function(
         lambda x: tf.nn.log_softmax(net(x, training=False) + no_pad), input_signature=[spec]
     )
-    pieces: list[np.ndarray] = [np.zeros(0)] * len(rows)
     for chunk, x, y in padded_batches(rows, SCORE_BATCH):
         log_probs = forward(tf.constant(x)).numpy()
         for k, j in enumerate(chunk):
             where = np.flatnonzero(y[k] != PAD)
-            pieces[j] = log_probs[k, where, y[k, where]]
-    return np.exp(np.concatenate(pieces).astype(np.float64))
+            yield j, log_probs[k, where], y[k, where]
 
 
 def read_pieces(encoded: Sequence[Encoded], max_len: int) -> list[tuple[np.ndarray, np.ndarray]]:
