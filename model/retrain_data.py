@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from model.retrain import RetrainConfig
 
 BaseCorpus = tuple[list[list[str]], list[list[str]]]  # (train, heldout) conversations
+Chunk = tuple[list[Turn], object]  # a conversation chunk and its chat's id (or None)
 
 
 class NotEnoughData(ValueError):
@@ -44,7 +45,7 @@ class RetrainData:
 
 def chunks_of(
     transcripts: Sequence[Sequence[Turn]], chats: Sequence, max_turns: int
-) -> list[tuple[list[Turn], object]]:
+) -> list[Chunk]:
     """Each chat cut into consecutive conversations of at most `max_turns` turns, each
     with its transcript's entry in `chats` (its chat id, or None).
 
@@ -88,8 +89,8 @@ def base_eval_slice(heldout: Sequence[list[str]], n: int, seed: int) -> list[lis
 
 
 def split_chunks(
-    new: list[list[Turn]], replay: list[list[Turn]], holdout: float, seed: int
-) -> tuple[list[list[Turn]], list[list[Turn]]]:
+    new: list[Chunk], replay: list[Chunk], holdout: float, seed: int
+) -> tuple[list[Chunk], list[Chunk]]:
     """(train, held out): the held-out chunks are recent ones, from the new chats, when
     there are at least two of them; replayed chunks are then all trained on.
 
@@ -108,12 +109,12 @@ def split_chunks(
 
 
 def cap_heldout(
-    train: list[list[Turn]], heldout: list[list[Turn]], max_bytes: int
-) -> tuple[list[list[Turn]], list[list[Turn]]]:
+    train: list[Chunk], heldout: list[Chunk], max_bytes: int
+) -> tuple[list[Chunk], list[Chunk]]:
     """(train, held out) with the held-out chunks beyond `max_bytes` of text (at least
     one chunk is kept) moved to training."""
     size = 0
-    for i, chunk in enumerate(heldout):
+    for i, (chunk, _) in enumerate(heldout):
         size += sum(len(text.encode("utf-8")) + 1 for text, _ in chunk)
         if i and size > max_bytes:
             return train + heldout[i:], heldout[:i]
@@ -138,19 +139,16 @@ def prepare(
     )
     new = chunks_of(transcripts, new_ids, config.chunk_turns)
     old = chunks_of(replay, replay_ids, config.chunk_turns)
-    chat_of = {id(chunk): chat for chunk, chat in new + old}  # the chunk objects travel on
-    train_chunks, heldout_chunks = split_chunks(
-        [c for c, _ in new], [c for c, _ in old], config.holdout, config.seed
-    )
+    train_chunks, heldout_chunks = split_chunks(new, old, config.holdout, config.seed)
     train_chunks, heldout_chunks = cap_heldout(train_chunks, heldout_chunks, config.heldout_bytes)
     said = frozenset(
-        (chat_of[id(chunk)], text)
-        for chunk in heldout_chunks
+        (chat, text)
+        for chunk, chat in heldout_chunks
         for text, human in chunk
-        if human and chat_of[id(chunk)] is not None
+        if human and chat is not None
     )
-    train = [encode_transcript(c) for c in train_chunks]
-    heldout = [encode_transcript(c) for c in heldout_chunks]
+    train = [encode_transcript(c) for c, _ in train_chunks]
+    heldout = [encode_transcript(c) for c, _ in heldout_chunks]
     base_train, base_heldout = base if base is not None else base_split()
     train_bytes = target_bytes(train)
     mix = base_sample(base_train, int(config.base_mix * train_bytes), config.seed)
