@@ -1,5 +1,5 @@
 """XLA's compiled code kept in the data dir: a start loads the generator's executables
-instead of compiling them again (about 12 s of CPU for the six batch buckets on two
+instead of compiling them again (about 12 s of CPU for six batch buckets on two
 cores, against 1.5 s to load them, and ~90 MB less resident memory after it).
 
     data/xla-cache/<machine tag>/*.pb    one file per compiled computation (TensorFlow's

@@ -37,8 +37,8 @@ from model.ngram import ByteNGram
 
 # Compiled batch sizes; a request is padded up. None of one row: XLA's CPU code for a
 # one-row product with a GRU-512's recurrent kernel is slower than for two, so a lone
-# reply is faster in a two-row call whose spare row stops after one byte
-# (benchmarks/README.md, bench_generate).
+# reply is faster in a two-row call, spare row and all (its output stops after one byte;
+# benchmarks/README.md, bench_generate).
 BATCH_BUCKETS = (2, 4, 8, 16, 32)
 MAX_REPLY_BYTES = 300  # cap on one reply: 99% of corpus turns are shorter (259 bytes);
 # a batch runs as long as its longest row, so a runaway loop must not run for long
