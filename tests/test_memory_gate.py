@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 import math
+import random
 from dataclasses import replace
 
 import keras
 import numpy as np
 import pytest
-from test_retrain import BASE, FAST, pirate_chats
+from test_retrain import BASE, BOT_LINE, FAST, pirate_chats
 from toy_model import untrained_model
 
 from model.codec import encode_turns
@@ -24,6 +25,7 @@ from model.memory_gate import (
     judge_memory,
     judged_with_memory,
     judging_memory,
+    rejudge,
 )
 from model.modelfile import ModelFile, load
 from model.network import network_of
@@ -208,6 +210,47 @@ def test_with_the_memory_the_gate_checks_the_candidate_served_without_it():
     assert candidate_memory_margin(losses, 0.05) == 0.0  # never below nothing
     without = replace(losses, memory=False, candidate_base=2.49)  # better than the live one
     assert candidate_memory_margin(without, 0.05) == pytest.approx(0.06)
+
+
+def echo_chats(n: int, turns: int = 6, seed: int = 0) -> list[list[tuple[str, bool]]]:
+    """Chats whose lines begin as the base slice's (BASE) do and end otherwise."""
+    lines = ["to you too, arr matey!", "you are welcomed aboard, ye dog!", "thanks ye bilge rat!"]
+    rng = random.Random(seed)
+    return [
+        [(rng.choice(lines), True) if j % 2 == 0 else (BOT_LINE, False) for j in range(turns)]
+        for _ in range(n)
+    ]
+
+
+def test_the_candidates_memory_margin_holds_its_memory_weights(live):
+    """A network that knows the base slice and nothing of the chats, and a memory of chats
+    that begin the base slice's phrases and end them otherwise: the less of the margin a
+    network has left, the less the memory may take from the base slice, so the less it
+    helps on the chats. The gate gives the candidate what its network left of the margin,
+    not the live model's."""
+    chats = echo_chats(60)
+    data = prepare(chats, FAST, BASE, chats=ids(chats))
+    bot_memory = window(chats)
+    memory = judging_memory(bot_memory, data.heldout_said)
+    real = real_scores(network_of(live), data)
+    blind = np.full(len(real.chat.network), 1 / 257)
+    knows = scored_as(blind, np.full(len(real.base.network), 0.75), real)
+    full, little, none = (
+        judged(knows, knows, memory, data, (*SAME[:2], (FAST.gate_margin, allowed)))
+        for allowed in (FAST.gate_margin, 0.01, 0.0)
+    )
+    assert full.candidate_chat == full.live_chat
+    assert full.candidate_chat + 0.1 < little.candidate_chat < none.candidate_chat
+    assert full.candidate_base > max(little.candidate_base, none.candidate_base)
+    # A candidate whose network lost 0.04 of the 0.05 on the base slice has 0.01 left.
+    lost = scored_as(blind, np.full(len(real.base.network), 0.75 * 2**-0.04), real)
+    verdict = judge(knows, lost, None, FAST.gate_margin)
+    left = candidate_memory_margin(verdict.losses, FAST.gate_margin)
+    assert left == pytest.approx(0.01)
+    losses = rejudge(verdict, live, knows, lost, bot_memory, data, FAST.gate_margin).losses
+    own = judged(knows, lost, memory, data, (*SAME[:2], (FAST.gate_margin, left)))
+    assert losses.candidate_chat == pytest.approx(own.candidate_chat)
+    assert losses.candidate_chat > judged(knows, lost, memory, data).candidate_chat + 0.1
 
 
 def test_the_bot_fits_a_version_with_its_memory_margin(live):
