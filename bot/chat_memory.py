@@ -22,8 +22,9 @@ import contextlib
 import logging
 import time
 
+from bot.builds import kept_base_ngrams
 from bot.datadir import MODELS_DIR, memory_path
-from bot.live_model import LiveModel, kept_base_ngrams
+from bot.live_model import LiveModel
 from bot.logs import MEMORY_REFRESHED
 from bot.reports import describe_memory, memory_line
 from bot.settings import Settings

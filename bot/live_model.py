@@ -9,10 +9,7 @@ flipped between two batches; no reply waits for it. The chat memory
 (bot/chat_memory.py) is swapped in the same way (`use_memory`), and a new version is
 served with the memory being served.
 
-The base n-grams a model is mixed with are read from the store's n-gram cache
-(model.ngram_cache: counted at the first start, then read in a fraction of a second),
-once per process. After a generator is built, the memory that building it used once
-is handed back to the system (bot/resident.py).
+Each generator is built by bot/builds.py.
 """
 
 from __future__ import annotations
@@ -20,19 +17,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-from bot import resident, xla_cache
-from bot.logs import WARMED_UP, quiet_xla_loads
+from bot import resident
+from bot.builds import after_build, build, shape_of, warm_quietly
+from bot.logs import WARMED_UP
 from bot.model_info import ModelInfo
 from bot.replies import Busy, ReplyModel, ReplyService
 from model import ModelFile
 from model.generator import Generator, Reply
-from model.languages import BaseNGrams, served_mix
 from model.memory import ChatMemory
-from model.ngram_cache import FOLDER, load_base_ngrams
 from model.store import ModelStore
 
 log = logging.getLogger(__name__)
@@ -88,12 +83,12 @@ class LiveModel:
             version, model = store.load_live()
             # Only the smallest batch is warmed before the bot serves (a start waits for
             # it); start() warms the others beside the first replies.
-            generator, memory = _with_memory(store, {}, model, memory, warm=START_BUCKETS)
+            generator, memory = build(store, {}, model, memory, warm=START_BUCKETS)
             cold = generator.batch_buckets[START_BUCKETS:]
         else:
             version, model = store.live_version(), generator.model
             if memory is not None:  # the stand-in is served with the saved memory
-                generator, memory = _with_memory(store, shape_of(generator), model, memory)
+                generator, memory = build(store, shape_of(generator), model, memory)
         info = ModelInfo.of_version(store, version, model)
         return cls(store, generator, info, max_batch=max_batch, memory=memory, cold=cold)
 
@@ -136,9 +131,9 @@ class LiveModel:
                 async with self._swap_lock:
                     if self._generator is not generator:
                         return
-                    await asyncio.to_thread(_warm_quietly, generator, [bucket])
+                    await asyncio.to_thread(warm_quietly, generator, [bucket])
             async with self._swap_lock:
-                await asyncio.to_thread(_after_build)
+                await asyncio.to_thread(after_build)
             took = time.monotonic() - started
             log.info("%s (%.1f s); resident %s", WARMED_UP, took, resident.resident())
         except Exception:  # each batch size still compiles at its first reply
@@ -256,75 +251,4 @@ class LiveModel:
     def _generator_like_current(
         self, model: ModelFile, memory: ChatMemory | None
     ) -> tuple[Generator, ChatMemory | None]:
-        return _with_memory(self.store, shape_of(self._generator), model, memory)
-
-
-def _with_memory(
-    store: ModelStore,
-    shape: dict,
-    model: ModelFile,
-    memory: ChatMemory | None,
-    *,
-    warm: int | None = None,
-) -> tuple[Generator, ChatMemory | None]:
-    """A generator for `model` with `memory` (left out if its weights do not fit the
-    model: the next refresh fits new ones), shaped by `shape`, warmed up for its `warm`
-    smallest batch sizes (None: all)."""
-    try:
-        generator = None
-        if memory is not None:
-            try:
-                ngram = base_ngrams(store, model, memory)
-                generator = Generator(model, memory=memory, ngram=ngram, warm_up=False, **shape)
-            except ValueError as e:  # fitted for another mixture (an upgrade, a rollback)
-                log.warning("the chat memory does not fit the model (%s); served without it", e)
-                memory = None
-        if generator is None:
-            ngram = base_ngrams(store, model, None)
-            generator = Generator(model, ngram=ngram, warm_up=False, **shape)
-        _warm_quietly(generator, generator.batch_buckets[:warm])
-        return generator, memory
-    finally:
-        _after_build()
-
-
-def _warm_quietly(generator: Generator, buckets: Sequence[int]) -> None:
-    """Warm `buckets` without TensorFlow's lines about loading their code (at a start, a
-    swap or a rollback alike), one at a time: the bot's own stderr lines meanwhile are
-    held for one batch size's build at most."""
-    for bucket in buckets:
-        with quiet_xla_loads():
-            generator.warm_up([bucket])
-
-
-def _after_build() -> None:
-    """Hand back what building read or freed (bot/resident.py), and keep the files of
-    compiled code within their limit (call under the swap lock: no other build loads a
-    file meanwhile)."""
-    resident.hand_back()
-    xla_cache.trim()  # this build's code is kept; the oldest goes past the limit
-
-
-def base_ngrams(store: ModelStore, model: ModelFile, memory: ChatMemory | None):
-    """The base n-grams `model` is served with (None: the network alone), from the
-    store's n-gram cache."""
-    if model.mix is None and memory is None:
-        return None
-    return kept_base_ngrams(store.root)(served_mix(model)[0])
-
-
-def kept_base_ngrams(store_root: str | Path) -> Callable[[int], BaseNGrams]:
-    """The base n-grams of an order, from the n-gram cache of the model store at
-    `store_root`: one copy per process, for the generators and the chat memory's fitting
-    (model.memory_fit) alike."""
-    folder = Path(store_root) / FOLDER
-    return lambda order: load_base_ngrams(order, folder)
-
-
-def shape_of(generator: ReplyModel) -> dict:
-    """The shape arguments of `generator`, for another Generator like it."""
-    return {
-        "batch_buckets": generator.batch_buckets,
-        "max_prompt_bytes": generator.max_prompt_bytes,
-        "max_reply_bytes": generator.max_reply_bytes,
-    }
+        return build(self.store, shape_of(self._generator), model, memory)

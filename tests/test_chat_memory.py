@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from test_ngram_cache import ORDER, small_base
 
-from bot import live_model
+from bot import builds
 from bot.chat_memory import ChatMemoryKeeper
 from bot.datadir import MEMORY_FILE, MODELS_DIR
 from bot.metrics import MetricsServer
@@ -411,6 +411,6 @@ def test_the_memory_is_fitted_with_the_base_ngrams_the_generators_serve(tmp_path
     store_root = settings.data_dir / MODELS_DIR
     ngram_cache.load_base_ngrams.__wrapped__(ORDER, store_root / ngram_cache.FOLDER)  # kept
     mixed = SimpleNamespace(mix=(ORDER, 0.35))  # a model file mixed with the base 4-grams
-    served = live_model.base_ngrams(SimpleNamespace(root=store_root), mixed, None)
+    served = builds.base_ngrams(SimpleNamespace(root=store_root), mixed, None)
     keeper = ChatMemoryKeeper(settings, db=None)
     assert keeper.builder.base_ngrams(ORDER) is served
