@@ -10,13 +10,9 @@ write (bytes 0..255 and SEP; PAD is never predicted):
     P_0(w)     = 1 / 257
 
 where h holds the last k-1 symbols, h' drops the oldest of them, c_k(h .) = sum_w c_k(h w)
-and N1+(h .) = #{w : c_k(h w) > 0}. At the top level (k = order) c_k is the raw count;
-below it is the continuation count N1+(. h w), the number of distinct symbols seen just
-before `h w`, where the start of a sequence counts as one more such symbol (as <s> does
-in KenLM), so n-grams at conversation starts still count. D_k = n1 / (n1 + 2 n2) from
-the numbers of k-grams with count one and two (Ney, Essen & Kneser 1994), kept in
-[MIN_DISCOUNT, 1]: D <= 1 makes each level sum to exactly one, D > 0 keeps every
-symbol possible.
+and N1+(h .) = #{w : c_k(h w) > 0}. Which counts c_k are (raw on top, continuation
+below) and how D_k is estimated is model.kneser_ney's job; this module queries the
+levels it builds.
 
 Sequences are conversations as codec ids starting with SEP. Contexts never reach into
 another sequence; the leading SEP is context only, never a target.
@@ -35,27 +31,13 @@ from typing import Self
 import numpy as np
 
 from model.codec import SEP
+from model.kneser_ney import MIN_DISCOUNT, Level, kneser_ney_levels
 from model.ngram_counts import RADIX, Counts, checked, count, join, lookup
 
+# Level and MIN_DISCOUNT are defined in model.kneser_ney; they stay importable from here.
+__all__ = ["ALPHABET", "MIN_DISCOUNT", "ByteNGram", "Level", "NGramTables", "best_ngram"]
+
 ALPHABET = SEP + 1  # symbols a model can write: bytes 0..255 and SEP
-MIN_DISCOUNT = 0.1  # floor for D_k (tiny or perfectly regular data gives n1 = 0)
-
-
-@dataclass(frozen=True)
-class Level:
-    """One interpolation level k: counts of k-grams, grouped by their (k-1)-symbol context.
-
-    The counts are whole numbers, held as int32 where they fit (half the memory of
-    float64); every formula that reads them promotes to float64, so the results are
-    exactly those of float64 counts.
-    """
-
-    keys: np.ndarray | None  # k-gram codes (None at k = 1, where the id is the symbol)
-    # Each array below ends with one extra 0, so that id -1 (never seen) reads as a zero count.
-    counts: np.ndarray  # c_k per k-gram id
-    totals: np.ndarray  # c_k(h .) per context id
-    types: np.ndarray  # N1+(h .) per context id
-    discount: float  # D_k
 
 
 @dataclass(frozen=True)
@@ -98,7 +80,7 @@ class ByteNGram:
         self.order = order
         self.fixed_discount = discount
         self.counts: Counts | None = None
-        self._levels = _levels(count([], order), order, discount)  # no data: uniform
+        self._levels = kneser_ney_levels(count([], order), order, discount)  # no data: uniform
 
     def fit(
         self,
@@ -118,7 +100,7 @@ class ByteNGram:
         """Fit from counts made earlier (model.ngram_counts.count, of at least this order);
         `keep_counts` keeps them as `.counts` (model.memory saves them; others need not
         hold the copy: 67 MB for the base 12-gram)."""
-        self._levels = _levels(counts, self.order, self.fixed_discount)
+        self._levels = kneser_ney_levels(counts, self.order, self.fixed_discount)
         self.counts = counts if keep_counts else None
         return self
 
@@ -297,47 +279,3 @@ def best_ngram(
         scores[order] = ByteNGram(order).with_counts(counts)._bits(*heldout[:2])
     best = min(orders, key=lambda order: (scores[order], order))
     return best, scores[best], scores
-
-
-def _levels(counts: Counts, order: int, discount: float | None) -> list[Level]:
-    """The interpolation levels of an order-`order` model: raw counts on top, continuation below."""
-    if order > counts.max_order:
-        raise ValueError(f"counts go up to order {counts.max_order}, not {order}")
-    levels = []
-    for k in range(1, order + 1):
-        c = counts.raw[k] if k == order else counts.cont[k]
-        if k == 1:
-            keys, context, n_contexts = None, np.zeros(c.size, dtype=np.int64), 1
-        else:
-            keys = counts.keys[k]
-            context = keys // RADIX
-            n_contexts = RADIX if k == 2 else len(counts.keys[k - 1])
-        levels.append(
-            Level(
-                keys=keys,
-                counts=_whole(np.append(c, 0.0)),
-                totals=_whole(
-                    np.append(np.bincount(context, weights=c, minlength=n_contexts), 0.0)
-                ),
-                types=_whole(
-                    np.append(np.bincount(context, weights=c > 0, minlength=n_contexts), 0.0)
-                ),
-                discount=_estimate_discount(c) if discount is None else discount,
-            )
-        )
-    return levels
-
-
-def _whole(counts: np.ndarray) -> np.ndarray:
-    """`counts` (whole numbers) as int32 when they fit, else as they are."""
-    if counts.size and counts.max() >= 2**31:
-        return counts
-    return counts.astype(np.int32)
-
-
-def _estimate_discount(counts: np.ndarray) -> float:
-    n1 = int(np.count_nonzero(counts == 1))
-    n2 = int(np.count_nonzero(counts == 2))
-    if n1 == 0:
-        return MIN_DISCOUNT
-    return min(max(n1 / (n1 + 2 * n2), MIN_DISCOUNT), 1.0)
