@@ -1,12 +1,8 @@
 """The model store: numbered versions on disk, one of them live.
 
-    <root>/v0001/model.npz, info.json   one folder per published version, never changed
-    <root>/LIVE                         {"live": 3, "history": [1, 2], "last": 3}
-    <root>/.lock                        held while the store is changed (one writer at a time)
-
-A version folder is written under a temporary name (`.tmp-...`), fsynced, and renamed
-into place, so a folder named `vNNNN` is always complete. The pointer `LIVE` is
-replaced atomically (temporary file, fsync, `os.replace`, fsync of the folder).
+The files (version folders `vNNNN`, the pointer `LIVE`, the write lock) and how each
+is written so a crash cannot tear it are in `model.store_layout`; this module decides
+which version is live, what rollback and prune may do, and which versions load.
 `kill -9` at any moment therefore leaves the last good version live and loadable;
 leftover temporary folders are removed the next time the store is opened.
 
@@ -20,45 +16,40 @@ again (unless made live by hand). Versions that vanished or do not load are skip
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import fcntl
 import json
 import logging
 import os
-import re
-import secrets
 import shutil
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from model.atomic import TMP_PREFIX, fsync_dir, write_atomically
-from model.modelfile import ModelFile, ModelFileError, load, save
+from model.atomic import TMP_PREFIX, fsync_dir
+from model.modelfile import ModelFile, ModelFileError, load
+from model.store_layout import (
+    INFO_FILE,
+    MODEL_FILE,
+    POINTER_FILE,
+    Pointer,
+    PointerError,
+    discard_version,
+    fallback_pointer,
+    list_versions,
+    read_pointer,
+    remove_leftovers,
+    version_name,
+    write_lock,
+    write_pointer,
+    write_version,
+)
+
+# Re-exported: callers and tests name the store's files through `model.store`.
+__all__ = ["POINTER_FILE", "TMP_PREFIX", "ModelStore", "StoreError"]
 
 log = logging.getLogger(__name__)
-
-MODEL_FILE = "model.npz"
-INFO_FILE = "info.json"
-POINTER_FILE = "LIVE"
-STORE_LOCK_FILE = ".lock"
-HISTORY_LIMIT = 100  # live versions remembered for rollback
-VERSION_NAME = re.compile(r"^v(\d{4,})$")
 
 
 class StoreError(RuntimeError):
     """The store cannot do what was asked (no such version, nothing to roll back to)."""
-
-
-@dataclass
-class Pointer:
-    live: int | None = None
-    history: list[int] = field(default_factory=list)  # earlier live versions, oldest first
-    last: int = 0  # highest version number ever given out: numbers are never reused
-
-
-def version_name(version: int) -> str:
-    return f"v{version:04d}"
 
 
 class ModelStore:
@@ -72,8 +63,8 @@ class ModelStore:
         self._pointer_warned = False
         # What the store found wrong and worked around, one sentence each, for the admins.
         self.notices: list[str] = []
-        with self._writing():
-            self._remove_leftovers()
+        with write_lock(self.root):
+            remove_leftovers(self.root)
 
     def __repr__(self) -> str:
         return f"ModelStore({str(self.root)!r})"
@@ -82,8 +73,7 @@ class ModelStore:
 
     def versions(self) -> list[int]:
         """Published version numbers, oldest first."""
-        found = (VERSION_NAME.match(p.name) for p in self.root.iterdir() if p.is_dir())
-        return sorted(int(m.group(1)) for m in found if m)
+        return list_versions(self.root)
 
     def path(self, version: int) -> Path:
         """The folder of `version` (which may not exist)."""
@@ -155,7 +145,7 @@ class ModelStore:
 
     def publish(self, model: ModelFile, info: dict | None = None) -> int:
         """Add `model` as a new version and make it live; returns its number."""
-        with self._writing():
+        with write_lock(self.root):
             return self._publish(model, info)
 
     def publish_if_live(
@@ -163,27 +153,27 @@ class ModelStore:
     ) -> int | None:
         """`publish`, but only while `expected` is still the live version (checked under the
         write lock); None if another publish or a rollback came first."""
-        with self._writing():
+        with write_lock(self.root):
             if self.live_version() != expected:
                 return None
             return self._publish(model, info)
 
     def set_live(self, version: int) -> None:
         """Make `version` live (it must load); the version live before can be rolled back to."""
-        with self._writing():
+        with write_lock(self.root):
             self._check_loadable(version)
             self._point_to(self._read_pointer(), version)
 
     def rollback(self) -> int:
         """Make the previous version live again (see the module docstring); returns it."""
-        with self._writing():
+        with write_lock(self.root):
             pointer = self._read_pointer()
             live = self.live_version()
             history = list(pointer.history)
             while history:
                 candidate = history.pop()
                 if candidate != live and self._loadable(candidate):
-                    self._write_pointer(Pointer(candidate, history, pointer.last))
+                    write_pointer(self.root, Pointer(candidate, history, pointer.last))
                     log.info("%s: rolled back from version %s to %s", self.root, live, candidate)
                     return candidate
             if live is None:
@@ -200,24 +190,19 @@ class ModelStore:
         """
         if keep < 1:
             raise ValueError(f"keep must be at least 1, got {keep}")
-        with self._writing():
+        with write_lock(self.root):
             protected = {self.live_version(), self.previous_version()}
             versions = self.versions()
             doomed = [v for v in versions[:-keep] if v not in protected]
             for version in doomed:
-                # Renamed away first (atomic), so a half-deleted folder is never a version.
-                trash = (
-                    self.root
-                    / f"{TMP_PREFIX}deleted-{version_name(version)}-{secrets.token_hex(4)}"
-                )
-                os.rename(self.path(version), self.root / trash)
+                discard_version(self.root, version)
                 self._loadable_cache.pop(version, None)
             if doomed:
                 fsync_dir(self.root)
                 pointer = self._read_pointer()
                 pointer.last = max([pointer.last, *versions])
-                self._write_pointer(pointer)
-                self._remove_leftovers()
+                write_pointer(self.root, pointer)
+                remove_leftovers(self.root)
             return doomed
 
     def bootstrap(self, base_path: str | os.PathLike) -> int:
@@ -225,7 +210,7 @@ class ModelStore:
 
         Returns the live version. Rollback then works the same from the first retrain on.
         """
-        with self._writing():
+        with write_lock(self.root):
             if not self.versions():
                 self._publish(load(base_path), {"kind": "base", "source": str(base_path)})
         version = self.live_version()
@@ -237,7 +222,7 @@ class ModelStore:
         """Copy the live version into a new store at `dest` (a backup); its pointer keeps
         this store's version counter, so a store restored from it never reuses a number
         that runs recorded. Returns the version."""
-        with self._writing():  # no publish, rollback or prune meanwhile
+        with write_lock(self.root):  # no publish, rollback or prune meanwhile
             pointer = self._read_pointer()
             version = self.live_version()
             if version is None:
@@ -245,44 +230,21 @@ class ModelStore:
             copy = ModelStore(dest)
             shutil.copytree(self.path(version), copy.path(version))
             copy._check_loadable(version)  # the copy loads, or there is none
-            copy._write_pointer(Pointer(version, [], max(pointer.last, version)))
+            write_pointer(copy.root, Pointer(version, [], max(pointer.last, version)))
         return version
 
     # -- internals ----------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def _writing(self) -> Iterator[None]:
-        """Hold the store's write lock (other processes' changes wait; readers never do)."""
-        with open(self.root / STORE_LOCK_FILE, "a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
 
     def _publish(self, model: ModelFile, info: dict | None) -> int:
         """Write a new version folder, then flip the pointer (call with the write lock held)."""
         pointer = self._read_pointer()
         version = max([pointer.last, *self.versions()]) + 1
-        tmp = self.root / f"{TMP_PREFIX}{version_name(version)}-{secrets.token_hex(4)}"
         record = {
             **(info or {}),
             "version": version,
             "published_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
-        try:
-            tmp.mkdir()
-            save(model, tmp / MODEL_FILE)  # fsyncs the file
-            with open(tmp / INFO_FILE, "w", encoding="utf-8") as f:
-                json.dump(record, f, indent=2, sort_keys=True)
-                f.flush()
-                os.fsync(f.fileno())
-            fsync_dir(tmp)
-            os.rename(tmp, self.path(version))
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        fsync_dir(self.root)  # the version exists; the pointer still names the old one
+        write_version(self.root, version, model, record)
         # Just written from a ModelFile: it loads (no need to read it back to know).
         stamp = self.model_path(version).stat().st_mtime_ns
         self._loadable_cache[version] = (stamp, True)
@@ -293,36 +255,18 @@ class ModelStore:
         log.warning("%s: %s", self.root, text)
         self.notices.append(text)
 
-    def _remove_leftovers(self) -> None:
-        """Delete what writers that died left behind (call with the write lock held)."""
-        for path in self.root.iterdir():
-            if path.name.startswith(TMP_PREFIX):
-                log.info("%s: removing unfinished %s", self.root, path.name)
-                if path.is_dir():
-                    shutil.rmtree(path, ignore_errors=True)
-                else:
-                    path.unlink(missing_ok=True)
-
     def _read_pointer(self) -> Pointer:
-        path = self.root / POINTER_FILE
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            live = data["live"]
-            history = [int(v) for v in data.get("history", [])]
-            return Pointer(None if live is None else int(live), history, int(data.get("last", 0)))
-        except FileNotFoundError:
-            pass
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            return read_pointer(self.root)
+        except PointerError as exc:
             if not self._pointer_warned:
                 self._pointer_warned = True
                 self._notice(
-                    f"the live pointer {path} is unreadable ({exc}); serving the newest "
-                    "version that loads, which may not be the one an admin chose "
-                    "(/rollback to choose another)"
+                    f"the live pointer {self.root / POINTER_FILE} is unreadable ({exc}); "
+                    "serving the newest version that loads, which may not be the one an "
+                    "admin chose (/rollback to choose another)"
                 )
-        # No usable pointer: the newest version is live, the older ones its history.
-        versions = self.versions()
-        return Pointer(None, versions[:-1], max(versions, default=0))
+            return fallback_pointer(self.root)
 
     def _point_to(self, pointer: Pointer, version: int) -> None:
         # Written whenever the file does not name `version` yet, even when `version` is
@@ -334,13 +278,7 @@ class ModelStore:
         history = [v for v in pointer.history if v != version]
         if live is not None and live != version:
             history.append(live)
-        self._write_pointer(Pointer(version, history, max(pointer.last, version)))
-
-    def _write_pointer(self, pointer: Pointer) -> None:
-        existing = set(self.versions())
-        history = [v for v in pointer.history if v in existing][-HISTORY_LIMIT:]
-        data = {"live": pointer.live, "history": history, "last": pointer.last}
-        write_atomically(self.root / POINTER_FILE, json.dumps(data).encode() + b"\n")
+        write_pointer(self.root, Pointer(version, history, max(pointer.last, version)))
 
     def _loadable(self, version: int) -> bool:
         """Whether `version` exists and loads (cached; published versions never change)."""
