@@ -147,6 +147,13 @@ class MessageMethods:
             )
             return message
 
+    def _caption(self, params: Params) -> str:
+        """A file's caption: plain text of at most MAX_CAPTION_LENGTH UTF-16 code units."""
+        caption = self._plain_text(params, "caption")
+        if utf16_len(caption) > MAX_CAPTION_LENGTH:
+            raise bad("message caption is too long")
+        return caption
+
     def _send_photo(self, params: Params) -> Params:
         chat_id = self._chat_id(params)
         data = params.get("photo")
@@ -154,9 +161,7 @@ class MessageMethods:
             raise bad("there is no photo in the request")
         if not (data.startswith(_IMAGE_MAGIC) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")):
             raise bad("IMAGE_PROCESS_FAILED")
-        caption = self._plain_text(params, "caption")
-        if utf16_len(caption) > MAX_CAPTION_LENGTH:
-            raise bad("message caption is too long")
+        caption = self._caption(params)
         markup = inline_keyboard(params.get("reply_markup"))
         with self._lock:
             reply = self._reply_to(chat_id, params)
@@ -179,9 +184,7 @@ class MessageMethods:
             raise bad("there is no document in the request")
         if not data:
             raise bad("file must be non-empty")
-        caption = self._plain_text(params, "caption")
-        if utf16_len(caption) > MAX_CAPTION_LENGTH:
-            raise bad("message caption is too long")
+        caption = self._caption(params)
         markup = inline_keyboard(params.get("reply_markup"))
         file_name = getattr(data, "filename", "") or "document"
         mime_type = getattr(data, "content_type", "")
