@@ -37,7 +37,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 FOLDER = "xla-cache"
-LIMIT_BYTES = 64 * 1024 * 1024  # ~15 generators' code (a bucket's executable is ~0.7 MB)
+LIMIT_BYTES = 64 * 1024 * 1024  # ~90 buckets' executables of ~0.7 MB: ~18 generators' code
 DIGEST_SUFFIX = ".sha256"  # beside each file: its digest when first found whole
 FLAGS = "TF_XLA_FLAGS"
 DIRECTORY_FLAG = "--tf_xla_persistent_cache_directory"

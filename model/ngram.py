@@ -17,9 +17,8 @@ levels it builds.
 Sequences are conversations as codec ids starting with SEP. Contexts never reach into
 another sequence; the leading SEP is context only, never a target.
 
-Implementation: every distinct k-gram gets a dense id (its index in the sorted array
-`keys` of codes `id(first k-1 symbols) * RADIX + last symbol`), built level by level
-with numpy, so fitting and scoring are array operations rather than Python loops.
+Implementation: every distinct k-gram has a dense id (model.ngram_counts), so scoring is
+array operations over the levels rather than Python loops.
 """
 
 from __future__ import annotations
@@ -31,11 +30,8 @@ from typing import Self
 import numpy as np
 
 from model.codec import SEP
-from model.kneser_ney import MIN_DISCOUNT, Level, kneser_ney_levels
+from model.kneser_ney import Level, kneser_ney_levels
 from model.ngram_counts import RADIX, Counts, checked, count, join, lookup
-
-# Level and MIN_DISCOUNT are defined in model.kneser_ney; they stay importable from here.
-__all__ = ["ALPHABET", "MIN_DISCOUNT", "ByteNGram", "Level", "NGramTables", "best_ngram"]
 
 ALPHABET = SEP + 1  # symbols a model can write: bytes 0..255 and SEP
 

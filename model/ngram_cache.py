@@ -42,8 +42,9 @@ import numpy as np
 from model import codec, corpus, languages, ngram, ngram_counts
 from model.atomic import TMP_PREFIX, write_atomically
 from model.corpus import corpus_dir
+from model.kneser_ney import Level
 from model.languages import BaseNGrams, count_base_ngrams
-from model.ngram import ByteNGram, Level
+from model.ngram import ByteNGram
 
 log = logging.getLogger(__name__)
 

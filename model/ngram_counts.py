@@ -1,4 +1,4 @@
-"""Counting byte n-grams: the statistics model.ngram's Kneser-Ney levels are built from.
+"""Counting byte n-grams: the statistics model.kneser_ney builds the n-gram's levels from.
 
 Sequences are joined into one array, each preceded by a START marker, and every
 distinct k-gram gets a dense id (its index in the sorted array of codes

@@ -23,7 +23,7 @@ import os
 import shutil
 from pathlib import Path
 
-from model.atomic import TMP_PREFIX, fsync_dir
+from model.atomic import fsync_dir
 from model.modelfile import ModelFile, ModelFileError, load
 from model.store_layout import (
     INFO_FILE,
@@ -41,9 +41,6 @@ from model.store_layout import (
     write_pointer,
     write_version,
 )
-
-# Re-exported: callers and tests name the store's files through `model.store`.
-__all__ = ["POINTER_FILE", "TMP_PREFIX", "ModelStore", "StoreError"]
 
 log = logging.getLogger(__name__)
 

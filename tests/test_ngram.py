@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from model.codec import PAD, SEP, encode_text, encode_turns
-from model.ngram import ALPHABET, MIN_DISCOUNT, ByteNGram, best_ngram
+from model.kneser_ney import MIN_DISCOUNT
+from model.ngram import ALPHABET, ByteNGram, best_ngram
 
 A, B, Z = ord("a"), ord("b"), ord("z")
 

@@ -1,4 +1,5 @@
-"""model/store.py: versions, the live pointer, rollback and prune rules, crash safety, run lock.
+"""model/store.py and model/store_layout.py: versions, the live pointer, rollback and prune
+rules, crash safety; model/runlock.py: the run lock.
 
 Model files here are tiny (GRU-4) and made with NumPy alone, so nothing runs TensorFlow.
 The kill test forks its victims from one helper process that imported the model
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from model.atomic import TMP_PREFIX
 from model.modelfile import (
     ModelConfig,
     ModelFile,
@@ -28,12 +30,8 @@ from model.modelfile import (
     weight_names,
 )
 from model.runlock import RunLock
-from model.store import (
-    POINTER_FILE,
-    TMP_PREFIX,
-    ModelStore,
-    StoreError,
-)
+from model.store import ModelStore, StoreError
+from model.store_layout import POINTER_FILE
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TINY = ModelConfig(units=4, embed_dim=2)
