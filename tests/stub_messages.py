@@ -147,6 +147,13 @@ class MessageMethods:
             )
             return message
 
+    def _upload(self, params: Params, field: str) -> bytes:
+        """The file uploaded as `field` (a file_id or URL instead of an upload is not modelled)."""
+        data = params.get(field)
+        if not isinstance(data, bytes):
+            raise bad(f"there is no {field} in the request")
+        return data
+
     def _caption(self, params: Params) -> str:
         """A file's caption: plain text of at most MAX_CAPTION_LENGTH UTF-16 code units."""
         caption = self._plain_text(params, "caption")
@@ -156,9 +163,7 @@ class MessageMethods:
 
     def _send_photo(self, params: Params) -> Params:
         chat_id = self._chat_id(params)
-        data = params.get("photo")
-        if not isinstance(data, bytes):  # a file_id or URL instead of an upload is not modelled
-            raise bad("there is no photo in the request")
+        data = self._upload(params, "photo")
         if not (data.startswith(_IMAGE_MAGIC) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")):
             raise bad("IMAGE_PROCESS_FAILED")
         caption = self._caption(params)
@@ -179,9 +184,7 @@ class MessageMethods:
 
     def _send_document(self, params: Params) -> Params:
         chat_id = self._chat_id(params)
-        data = params.get("document")
-        if not isinstance(data, bytes):  # a file_id or URL instead of an upload is not modelled
-            raise bad("there is no document in the request")
+        data = self._upload(params, "document")
         if not data:
             raise bad("file must be non-empty")
         caption = self._caption(params)
