@@ -85,7 +85,7 @@ def refit_mix(
     report: Callable[[str], None] = print,
 ) -> ModelFile:
     """The base model at `path` with its network kept and its mixture fitted again as
-    `pretrain` fits it (the base n-gram's order, the network's weight), saved to
+    `pretrain` fits it (the network's weight against the base n-gram of MIX_ORDER), saved to
     `out_path` (default: `path`): seconds, where `pretrain` trains the network for an hour."""
     _, heldout = base_split()
     model = with_base_mix(load(path), [conversation_ids(c) for c in heldout], report)
