@@ -11,6 +11,12 @@ The headline figure pools the replies of the languages with at least MIN_BASE_BY
 of base text; the others have too little text for the model to be held to them. Beside
 it stands the same share for the corpus's own replies to the same prompts (their second
 turns): replies right by construction, so it shows how far the identifier itself is right.
+
+A whole reply that begins in the prompt's language and drifts into others mid-sentence
+can still be identified as the prompt's language, so a stricter share stands beside the
+headline: replies each of whose pieces (PIECE_WORDS words; PIECE_CHARS characters for
+text without spaces) is in the prompt's language, with the corpus's own replies counted
+the same way for how often the identifier misses on pieces that short.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ MIN_BASE_BYTES = 30_000  # 30 KB of a language's base text: below it, not in the
 MAX_PROMPTS = 8  # prompt candidates per language, taken in held-out order
 TEMPERATURES = (0.0, 0.6)
 SAMPLES_PER_LANGUAGE = 2  # prompts per language whose replies the report prints
+PIECE_WORDS = 4  # words per piece in the stricter share (module docstring)
+PIECE_CHARS = 8  # characters per piece of text without spaces; shorter pieces are not judged
 
 # Corpus language (its directory in chatterbot-corpus) -> the ISO 639-1 code py3langid
 # answers. None: py3langid has no label for it (Hinglish is Hindi written in Latin script).
@@ -92,6 +100,18 @@ def identify(text: str) -> str:
     return _identifier().classify(text)[0]
 
 
+def every_piece_in(text: str, code: str) -> bool:
+    """Whether each piece of `text` (module docstring) is identified as `code`; a text too
+    short to cut into pieces is judged whole."""
+    words = text.split()
+    if len(words) > 1:
+        pieces = [" ".join(words[i : i + PIECE_WORDS]) for i in range(0, len(words), PIECE_WORDS)]
+    else:
+        pieces = [text[i : i + PIECE_CHARS] for i in range(0, len(text), PIECE_CHARS)]
+    judged = [piece for piece in pieces if len(piece) >= PIECE_CHARS] or [text]
+    return all(identify(piece) == code for piece in judged)
+
+
 @dataclass(frozen=True)
 class PromptSet:
     language: str  # corpus language name ("english")
@@ -141,6 +161,9 @@ class LanguageFidelity:
     replies: dict[float, list[str]] = field(default_factory=dict)  # temperature -> per prompt
     in_language: dict[float, int] = field(default_factory=dict)  # temperature -> replies in it
     references_in_language: int = 0  # the corpus's own replies identified as the language
+    # The same, counting only replies every piece of which is in the language.
+    pieces_in_language: dict[float, int] = field(default_factory=dict)
+    references_pieces_in_language: int = 0
 
     def share(self, t: float) -> float | None:
         """Share of replies at temperature `t` in the prompt's language (None: no prompts)."""
@@ -153,11 +176,18 @@ class FidelityReport:
     languages: list[LanguageFidelity]
     temperatures: tuple[float, ...]
 
-    def overall(self, t: float | None) -> float | None:
-        """Pooled share over the counted languages' replies at `t` (None: the corpus's own)."""
+    def overall(self, t: float | None, *, pieces: bool = False) -> float | None:
+        """Pooled share over the counted languages' replies at `t` (None: the corpus's own);
+        `pieces`: of replies every piece of which is in the language."""
         counted = [f for f in self.languages if f.prompts.counted and f.prompts.prompts]
         n = sum(len(f.prompts.prompts) for f in counted)
-        hits = sum(f.references_in_language if t is None else f.in_language[t] for f in counted)
+        if pieces:
+            hits = sum(
+                f.references_pieces_in_language if t is None else f.pieces_in_language[t]
+                for f in counted
+            )
+        else:
+            hits = sum(f.references_in_language if t is None else f.in_language[t] for f in counted)
         return hits / n if n else None
 
 
@@ -181,10 +211,13 @@ def measure_fidelity(
             own = texts[start : start + len(result.prompts.prompts)]
             start += len(own)
             result.replies[t] = own
-            result.in_language[t] = sum(identify(text) == result.prompts.code for text in own)
+            code = result.prompts.code
+            result.in_language[t] = sum(identify(text) == code for text in own)
+            result.pieces_in_language[t] = sum(every_piece_in(text, code) for text in own)
     for result in results:
-        code = result.prompts.code
-        result.references_in_language = sum(identify(r) == code for r in result.prompts.references)
+        code, references = result.prompts.code, result.prompts.references
+        result.references_in_language = sum(identify(r) == code for r in references)
+        result.references_pieces_in_language = sum(every_piece_in(r, code) for r in references)
     return FidelityReport(results, tuple(temperatures))
 
 
@@ -214,6 +247,12 @@ def format_fidelity(report: FidelityReport) -> list[str]:
     lines.append(
         f"  languages with >= {MIN_BASE_BYTES // 1000} KB of base text: {at} "
         f"(aim >= 90%; the corpus's own replies: {_pct(report.overall(None))})"
+    )
+    strict = ", ".join(f"{_pct(report.overall(t, pieces=True))} at T {t:g}" for t in temps)
+    lines.append(
+        f"  the same, every {PIECE_WORDS}-word piece of a reply in the prompt's language "
+        f"(drift inside a reply): {strict} "
+        f"(the corpus's own replies: {_pct(report.overall(None, pieces=True))})"
     )
     lines.append("  sample replies (temperature: reply):")
     for f in report.languages:

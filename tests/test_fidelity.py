@@ -12,6 +12,7 @@ from model.fidelity import (
     MAX_PROMPTS,
     MIN_BASE_BYTES,
     TEMPERATURES,
+    every_piece_in,
     format_fidelity,
     identify,
     measure_fidelity,
@@ -37,9 +38,16 @@ class Echo:
         return [Said(turns[-1]) for turns in contexts]
 
 
+ENGLISH = "I am very well, thank you for asking me that."
+DRIFTING = "I am working of yemek isterdimento e un computer. Ich continent?"  # a real reply
+
+
 class AlwaysEnglish:
+    def __init__(self, text: str = ENGLISH):
+        self.text = text
+
     def reply(self, contexts, temperatures, seed=None):
-        return [Said("I am very well, thank you for asking me that.") for _ in contexts]
+        return [Said(self.text) for _ in contexts]
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +95,22 @@ def test_a_generator_that_always_answers_in_english(sets):
         assert languages["hinglish"].share(t) is None
 
 
+def test_a_reply_that_drifts_inside_counts_whole_but_not_piece_by_piece(sets):
+    assert identify(DRIFTING) == "en" and not every_piece_in(DRIFTING, "en")
+    assert every_piece_in(ENGLISH, "en")
+    assert every_piece_in("Hello", "en") == (identify("Hello") == "en")  # too short to cut
+    drifting = measure_fidelity(AlwaysEnglish(DRIFTING), sets)
+    plain = measure_fidelity(AlwaysEnglish(), sets)
+    english = len(by_language(plain)["english"].prompts.prompts)
+    for t in TEMPERATURES:
+        assert by_language(drifting)["english"].in_language[t] == english
+        assert by_language(drifting)["english"].pieces_in_language[t] == 0
+        assert by_language(plain)["english"].pieces_in_language[t] == english
+        assert drifting.overall(t) == plain.overall(t) > 0
+        assert drifting.overall(t, pieces=True) == 0.0 < plain.overall(t, pieces=True)
+    assert drifting.overall(None, pieces=True) == plain.overall(None, pieces=True) > 0.5
+
+
 def test_only_languages_with_enough_base_text_count(sets):
     english, hinglish, spanish = sets
     assert english.base_bytes >= MIN_BASE_BYTES and spanish.base_bytes >= MIN_BASE_BYTES
@@ -110,6 +134,7 @@ def test_the_report_prints_the_table_the_headline_and_samples(sets):
     lines = format_fidelity(measure_fidelity(AlwaysEnglish(), sets))
     text = "\n".join(lines)
     assert "languages with >= 30 KB of base text: " in text
+    assert "every 4-word piece of a reply in the prompt's language" in text
     assert "(py3langid has no code for it)" in text  # hinglish
     row = next(line for line in lines if "* spanish" in line)
     assert row.split()[-2:] == ["0%", "0%"]
