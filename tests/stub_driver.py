@@ -90,11 +90,7 @@ class StubDriver:
         extra: Params = {
             "photo": [{"file_id": f"stub-in-{n}", "file_unique_id": f"stub-u{n}", **size}]
         }
-        if caption:
-            extra["caption"] = caption
-            if entities := auto_entities(caption):
-                extra["caption_entities"] = entities
-        return self.push_message(None, user_id=user_id, chat_id=chat_id, extra=extra, **chat)
+        return self._push_file(user_id, chat_id, extra, caption, chat)
 
     def push_document(
         self,
@@ -111,7 +107,12 @@ class StubDriver:
         mime_type = mimetypes.guess_type(file_name)[0] or "application/octet-stream"
         document = {"file_id": f"stub-in-{n}", "file_unique_id": f"stub-u{n}"}
         document |= {"file_name": file_name, "mime_type": mime_type, "file_size": 2_048}
-        extra: Params = {"document": document}
+        return self._push_file(user_id, chat_id, {"document": document}, caption, chat)
+
+    def _push_file(
+        self, user_id: int, chat_id: int | None, extra: Params, caption: str | None, chat: Params
+    ) -> int:
+        """Queue a message carrying the file in `extra`, with `caption` and its entities."""
         if caption:
             extra["caption"] = caption
             if entities := auto_entities(caption):
